@@ -1,0 +1,42 @@
+"""ONNX Runtime backend: the default runtime (CPU; the CUDA provider when installed)."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, require
+from .base import Backend
+
+log = logging.getLogger("engine")
+
+
+class OnnxRuntimeBackend(Backend):
+    """An ONNX model exported by `harmonize export`; FP16 models take and give float16."""
+
+    name = "onnxruntime"
+
+    def __init__(self, model: str | Path, providers: list[str] | None = None, threads: int | None = None):
+        ort = require("onnxruntime", "cpu")
+        if not Path(model).exists():
+            raise InputError(f"{model}: no such ONNX model")
+        if providers is None:
+            wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            providers = [p for p in wanted if p in ort.get_available_providers()]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        try:
+            self.session = ort.InferenceSession(str(model), opts, providers=providers)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise InputError(f"{model}: ONNX Runtime cannot load it ({exc})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.size, self.head = int(meta["size"]), meta["head"]
+        self.dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
+        self.providers = self.session.get_providers()
+        log.debug("onnxruntime providers: %s", self.providers)
+
+    def infer(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        feed = {"image": image.astype(self.dtype), "mask": mask.astype(self.dtype)}
+        return self.session.run(None, feed)[0].astype(np.float32)

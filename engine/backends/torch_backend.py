@@ -1,0 +1,30 @@
+"""PyTorch backend: the reference every other backend is validated against (needs the 'train' extra)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError, require
+from .base import Backend
+
+
+class TorchBackend(Backend):
+    """A checkpoint written by `harmonize train`, run eagerly in float32."""
+
+    name = "torch"
+
+    def __init__(self, model: str | Path, device: str = "cpu"):
+        self.torch = require("torch", "train")
+        from ..model import load_checkpoint
+
+        if not Path(model).exists():
+            raise InputError(f"{model}: no such checkpoint")
+        self.device = device
+        self.model = load_checkpoint(model).to(device)
+        self.size, self.head = self.model.size, self.model.head
+
+    def infer(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            t = lambda a: self.torch.from_numpy(a).to(self.device)  # noqa: E731
+            return self.model(t(image), t(mask)).float().cpu().numpy()

@@ -1,0 +1,220 @@
+"""Data: iHarmony4 triples (dataset layout or a MANIFEST.csv folder) and synthetic composites.
+
+Synthetic composites follow the HCOCO recipe of iHarmony4: take a real photo, recolour one masked
+object the ways real composites go wrong, and ask the network to undo it; the photo is the target.
+numpy and Pillow only, deterministic per (seed, index).
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import InputError
+from .imageio import read_image, read_mask
+
+SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
+
+
+@dataclass(frozen=True)
+class Triple:
+    """One harmonization example: a composite, its foreground mask and the real photograph."""
+
+    name: str
+    subset: str
+    composite: Path
+    mask: Path
+    real: Path
+
+
+def iharmony4_names(composite_name: str) -> tuple[str, str]:
+    """The mask and real file names of an iHarmony4 composite `<id>_<obj>_<k>.jpg`."""
+    parts = Path(composite_name).stem.split("_")
+    if len(parts) < 3:
+        raise InputError(f"{composite_name}: not an iHarmony4 composite name <id>_<obj>_<k>.jpg")
+    image_id = "_".join(parts[:-2])
+    return f"{image_id}_{parts[-2]}.png", f"{image_id}.jpg"
+
+
+def read_iharmony4(root: str | Path, split: str = "test", subsets=SUBSETS) -> list[Triple]:
+    """Triples of the iHarmony4 layout: <root>/<subset>/{composite_images,masks,real_images} + lists."""
+    root = Path(root)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    triples = []
+    for subset in subsets:
+        listing = root / subset / f"{subset}_{split}.txt"
+        if not listing.exists():
+            continue
+        for line in listing.read_text().split():
+            mask_name, real_name = iharmony4_names(line)
+            d = root / subset
+            triples.append(Triple(Path(line).stem, subset, d / "composite_images" / Path(line).name,
+                                  d / "masks" / mask_name, d / "real_images" / real_name))
+    if not triples:
+        raise InputError(f"{root}: no {split} list of {', '.join(subsets)} found (e.g. HCOCO/HCOCO_{split}.txt)")
+    return triples
+
+
+def read_manifest(folder: str | Path) -> list[Triple]:
+    """Triples listed in <folder>/MANIFEST.csv (columns sample_dir, subset, composite, mask, real)."""
+    folder = Path(folder)
+    manifest = folder / "MANIFEST.csv"
+    if not manifest.exists():
+        raise InputError(f"{folder}: no MANIFEST.csv")
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        Triple(Path(r["composite"]).stem, r["subset"], folder / r["sample_dir"] / r["composite"],
+               folder / r["sample_dir"] / r["mask"], folder / r["sample_dir"] / r["real"])
+        for r in rows
+    ]
+
+
+def read_triples(path: str | Path, split: str = "test") -> list[Triple]:
+    """A MANIFEST.csv folder or an iHarmony4 root, whichever `path` is."""
+    if (Path(path) / "MANIFEST.csv").exists():
+        return read_manifest(path)
+    return read_iharmony4(path, split)
+
+
+def load_triple(t: Triple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Composite and real as uint8 RGB, mask as float32 in [0, 1], all checked to one size."""
+    comp = read_image(t.composite).rgb
+    real = read_image(t.real).rgb
+    size = (comp.shape[1], comp.shape[0])
+    if real.shape != comp.shape:
+        raise InputError(f"{t.real}: real is {real.shape[1]}x{real.shape[0]}, composite is {size[0]}x{size[1]}")
+    return comp, read_mask(t.mask, size), real
+
+
+# ---------------------------------------------------------------------------- synthetic composites
+
+
+def permissive_sources(data_root: str | Path) -> list[tuple[Path, list[Path]]]:
+    """(photo, masks) for the pictures that may train shipped weights (../shared/data/README.md)."""
+    root = Path(data_root)
+    sources = []
+    with open(root / "coco" / "images.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["commercial_ok"] == "1" and row["derivatives_ok"] == "1":
+                stem = Path(row["file"]).stem
+                masks = sorted((root / "coco" / "masks").glob(f"{stem}_*.png"))
+                sources.append((root / "coco" / "images" / row["file"], masks))
+    sources += [(p, []) for p in sorted((root / "photos").glob("*.jpg"))]
+    if not sources:
+        raise InputError(f"{root}: no permissive training photos found")
+    return sources
+
+
+def _resize_short(img: Image.Image, short: int) -> Image.Image:
+    s = short / min(img.size)
+    return img if s >= 1 else img.resize((round(img.width * s), round(img.height * s)), Image.BICUBIC)
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+    return x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def recolour(fg: np.ndarray, reference: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Recolour foreground pixels (N, 3) in [0, 1] by 1 to 3 random edits of how composites go wrong."""
+    x = fg.astype(np.float32)
+    edits = rng.choice(7, size=rng.integers(1, 4), replace=False)
+    for e in edits:
+        if e == 0:  # colour statistics transferred (partly) from another photo
+            a = rng.uniform(0.4, 1.0)
+            mu, sd = x.mean(0), x.std(0) + 1e-3
+            rmu, rsd = reference.mean(0), reference.std(0) + 1e-3
+            x = x + a * (((x - mu) / sd * rsd + rmu) - x)
+        elif e == 1:  # white balance
+            x = x * rng.uniform(0.75, 1.3, size=3).astype(np.float32)
+        elif e == 2:  # exposure
+            x = x * np.float32(2.0 ** rng.uniform(-0.9, 0.7))
+        elif e == 3:  # gamma / tone curve
+            x = np.clip(x, 0, 1) ** np.float32(rng.uniform(0.6, 1.6))
+        elif e == 4:  # saturation
+            y = _luma(x)[:, None]
+            x = y + np.float32(rng.uniform(0.3, 1.7)) * (x - y)
+        elif e == 5:  # hue rotation about the grey axis
+            t = np.deg2rad(rng.uniform(-30, 30))
+            k = np.ones(3, np.float32) / np.sqrt(3)
+            kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], np.float32)
+            r = np.eye(3, dtype=np.float32) + np.sin(t) * kx + (1 - np.cos(t)) * kx @ kx
+            x = x @ r.T
+        else:  # contrast
+            m = x.mean(0)
+            x = m + np.float32(rng.uniform(0.6, 1.4)) * (x - m)
+    return np.clip(x, 0, 1)
+
+
+def random_blob_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """An object-like random mask: a few overlapping ellipses, covering roughly 5 to 45 % of the image."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    mask = np.zeros((h, w), bool)
+    cy, cx = rng.uniform(0.25, 0.75) * h, rng.uniform(0.25, 0.75) * w
+    for _ in range(rng.integers(1, 5)):
+        ry, rx = rng.uniform(0.1, 0.35) * h, rng.uniform(0.1, 0.35) * w
+        oy, ox = cy + rng.normal(0, 0.1 * h), cx + rng.normal(0, 0.1 * w)
+        mask |= ((yy - oy) / ry) ** 2 + ((xx - ox) / rx) ** 2 <= 1
+    return mask
+
+
+class SyntheticComposites:
+    """Deterministic synthetic training triples at `size` x `size` from the permissive photos.
+
+    Each sample: a random view of a photo (60 to 100 % of its short side, aspect jittered, resized to
+    size x size as inference does), an object mask (COCO, or a random shape on photos without one),
+    and the object recoloured. Returns (composite, mask, real) as float32 (3|1, size, size).
+    """
+
+    def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0):
+        self.size, self.seed = size, seed
+        self.items = []
+        for photo, masks in permissive_sources(data_root):
+            img = _resize_short(Image.open(photo).convert("RGB"), 2 * size)
+            ms = [np.asarray(_resize_short(Image.open(m).convert("L"), 2 * size), np.uint8) for m in masks]
+            self.items.append((np.asarray(img), ms))
+        self.object_masks = [m for _, ms in self.items for m in ms]
+
+    def __len__(self) -> int:
+        return 10**9  # an endless stream; the trainer counts steps
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng((self.seed, index))
+        for _ in range(20):
+            sample = self._try(rng)
+            if sample is not None:
+                return sample
+        raise RuntimeError("could not draw a synthetic composite with a usable mask")
+
+    def _try(self, rng: np.random.Generator):
+        img, masks = self.items[rng.integers(len(self.items))]
+        h, w = img.shape[:2]
+        if masks:
+            mask = masks[rng.integers(len(masks))] > 127
+        elif rng.random() < 0.5 or not self.object_masks:
+            mask = random_blob_mask(h, w, rng)
+        else:  # an object's outline from another photo, stretched onto this one
+            other = self.object_masks[rng.integers(len(self.object_masks))]
+            mask = np.asarray(Image.fromarray(other).resize((w, h), Image.NEAREST)) > 127
+        ch = int(min(h, w) * rng.uniform(0.6, 1.0))
+        cw = int(np.clip(ch * rng.uniform(0.75, 1.33), 8, w))
+        ch = min(ch, h)
+        y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        box = (x0, y0, x0 + cw, y0 + ch)
+        s = (self.size, self.size)
+        real = np.asarray(Image.fromarray(img).resize(s, Image.BICUBIC, box=box), np.float32) / 255
+        m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(s, Image.BILINEAR, box=box)) > 127
+        if not 0.01 <= m.mean() <= 0.8:
+            return None
+        ref_img = self.items[rng.integers(len(self.items))][0]
+        reference = ref_img.reshape(-1, 3)[:: 97].astype(np.float32) / 255
+        comp = real.copy()
+        comp[m] = recolour(real[m], reference, rng)
+        if rng.random() < 0.5:
+            comp, m, real = comp[:, ::-1], m[:, ::-1], real[:, ::-1]
+        chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1))  # noqa: E731
+        return chw(comp), m[None].astype(np.float32).copy(), chw(real)

@@ -1,0 +1,128 @@
+"""`harmonize train`: train an FMM configuration on synthetic composites and/or iHarmony4.
+
+Checkpoints hold the configuration, weights, optimizer state and step; they are written atomically
+so an interrupted run resumes from the last one with `--resume`.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from .data import SyntheticComposites, load_triple, read_iharmony4
+from .model import FMMNet, create_model
+from .progress import Progress
+
+
+class IHarmony4Crops(Dataset):
+    """iHarmony4 training triples, the paper's augmentation: short side 1.64-2x size, random crop, flip."""
+
+    def __init__(self, root: str | Path, size: int, seed: int = 0):
+        self.triples, self.size, self.seed = read_iharmony4(root, "train"), size, seed
+
+    def __len__(self) -> int:
+        return len(self.triples)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng((self.seed, i, int(time.time())))
+        comp, mask, real = load_triple(self.triples[i])
+        short = int(self.size * rng.uniform(1.64, 2.0))
+        h, w = mask.shape
+        s = short / min(h, w)
+        nw, nh = max(self.size, round(w * s)), max(self.size, round(h * s))
+        y0, x0 = rng.integers(0, nh - self.size + 1), rng.integers(0, nw - self.size + 1)
+        box_flip = rng.random() < 0.5
+
+        def prep(a: np.ndarray, resample) -> np.ndarray:
+            img = Image.fromarray(a).resize((nw, nh), resample)
+            a = np.asarray(img, np.float32)[y0:y0 + self.size, x0:x0 + self.size] / 255
+            a = a[:, ::-1] if box_flip else a
+            return np.ascontiguousarray(a.transpose(2, 0, 1) if a.ndim == 3 else a[None])
+
+        m = prep((mask * 255).astype(np.uint8), Image.NEAREST)
+        return prep(comp, Image.BICUBIC), (m > 0.5).astype(np.float32), prep(real, Image.BICUBIC)
+
+
+def foreground_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared error over foreground pixels, averaged: the training form of fMSE."""
+    err = ((pred - target) ** 2 * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * 3).clamp(min=1)
+    return err.mean()
+
+
+def save_checkpoint(path: Path, model: FMMNet, optimizer, step: int, config: dict, seed: int) -> None:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".part")
+    torch.save(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                    step=step, seed=seed), tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    out: str | Path, config: str = "small", data_root: str | Path | None = None,
+    iharmony4: str | Path | None = None, batch_size: int = 16, steps: int = 20000, lr: float = 1e-3,
+    optimizer: str = "adam", loss: str = "fmse", resume: bool = False, device: str = "cpu",
+    workers: int = 1, seed: int = 0, save_every: int = 200, size: int | None = None,
+) -> Path:
+    """Train and checkpoint to `out`; returns its path. The paper's recipe: config=paper, iharmony4=ROOT,
+    batch_size=24, optimizer=adadelta, lr=1.0, loss=mse."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if resume and out.exists():
+        ckpt = torch.load(out, map_location="cpu", weights_only=True)
+        cfg, start, seed = ckpt["config"], ckpt["step"], ckpt["seed"]
+        model = FMMNet(**cfg)
+        model.load_state_dict(ckpt["model"])
+    else:
+        model, start, ckpt = create_model(config, **({"size": size} if size else {})), 0, None
+        cfg = model.config
+    model.to(device).train()
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    elif optimizer == "adadelta":
+        opt = torch.optim.Adadelta(model.parameters(), lr=lr)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'adadelta', not {optimizer!r}")
+    if ckpt is not None:
+        opt.load_state_dict(ckpt["optimizer"])
+    sets: list[Dataset] = []
+    if data_root is not None:
+        sets.append(SyntheticComposites(data_root, cfg["size"], seed=seed + start))
+    if iharmony4 is not None:
+        sets.append(IHarmony4Crops(iharmony4, cfg["size"], seed=seed + start))
+    if not sets:
+        raise ValueError("give training data: --data (synthetic from photos) and/or --iharmony4 ROOT")
+    data = sets[0] if len(sets) == 1 else ConcatDataset(sets)
+    shuffle = not isinstance(data, SyntheticComposites)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                        drop_last=True, persistent_workers=workers > 0)
+    progress = Progress(steps, "train", initial=start)
+    step, it = start, iter(loader)
+    running = None
+    while step < steps:
+        try:
+            comp, mask, real = (t.to(device) for t in next(it))
+        except StopIteration:
+            it = iter(loader)
+            continue
+        for group in opt.param_groups:  # cosine decay, a function of the step so resuming keeps it
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        pred = model.harmonize(comp, mask)
+        value = foreground_mse(pred, real, mask) if loss == "fmse" else torch.mean((pred - real) ** 2)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        step += 1
+        running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
+        progress.update(step, f"loss {running * 255**2:.1f}")
+        if step % save_every == 0 or step == steps:
+            save_checkpoint(out, model, opt, step, cfg, seed)
+    progress.close()
+    return out
+
