@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+from pathlib import Path
 
 from . import __version__
-from .errors import HarmonizeError
+from .errors import HarmonizeError, InputError
 
 log = logging.getLogger("engine")
 
@@ -22,6 +24,78 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint: {path}")
     return 0
+
+
+def _backend(args: argparse.Namespace):
+    from .backends import load
+
+    backend = load(args.backend, args.model)
+    log.info("model: %s on %s", getattr(args, "model", None) or "shipped default", backend.name)
+    return backend
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .backends import load
+    from .data import read_triples
+    from .evaluate import baselines, evaluate, table
+    from .metrics import reinhard
+
+    triples = read_triples(args.root, args.split)
+    methods = baselines()
+    methods["half-strength Lab transfer"] = lambda rgb, mask: reinhard(rgb, mask, 0.5)
+    for spec in args.model or [None]:
+        backend = load(args.backend, spec)
+        methods[f"FMM {Path(spec).name if spec else 'shipped'} ({backend.name})"] = backend.harmonize
+    results = evaluate(triples, methods, progress=not args.quiet)
+    text = table(results, triples)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps({m: s.rows for m, s in results.items()}, indent=1))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .backends import default_model_path
+
+    if args.shipped:
+        from .export import export_shipped
+
+        for path in export_shipped(args.checkpoint):
+            print(f"wrote {path}")
+        return 0
+    from .export import export_onnx
+
+    checkpoint = args.checkpoint or default_model_path("torch")
+    path = export_onnx(checkpoint, args.out, fp16=args.fp16)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .batch import Job, csv_jobs, folder_jobs, run_batch
+
+    src = Path(args.input)
+    suffix = f".{args.format}" if args.format else None
+    if src.is_dir():
+        if not args.masks or not args.output:
+            raise InputError("a folder of composites needs --masks DIR and -o OUTPUT_DIR")
+        jobs = folder_jobs(src, Path(args.masks), Path(args.output), suffix)
+    elif src.suffix.lower() == ".csv":
+        if not args.output:
+            raise InputError("a CSV list needs -o OUTPUT_DIR")
+        jobs = csv_jobs(src, Path(args.output), suffix)
+    else:
+        if not args.mask:
+            raise InputError(f"{src}: give its mask with --mask MASK")
+        out = Path(args.output) if args.output else src.with_name(f"{src.stem}_harmonized{suffix or src.suffix}")
+        jobs = [Job(src, Path(args.mask), out)]
+    with _backend(args) as backend:
+        summary = run_batch(backend, jobs, overwrite=args.overwrite, strength=args.strength,
+                            progress=not args.quiet)
+    for path, why in summary.failed:
+        print(f"FAILED {path}: {why}", file=sys.stderr)
+    print(summary)
+    return 1 if summary.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +121,35 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=1, help="data loader processes")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="MSE, PSNR, fMSE on iHarmony4 or a MANIFEST.csv folder")
+    e.add_argument("root", help="iHarmony4 root or a folder with MANIFEST.csv")
+    e.add_argument("--model", action="append", help="model file (.pt or .onnx); repeat to compare")
+    e.add_argument("--backend", default="auto", help="auto, torch or onnxruntime")
+    e.add_argument("--split", default="test", help="iHarmony4 list to use (default test)")
+    e.add_argument("--json", help="also write per-triple scores here")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    e.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("export", help="checkpoint to ONNX with the harmony custom node (needs 'export')")
+    x.add_argument("checkpoint", nargs="?", help="checkpoint (default: the shipped weights)")
+    x.add_argument("-o", "--out", help="ONNX file to write")
+    x.add_argument("--fp16", action="store_true", help="float16 graph (op statistics stay float32)")
+    x.add_argument("--shipped", action="store_true", help="regenerate the package's ONNX files; with a checkpoint, ship its weights first")
+    x.set_defaults(func=cmd_export)
+
+    r = sub.add_parser("run", help="harmonize an image, a folder or a CSV list, headless")
+    r.add_argument("input", help="composite image, folder of composites, or CSV (composite,mask[,output])")
+    r.add_argument("--mask", help="the mask of a single composite (white = object)")
+    r.add_argument("--masks", help="folder of masks, matched to composites by name")
+    r.add_argument("-o", "--output", help="output file, or folder mirroring the input")
+    r.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output type (default: input's)")
+    r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    r.add_argument("--strength", type=float, default=1.0, help="0..1 blend towards the harmonized colours")
+    r.add_argument("--backend", default="auto", help="auto, onnxruntime or torch")
+    r.add_argument("--model", help="model file (default: the shipped one)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.set_defaults(func=cmd_run)
     return p
 
 

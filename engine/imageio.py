@@ -1,14 +1,13 @@
 """Reading images and masks with clear errors, and writing outputs atomically (numpy and Pillow only)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_path
 from .errors import InputError
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # editor images reach 50 MP; refuse only absurd ones
@@ -91,12 +90,5 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     img = Image.fromarray(rgb, "RGB")
     if alpha is not None and ext not in (".jpg", ".jpeg"):
         img.putalpha(Image.fromarray(alpha, "L"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format=Image.registered_extensions()[ext], **SAVE_OPTIONS.get(ext, {}))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        img.save(tmp, format=Image.registered_extensions()[ext], **SAVE_OPTIONS.get(ext, {}))

@@ -142,10 +142,12 @@ class FMMNet(nn.Module):
         d = self.dec3(self.up(self.dec2(self.up(self.dec1(self.up(h, s3)), s2)), s1))
         if self.head == "image":
             return torch.clamp(image + torch.tanh(self.out(d)), 0, 1)
-        fg = (d * mask).sum((2, 3)) / mask.sum((2, 3)).clamp(min=1.0)
-        bg = (d * (1 - mask)).sum((2, 3)) / (1 - mask).sum((2, 3)).clamp(min=1.0)
-        identity = torch.eye(3, 4, dtype=d.dtype, device=d.device).reshape(1, 12)
-        return identity + self.out(torch.cat([fg, bg], 1))
+        # NOTE: pooled in float32: pixel counts overflow float16 above 256x256.
+        d, m = d.float(), mask.float()
+        fg = (d * m).sum((2, 3)) / m.sum((2, 3)).clamp(min=1.0)
+        bg = (d * (1 - m)).sum((2, 3)) / (1 - m).sum((2, 3)).clamp(min=1.0)
+        identity = torch.eye(3, 4, device=d.device).reshape(1, 12)
+        return identity + self.out(torch.cat([fg, bg], 1).to(self.out.weight.dtype)).float()
 
     def harmonize(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The harmonized image at the input's resolution, whatever the head (used in training)."""

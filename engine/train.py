@@ -6,7 +6,6 @@ so an interrupted run resumes from the last one with `--resume`.
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from .atomic import atomic_path
 from .data import SyntheticComposites, load_triple, read_iharmony4
 from .model import FMMNet, create_model
 from .progress import Progress
@@ -57,10 +57,9 @@ def foreground_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor)
 
 def save_checkpoint(path: Path, model: FMMNet, optimizer, step: int, config: dict, seed: int) -> None:
     """Write a checkpoint atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".part")
-    torch.save(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                    step=step, seed=seed), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        step=step, seed=seed), tmp)
 
 
 def train(
