@@ -98,6 +98,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _reference(args: argparse.Namespace):
+    from .backends import default_model_path, load
+
+    return load("torch", args.reference or default_model_path("torch"))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .backends import default_model_path, load
+    from .validate import TOLERANCES, as_json, bench_inputs, compare, report, synthetic_inputs
+
+    precision = "fp16" if args.fp16 else "fp32"
+    model = args.model or (default_model_path(args.backend, fp16=args.fp16) if args.backend != "torch" else None)
+    backend = load(args.backend, model)
+    reference = _reference(args)
+    tolerance = args.tolerance or TOLERANCES[precision]
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [reference.size, 2 * reference.size]
+    inputs = list(synthetic_inputs())
+    if args.bench:
+        inputs += list(bench_inputs(args.bench))
+    results = compare(backend, reference, inputs, tolerance, sizes)
+    print(f"validate: {backend.name} ({model or 'default'}, {precision}) against torch, tolerance {tolerance:.0e}")
+    print(report(results, backend.name, tolerance))
+    if args.json:
+        Path(args.json).write_text(json.dumps(as_json(results), indent=1))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .backends import default_model_path, load
+    from .bench import run_bench, table
+    from .errors import MissingDependencyError
+
+    backends = {}
+    try:
+        backends["torch"] = _reference(args)
+    except MissingDependencyError as exc:
+        print(f"bench: skipping torch: {exc}", file=sys.stderr)
+    backends["onnxruntime fp32"] = load("onnxruntime", default_model_path("onnxruntime"))
+    if args.fp16:
+        backends["onnxruntime fp16"] = load("onnxruntime", default_model_path("onnxruntime", fp16=True))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = run_bench(backends, sizes, args.batch, args.repeat,
+                        log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
+    print(json.dumps(results, indent=1) if args.json else "\n" + table(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harmonize", description="FMM image harmonization.")
     p.add_argument("--version", action="version", version=f"fmm-harmonize {__version__}")
@@ -150,6 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="model file (default: the shipped one)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="validate a backend's outputs against PyTorch")
+    v.add_argument("--backend", default="onnxruntime", help="onnxruntime (default) or tensorrt")
+    v.add_argument("--model", help="model file (default: the shipped ONNX of that precision)")
+    v.add_argument("--fp16", action="store_true", help="validate the FP16 model, with the FP16 tolerance")
+    v.add_argument("--reference", help="PyTorch checkpoint (default: the shipped weights)")
+    v.add_argument("--bench", help="also a MANIFEST.csv folder of real triples")
+    v.add_argument("--sizes", help="working sizes, comma separated (default: model size and twice it)")
+    v.add_argument("--tolerance", type=float, help="max abs difference of the network output")
+    v.add_argument("--json", help="also write the comparisons here")
+    v.set_defaults(func=cmd_validate)
+
+    b = sub.add_parser("bench", help="latency of every available backend, ratios against PyTorch")
+    b.add_argument("--sizes", default="256,512,1024", help="working resolutions (default 256,512,1024)")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("--fp16", action="store_true", help="also the FP16 ONNX model")
+    b.add_argument("--reference", help="PyTorch checkpoint (default: the shipped weights)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from pathlib import Path
 
 import onnx
@@ -90,11 +91,15 @@ def export_onnx(checkpoint: str | Path, out: str | Path, fp16: bool = False, siz
     output = "affine" if model.head == "affine" else "harmonized"
     buf = io.BytesIO()
     dims = {0: "batch", 2: "height", 3: "width"}
-    torch.onnx.export(
-        model, (image, mask), buf, input_names=["image", "mask"], output_names=[output],
-        opset_version=OPSET, dynamo=False,
-        dynamic_axes={"image": dims, "mask": dims, output: dims if model.head == "image" else {0: "batch"}},
-    )
+    # NOTE: the TorchScript exporter, because it turns an autograd.Function's `symbolic` into exactly
+    # one custom-domain node; it warns that it is deprecated.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model, (image, mask), buf, input_names=["image", "mask"], output_names=[output],
+            opset_version=OPSET, dynamo=False,
+            dynamic_axes={"image": dims, "mask": dims, output: dims if model.head == "image" else {0: "batch"}},
+        )
     proto = onnx.load_from_string(buf.getvalue())
     proto.functions.append(op_function())
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()

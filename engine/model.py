@@ -124,10 +124,12 @@ class FMMNet(nn.Module):
         if head == "image":
             self.out = nn.Conv2d(d3, 3, 3, 1, 1)
         else:
-            # NOTE: zero init, so an untrained affine head is the identity colour map.
-            self.out = nn.Linear(2 * d3, 12)
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
+            # NOTE: the pooled features are joined by the colour statistics of foreground and
+            # background (means, log stds), so the head sees what a colour transfer needs directly;
+            # the last layer starts at zero, so an untrained head is the identity colour map.
+            self.out = nn.Sequential(nn.Linear(2 * d3 + 12, 64), nn.ReLU(inplace=True), nn.Linear(64, 12))
+            nn.init.zeros_(self.out[2].weight)
+            nn.init.zeros_(self.out[2].bias)
 
     @staticmethod
     def up(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -143,11 +145,12 @@ class FMMNet(nn.Module):
         if self.head == "image":
             return torch.clamp(image + torch.tanh(self.out(d)), 0, 1)
         # NOTE: pooled in float32: pixel counts overflow float16 above 256x256.
-        d, m = d.float(), mask.float()
-        fg = (d * m).sum((2, 3)) / m.sum((2, 3)).clamp(min=1.0)
-        bg = (d * (1 - m)).sum((2, 3)) / (1 - m).sum((2, 3)).clamp(min=1.0)
+        d, m, rgb = d.float(), mask.float(), image.float()
+        fg_mean, bg_mean = masked_mean(d, m), masked_mean(d, 1 - m)
+        stats = [masked_mean(rgb, m), masked_mean(rgb, 1 - m), masked_log_std(rgb, m), masked_log_std(rgb, 1 - m)]
+        features = torch.cat([fg_mean, bg_mean, *stats], 1).to(self.out[0].weight.dtype)
         identity = torch.eye(3, 4, device=d.device).reshape(1, 12)
-        return identity + self.out(torch.cat([fg, bg], 1).to(self.out.weight.dtype)).float()
+        return identity + self.out(features).float()
 
     def harmonize(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The harmonized image at the input's resolution, whatever the head (used in training)."""
@@ -155,6 +158,17 @@ class FMMNet(nn.Module):
         if self.head == "image":
             return out
         return apply_affine_torch(image, mask, out)
+
+
+def masked_mean(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per sample and channel mean of x (B, C, H, W) weighted by w (B, 1, H, W): (B, C)."""
+    return (x * w).sum((2, 3)) / w.sum((2, 3)).clamp(min=1.0)
+
+
+def masked_log_std(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Per sample and channel log standard deviation of x under weights w: (B, C)."""
+    mean = masked_mean(x, w)[:, :, None, None]
+    return 0.5 * torch.log(masked_mean((x - mean) ** 2, w) + 1e-4)
 
 
 def apply_affine_torch(image: torch.Tensor, mask: torch.Tensor, params: torch.Tensor) -> torch.Tensor:

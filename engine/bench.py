@@ -1,0 +1,102 @@
+"""`harmonize bench`: every available backend side by side in one run, ratios against PyTorch eager.
+
+Two measurements: the network alone at working resolutions (median latency over repeats, after a
+warm-up), and a 12-megapixel JPEG end to end (decode, harmonize, encode). Speed claims in the README
+are ratios from one run of this command on one machine.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .backends.base import Backend
+from .imageio import read_image, read_mask, write_image
+
+
+def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def network_latency(backend: Backend, size: int, batch: int, repeat: int) -> float:
+    """Median seconds of one `infer` call on a batch at a working size."""
+    rng = np.random.default_rng(0)
+    image = rng.random((batch, 3, size, size), dtype=np.float32)
+    mask = np.zeros((batch, 1, size, size), np.float32)
+    mask[:, :, size // 4: size * 3 // 4, size // 3: size * 2 // 3] = 1
+    return median_seconds(lambda: backend.infer(image, mask), repeat)
+
+
+def make_12mp(folder: Path) -> tuple[Path, Path]:
+    """A 4000x3000 photo-like JPEG and its mask, written once for the end-to-end timing."""
+    h, w = 3000, 4000
+    rng = np.random.default_rng(1)
+    small = rng.random((30, 40, 3)) * 255
+    rgb = np.asarray(Image.fromarray(small.astype(np.uint8)).resize((w, h), Image.BICUBIC)).astype(np.int16)
+    rgb = np.clip(rgb + rng.integers(-12, 12, (h, w, 1)), 0, 255).astype(np.uint8)
+    yy, xx = np.ogrid[0:h, 0:w]
+    mask = ((((yy - 1700) / 900.0) ** 2 + ((xx - 1800) / 700.0) ** 2) <= 1).astype(np.uint8) * 255
+    Image.fromarray(rgb).save(folder / "photo.jpg", quality=92)
+    Image.fromarray(mask).save(folder / "mask.png")
+    return folder / "photo.jpg", folder / "mask.png"
+
+
+def end_to_end(backend: Backend, photo: Path, mask_path: Path, out: Path) -> float:
+    """Seconds for decode + harmonize + encode of one picture (median of 3)."""
+
+    def once() -> None:
+        pic = read_image(photo)
+        mask = read_mask(mask_path, (pic.rgb.shape[1], pic.rgb.shape[0]))
+        write_image(out, backend.harmonize(pic.rgb, mask), pic.alpha)
+
+    return median_seconds(once, repeat=3)
+
+
+def run_bench(backends: dict[str, Backend], sizes: list[int], batch: int, repeat: int,
+              log: Callable[[str], None] = print) -> dict:
+    """Time each backend; returns {"network": {name: {size: s}}, "end_to_end_12mp": {name: s}}."""
+    results: dict = {"network": {}, "end_to_end_12mp": {}, "batch": batch}
+    for name, backend in backends.items():
+        results["network"][name] = {}
+        for size in sizes:
+            s = network_latency(backend, size, batch, repeat)
+            results["network"][name][size] = s
+            log(f"{name:<22} {size:>5}px batch {batch}: {s * 1000:8.1f} ms")
+    with tempfile.TemporaryDirectory() as tmp:
+        photo, mask = make_12mp(Path(tmp))
+        for name, backend in backends.items():
+            s = end_to_end(backend, photo, mask, Path(tmp) / "out.jpg")
+            results["end_to_end_12mp"][name] = s
+            log(f"{name:<22} 12 MP JPEG end to end: {s:.2f} s")
+    return results
+
+
+def table(results: dict, reference: str = "torch") -> str:
+    """A markdown table of latencies with speed-ups against the reference backend."""
+    names = list(results["network"])
+    sizes = list(next(iter(results["network"].values())))
+    head = "| backend | " + " | ".join(f"{s}px ms (x)" for s in sizes) + " | 12 MP end to end s (x) |"
+    lines = [head, "|---" * (len(sizes) + 2) + "|"]
+    for n in names:
+        cells = []
+        for s in sizes:
+            t = results["network"][n][s]
+            ref = results["network"].get(reference, {}).get(s)
+            cells.append(f"{t * 1000:.1f}" + (f" ({ref / t:.2f}x)" if ref else ""))
+        e = results["end_to_end_12mp"][n]
+        ref = results["end_to_end_12mp"].get(reference)
+        cells.append(f"{e:.2f}" + (f" ({ref / e:.2f}x)" if ref else ""))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

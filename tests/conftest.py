@@ -1,0 +1,66 @@
+"""Shared fixtures: small pictures made here, a tiny model, and ../shared when it is present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+BENCH = SHARED / "bench" / "iharmony4-samples"
+DATA = SHARED / "data"
+
+needs_bench = pytest.mark.skipif(not (BENCH / "MANIFEST.csv").exists(), reason=f"no bench triples at {BENCH}")
+needs_data = pytest.mark.skipif(not (DATA / "coco" / "images.csv").exists(), reason=f"no training photos at {DATA}")
+
+
+def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A uint8 RGB picture with smooth colour gradients and fine texture (to test detail is kept)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / w, yy / h, 0.5 + 0.3 * np.sin(xx / 37.0 + yy / 53.0)], -1)
+    noise = rng.normal(0, 0.06, (h, w, 1)).astype(np.float32)
+    return np.clip((0.15 + 0.7 * base + noise) * 255, 0, 255).astype(np.uint8)
+
+
+def ellipse_mask(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return ((((yy - h * 0.55) / (h * 0.25)) ** 2 + ((xx - w * 0.45) / (w * 0.2)) ** 2) <= 1).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny affine-head model with non-zero gammas, so the attention paths all contribute."""
+    torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
+    from engine.model import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tiny")
+    with torch.no_grad():
+        model.fmm.gamma.fill_(0.7)
+        model.fmm.self_attention.gamma.fill_(0.3)
+        model.out[2].weight.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    torch.save(dict(config=model.config, model=model.state_dict(), step=0, seed=0), path)
+    return path
+
+
+@pytest.fixture
+def iharmony4_root(tmp_path):
+    """Two subsets in the iHarmony4 layout, each with a train and a test list."""
+    for subset, prefix in (("HAdobe5k", "a"), ("HFlickr", "f")):
+        d = tmp_path / subset
+        for sub in ("composite_images", "masks", "real_images"):
+            (d / sub).mkdir(parents=True)
+        names = {"train": [], "test": []}
+        for i, split in enumerate(("train", "train", "test")):
+            real = textured_image(24, 32, seed=i)
+            Image.fromarray(real).save(d / "real_images" / f"{prefix}{i:04d}.jpg")
+            Image.fromarray((ellipse_mask(24, 32) * 255).astype(np.uint8)).save(d / "masks" / f"{prefix}{i:04d}_1.png")
+            Image.fromarray(real // 2).save(d / "composite_images" / f"{prefix}{i:04d}_1_{i + 1}.jpg")
+            names[split].append(f"{prefix}{i:04d}_1_{i + 1}.jpg")
+        for split, lines in names.items():
+            (d / f"{subset}_{split}.txt").write_text("\n".join(lines) + "\n")
+    return tmp_path

@@ -1,0 +1,64 @@
+"""Data readers on a fixture in the exact iHarmony4 layout, and the synthetic generator."""
+import numpy as np
+import pytest
+
+from conftest import BENCH, DATA, needs_bench, needs_data
+from engine.data import iharmony4_names, load_triple, read_iharmony4, read_manifest, read_triples
+from engine.errors import InputError
+
+
+def test_iharmony4_reader(iharmony4_root):
+    train = read_iharmony4(iharmony4_root, "train")
+    test = read_iharmony4(iharmony4_root, "test")
+    assert [t.name for t in test] == ["a0002_1_3", "f0002_1_3"]
+    assert len(train) == 4 and {t.subset for t in train} == {"HAdobe5k", "HFlickr"}
+    comp, mask, real = load_triple(test[0])
+    assert comp.shape == real.shape == (24, 32, 3) and mask.shape == (24, 32)
+    assert test[0].mask.name == "a0002_1.png" and test[0].real.name == "a0002.jpg"
+    assert read_triples(iharmony4_root)[0] == test[0]
+
+
+def test_iharmony4_errors(tmp_path):
+    with pytest.raises(InputError, match="no test list"):
+        read_iharmony4(tmp_path)
+    with pytest.raises(InputError, match="not an iHarmony4 composite name"):
+        iharmony4_names("photo.jpg")
+    assert iharmony4_names("d17664-20120114-145839_1_4.jpg") == ("d17664-20120114-145839_1.png",
+                                                               "d17664-20120114-145839.jpg")
+
+
+@needs_bench
+def test_manifest_reader_finds_all_bench_triples():
+    triples = read_manifest(BENCH)
+    assert len(triples) == 22
+    assert all(t.composite.exists() and t.mask.exists() and t.real.exists() for t in triples)
+
+
+@needs_data
+def test_synthetic_composites_are_deterministic_and_recolour_only_the_object():
+    from engine.data import SyntheticComposites
+
+    a = SyntheticComposites(DATA, size=64, seed=3)
+    comp, mask, real = a[5]
+    again = a[5]
+    assert all(np.array_equal(x, y) for x, y in zip((comp, mask, real), again))
+    assert not np.array_equal(a[6][0], comp)
+    assert comp.shape == real.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+    outside = mask[0] == 0
+    assert np.array_equal(comp[:, outside], real[:, outside]), "background must stay the photo"
+    changed = [np.abs(a[i][0] - a[i][2]).max() > 0.01 for i in range(10)]
+    assert sum(changed) >= 8, "most synthetic composites must actually be recoloured"
+
+
+@needs_data
+def test_only_permissive_pictures_train():
+    import csv
+
+    from engine.data import permissive_sources
+
+    rows = {r["file"]: r for r in csv.DictReader(open(DATA / "coco" / "images.csv"))}
+    sources = permissive_sources(DATA)
+    for photo, _ in sources:
+        if photo.parent.name == "images":
+            assert rows[photo.name]["commercial_ok"] == "1" and rows[photo.name]["derivatives_ok"] == "1"
+    assert sum(p.parent.name == "images" for p, _ in sources) == 67

@@ -1,0 +1,61 @@
+"""`harmonize eval`: the table's rows and columns, known answers for the baselines."""
+import numpy as np
+import pytest
+
+from conftest import BENCH, needs_bench
+from engine.cli import main
+from engine.data import read_iharmony4
+from engine.evaluate import baselines, evaluate, table
+from engine.metrics import fmse, mse, psnr, reinhard, rgb_to_lab, lab_to_rgb
+
+
+def test_metrics_known_answers():
+    a = np.zeros((2, 2, 3), np.uint8)
+    b = a.copy()
+    b[0, 0] = 10
+    mask = np.zeros((2, 2))
+    mask[0, :] = 1
+    assert mse(a, b) == 300 / 12
+    assert psnr(a, b) == pytest.approx(10 * np.log10(255**2 / 25))
+    assert fmse(a, b, mask) == 300 / 6
+    assert psnr(a, a) == 100.0
+
+
+def test_lab_round_trip_and_reinhard_moves_foreground_statistics():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    assert np.abs(lab_to_rgb(rgb_to_lab(rgb)).astype(int) - rgb).max() <= 1
+    rgb[:20] = rgb[:20] // 3  # a dark object over a bright scene
+    mask = np.zeros((40, 40))
+    mask[:20] = 1
+    out = reinhard(rgb, mask)
+    lab = rgb_to_lab(out)
+    assert np.abs(lab[:20].reshape(-1, 3).mean(0) - lab[20:].reshape(-1, 3).mean(0))[0] < 1.5
+    assert np.array_equal(out[20:], rgb[20:])
+
+
+def test_eval_table_on_an_iharmony4_root(iharmony4_root):
+    triples = read_iharmony4(iharmony4_root)
+    results = evaluate(triples, baselines(), progress=False)
+    text = table(results, triples)
+    assert "overall (2 triples)" in text and "HAdobe5k (1 triples)" in text
+    assert "| composite (untouched) |" in text and "| Reinhard transfer |" in text
+    for name, row in results["composite (untouched)"].rows.items():
+        assert set(row) == {"MSE 256", "PSNR 256", "fMSE 256", "MSE full", "PSNR full", "fMSE full"}
+
+
+@needs_bench
+def test_eval_command_on_bench_subset(tmp_path, capsys):
+    """The three 256x256 RainNet triples: the composite row matches a direct computation."""
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    lines = (BENCH / "MANIFEST.csv").read_text().splitlines()
+    rows = [lines[0]] + [ln for ln in lines[1:] if ln.startswith("RainNet")]
+    (folder / "MANIFEST.csv").write_text("\n".join(rows).replace("RainNet,", f"{BENCH / 'RainNet'},", len(rows)))
+    assert main(["eval", str(folder), "-q", "--json", str(tmp_path / "s.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| FMM shipped (onnxruntime) |" in out and "| half-strength Lab transfer |" in out
+    from engine.data import load_triple, read_manifest
+
+    want = np.mean([psnr(c, r) for c, _, r in map(load_triple, read_manifest(folder))])
+    assert f"{want:.2f}" in out.split("| composite (untouched) |")[1].split("\n")[0]

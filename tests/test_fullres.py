@@ -1,0 +1,90 @@
+"""Full resolution: background bit-identical, foreground a colour transform of its own full-res pixels."""
+import numpy as np
+import pytest
+
+from conftest import ellipse_mask, textured_image
+from engine.backends import load
+from engine.errors import InputError
+from engine.fullres import apply_affine, apply_residual, blend, to_network
+
+
+@pytest.fixture(scope="module")
+def big():
+    real = textured_image(2000, 3000, seed=1)
+    mask = ellipse_mask(2000, 3000)
+    comp = real.copy()
+    fg = mask > 0
+    comp[fg] = np.clip(comp[fg] * np.array([0.55, 0.7, 1.1]), 0, 255).astype(np.uint8)  # a bad paste
+    return comp, mask, real
+
+
+def test_shipped_model_at_full_resolution(big):
+    comp, mask, real = big
+    with load("onnxruntime") as backend:
+        out = backend.harmonize(comp, mask)
+    bg = mask == 0
+    assert out.shape == comp.shape and out.dtype == np.uint8
+    assert np.array_equal(out[bg], comp[bg]), "background pixels changed"
+    # The foreground is one 3x4 colour map of the composite's own full-resolution pixels, so every
+    # bit of texture is kept: a least-squares affine fit explains it to within rounding.
+    fg = (mask > 0) & (out.min(-1) > 0) & (out.max(-1) < 255)
+    x = np.c_[comp[fg].astype(np.float64), np.ones(fg.sum())]
+    coef, *_ = np.linalg.lstsq(x, out[fg].astype(np.float64), rcond=None)
+    rms = np.sqrt(np.mean((x @ coef - out[fg]) ** 2))
+    assert rms < 0.6, f"foreground is not a colour transform of the input (residual RMS {rms:.2f})"
+    assert np.abs(out[mask > 0].astype(int) - comp[mask > 0]).mean() > 1, "the model changed nothing"
+
+
+def test_shipped_model_moves_a_bad_paste_towards_the_scene(big):
+    comp, mask, real = big
+    with load("onnxruntime") as backend:
+        out = backend.harmonize(comp, mask)
+    fg = mask > 0
+    err = lambda a: np.mean((a[fg].astype(float) - real[fg]) ** 2)  # noqa: E731
+    assert err(out) < 0.7 * err(comp), f"fMSE {err(out):.1f} vs composite {err(comp):.1f}"
+
+
+def test_apply_affine_known_answer():
+    rgb = textured_image(5, 7)
+    mask = np.zeros((5, 7), np.float32)
+    mask[1:4, 2:5] = 1.0
+    mask[0, 0] = 0.5
+    params = np.array([[0.5, 0, 0, 0.1], [0, 1, 0, 0], [0, 0, 1, -0.2]], np.float32)
+    out = apply_affine(rgb, mask, params.ravel())
+    x = rgb.astype(np.float64) / 255
+    mapped = np.clip(x @ params[:, :3].T.astype(np.float64) + params[:, 3], 0, 1)
+    want = np.round((x + mask[..., None] * (mapped - x)) * 255).astype(np.uint8)
+    assert np.abs(out.astype(int) - want).max() <= 1
+    assert np.array_equal(out[mask == 0], rgb[mask == 0])
+
+
+def test_residual_upsampling_adds_only_a_smooth_change():
+    rgb = textured_image(600, 800)
+    mask = ellipse_mask(600, 800)
+    before, _ = to_network(rgb, mask, 64)
+    after = np.clip(before[0] + 0.1, 0, 1)
+    out = apply_residual(rgb, mask, before[0], after)
+    diff = out.astype(int) - rgb
+    assert np.array_equal(out[mask == 0], rgb[mask == 0])
+    inner = diff[250:350, 300:400]
+    assert 20 <= inner.mean() <= 28 and inner.std() < 3, "detail lost or change not applied"
+
+
+def test_blend_and_strength():
+    rgb, result = textured_image(4, 4), np.full((4, 4, 3), 200, np.uint8)
+    mask = np.ones((4, 4), np.float32)
+    assert np.array_equal(blend(rgb, result, mask, 0.0), rgb)
+    half = blend(rgb, result, mask, 0.5).astype(int)
+    assert np.abs(half - (rgb.astype(int) + 200) / 2).max() <= 1
+    with pytest.raises(ValueError, match="strength"):
+        blend(rgb, result, mask, 1.5)
+
+
+def test_backend_refuses_bad_input():
+    with load("onnxruntime") as backend:
+        with pytest.raises(InputError, match="mask is 5x4, image is 6x4"):
+            backend.harmonize(textured_image(4, 6), np.ones((4, 5), np.float32))
+        with pytest.raises(InputError, match="empty"):
+            backend.harmonize(textured_image(4, 6), np.zeros((4, 6), np.float32))
+        with pytest.raises(InputError, match="uint8"):
+            backend.harmonize(textured_image(4, 6).astype(np.float32), np.ones((4, 6), np.float32))

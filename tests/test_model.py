@@ -1,0 +1,59 @@
+"""The network: the paper configuration pinned, identity at initialisation, configurations as data."""
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
+from engine.model import CONFIGS, FMMNet, create_model  # noqa: E402
+
+
+def test_paper_configuration_size():
+    model = create_model("paper")
+    n = sum(p.numel() for p in model.parameters())
+    assert 11.5e6 < n < 11.7e6, f"paper configuration has {n} parameters, expected about 11.6 M"
+    assert model.head == "image" and model.size == 256
+
+
+def test_paper_bottleneck_is_identity_at_initialisation():
+    torch.manual_seed(0)
+    model = create_model("paper").eval()
+    h = torch.randn(2, 256, 32, 32)
+    mask = (torch.rand(2, 1, 256, 256) > 0.5).float()
+    with torch.no_grad():
+        assert torch.equal(model.fmm(h, mask), h)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_configurations_run_and_affine_head_starts_as_identity(name):
+    model = create_model(name, size=64).eval()
+    image = torch.rand(2, 3, 64, 64)
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 16:40, 8:30] = 1
+    with torch.no_grad():
+        out = model(image, mask)
+        harmonized = model.harmonize(image, mask)
+    if model.head == "affine":
+        assert out.shape == (2, 12)
+        assert torch.allclose(harmonized, image, atol=1e-6)
+    else:
+        assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_every_parameter_gets_a_gradient(tiny_checkpoint):
+    from engine.model import load_checkpoint
+
+    model = load_checkpoint(tiny_checkpoint).train()
+    image, mask = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)
+    mask[:, :, 8:40, 8:40] = 1
+    model.harmonize(image, mask).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+def test_bad_arguments_raise_value_errors():
+    with pytest.raises(ValueError, match="unknown configuration"):
+        create_model("huge")
+    with pytest.raises(ValueError, match="multiple of 8"):
+        FMMNet(size=100)
+    with pytest.raises(ValueError, match="head"):
+        FMMNet(head="mystery")
+    with pytest.raises(ValueError, match="unknown configuration keys"):
+        create_model("tiny", depth=3)
