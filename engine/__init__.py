@@ -1,2 +1,17 @@
-"""fmm-harmonize: image harmonization with attention-based feature modulation (FMM, BMVC 2020)."""
+"""fmm-harmonize: image harmonization with attention-based feature modulation (FMM, BMVC 2020).
+
+    from engine import load
+    with load("auto") as backend:
+        out = backend.harmonize(rgb, mask)   # uint8 (H, W, 3) and a [0, 1] mask -> uint8 (H, W, 3)
+"""
 __version__ = "0.1.0"
+
+
+def load(backend: str = "auto", model=None, **options):
+    """A loaded backend ("auto", "onnxruntime" or "torch"); see engine.backends.load."""
+    from .backends import load as _load
+
+    return _load(backend, model, **options)
+
+
+__all__ = ["__version__", "load"]

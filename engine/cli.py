@@ -145,6 +145,66 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import importlib.metadata
+    import importlib.util
+    import shutil
+    import subprocess
+
+    from .backends import default_model_path
+
+    def have(dist: str) -> str:  # by distribution metadata: importing torch just to ask is slow
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "missing"
+
+    rows = [("python", sys.version.split()[0])]
+    for dist, extra in (("numpy", "core"), ("Pillow", "core"), ("onnxruntime", "core"), ("torch", "train"),
+                        ("onnx", "export"), ("triton", "triton"), ("tensorrt", "tensorrt"),
+                        ("tensorrt-rtx", "tensorrt"), ("cuda-python", "tensorrt")):
+        rows.append((f"{dist} ({extra})", have(dist)))
+    if importlib.util.find_spec("onnxruntime"):
+        import onnxruntime
+
+        rows.append(("onnxruntime providers", ", ".join(onnxruntime.get_available_providers())))
+    gpu = "none found (no nvidia-smi)"
+    if shutil.which("nvidia-smi"):
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
+                           capture_output=True, text=True)
+        gpu = r.stdout.strip() or r.stderr.strip() or "nvidia-smi found no GPU"
+    rows.append(("GPU", gpu))
+    for fp16 in (False, True):
+        path = default_model_path("onnxruntime", fp16=fp16)
+        rows.append((f"shipped {path.name}", "present" if path.exists() else "MISSING"))
+    weights = default_model_path("torch")
+    rows.append((f"shipped {weights.name}", "present" if weights.exists() else "MISSING"))
+    for name, value in rows:
+        print(f"{name:<28} {value}")
+    runnable = ["onnxruntime (CPU)"] if have("onnxruntime") != "missing" else []
+    if have("torch") != "missing":
+        runnable.append("torch")
+    print(f"{'can run':<28} {', '.join(runnable) or 'nothing: pip install fmm-harmonize'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve, serve_stdio
+
+    if args.stdio:
+        serve_stdio(args.backend, args.model)
+    else:
+        serve(args.backend, args.model, args.socket)
+    return 0
+
+
+def cmd_gimp(args: argparse.Namespace) -> int:
+    from .gimp_install import main as gimp_main
+
+    action = "check" if args.check else "uninstall" if args.uninstall else args.action
+    return gimp_main(action, args.gimp_dir, args.address)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harmonize", description="FMM image harmonization.")
     p.add_argument("--version", action="version", version=f"fmm-harmonize {__version__}")
@@ -217,6 +277,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--reference", help="PyTorch checkpoint (default: the shipped weights)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=cmd_bench)
+
+    d = sub.add_parser("doctor", help="what this machine can run")
+    d.set_defaults(func=cmd_doctor)
+
+    s = sub.add_parser("serve", help="keep the model loaded for the GIMP plug-in (local socket)")
+    s.add_argument("--socket", help="Unix socket path (default: $XDG_RUNTIME_DIR/fmm-harmonize/engine.sock)")
+    s.add_argument("--backend", default="auto", help="auto, onnxruntime or torch")
+    s.add_argument("--model", help="model file (default: the shipped one)")
+    s.add_argument("--stdio", action="store_true", help="answer one request from stdin on stdout")
+    s.set_defaults(func=cmd_serve)
+
+    g = sub.add_parser("gimp", help="install the GIMP 3 plug-in Filters > Harmonize Layer")
+    g.add_argument("action", nargs="?", default="install", choices=["install", "check", "uninstall"])
+    g.add_argument("--check", action="store_true", help="say what is missing, exit 1 if anything is")
+    g.add_argument("--uninstall", action="store_true", help="remove the plug-in")
+    g.add_argument("--gimp-dir", help="GIMP 3 configuration folder (default: found for this platform)")
+    g.add_argument("--address", help="engine socket path the plug-in should use (default: its own)")
+    g.set_defaults(func=cmd_gimp)
     return p
 
 

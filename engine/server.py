@@ -1,0 +1,175 @@
+"""`harmonize serve`: the engine as a local server that keeps the model loaded for the GIMP plug-in.
+
+A Unix socket with 0600 permissions (127.0.0.1 only where AF_UNIX is missing). Each connection gets
+a thread, but requests run one at a time behind a lock: one model, one GPU, queued. A malformed or
+oversized request gets an error reply and the server keeps serving. `--stdio` answers one request
+from stdin to stdout, which is how the plug-in runs the engine when no server is up.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from plugin import protocol
+from plugin.client import default_address
+
+from .errors import HarmonizeError
+
+log = logging.getLogger("engine")
+
+
+class Engine:
+    """Loaded backends by name, and the lock that queues requests."""
+
+    def __init__(self, backend: str = "auto", model: str | None = None):
+        from .backends import load
+
+        self.load = load
+        self.default = load(backend, model)
+        self.loaded = {self.default.name: self.default}
+        self.lock = threading.Lock()
+
+    def backend(self, name: str | None):
+        """The default backend for "auto", else that backend with its shipped model, loaded once."""
+        if name in (None, "auto"):
+            return self.default
+        if name not in self.loaded:
+            self.loaded[name] = self.load(name)
+        return self.loaded[name]
+
+    def handle(self, header: dict, payload: bytes) -> bytes:
+        """One request to one reply; every error becomes an error reply."""
+        try:
+            op = header.get("op")
+            if op == "ping":
+                from . import __version__
+
+                return protocol.encode({"ok": True, "version": __version__, "backend": self.default.name,
+                                        "protocol": protocol.VERSION})
+            if op != "harmonize":
+                raise protocol.ProtocolError(f"unknown op {op!r}")
+            W, H, (x, y, w, h) = protocol.check_harmonize(header, payload)
+            canvas = np.frombuffer(payload, np.uint8, W * H * 3).reshape(H, W, 3)
+            layer = np.frombuffer(payload, np.uint8, w * h * 3, offset=W * H * 3).reshape(h, w, 3)
+            m8 = np.frombuffer(payload, np.uint8, w * h, offset=W * H * 3 + w * h * 3).reshape(h, w)
+            with self.lock:
+                backend = self.backend(header.get("backend"))
+                out = harmonize_layer(backend, canvas, layer, m8, (x, y, w, h), float(header.get("strength", 1.0)))
+            return protocol.encode({"ok": True, "width": w, "height": h}, out.tobytes())
+        except (protocol.ProtocolError, HarmonizeError, ValueError) as exc:
+            return protocol.encode({"ok": False, "error": str(exc)})
+
+
+def harmonize_layer(backend, canvas: np.ndarray, layer: np.ndarray, mask8: np.ndarray, rect, strength: float):
+    """A layer's new RGB in rect, harmonized against the canvas around it.
+
+    The layer's own colours are mapped wherever its mask is above zero, and GIMP composites the new
+    layer through the same mask: so a feathered edge is not blended twice, and nothing of the
+    background leaks into the layer."""
+    x, y, w, h = rect
+    fg = mask8 > 0
+    composite = canvas.copy()
+    composite[y:y + h, x:x + w][fg] = layer[fg]
+    full_mask = np.zeros(canvas.shape[:2], np.float32)
+    full_mask[y:y + h, x:x + w] = fg
+    result = backend.harmonize(composite, full_mask, strength)[y:y + h, x:x + w]
+    return np.where(fg[..., None], result, layer)
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        engine: Engine = self.server.engine  # type: ignore[attr-defined]
+        while True:
+            try:
+                header, payload = protocol.receive(self.request)
+            except protocol.ProtocolError as exc:
+                if "closed after 0 of" not in str(exc):
+                    log.warning("bad request: %s", exc)
+                    self.request.sendall(protocol.encode({"ok": False, "error": str(exc)}))
+                return
+            except OSError:
+                return
+            self.request.sendall(engine.handle(header, payload))
+
+
+class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+class TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def make_server(engine: Engine, address=None) -> socketserver.BaseServer:
+    """A bound server (not yet serving); refuses to start over a live one."""
+    address = address or default_address()
+    if isinstance(address, tuple):
+        server = TcpServer(("127.0.0.1", address[1]), _Handler)
+    else:
+        path = Path(address)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.exists():
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(str(path))
+                raise HarmonizeError(f"an engine server is already listening on {path}")
+            except (ConnectionRefusedError, FileNotFoundError):
+                path.unlink()  # a stale socket from a server that died
+            finally:
+                probe.close()
+        old = os.umask(0o177)  # the socket is born 0600: only this user may talk to it
+        try:
+            server = UnixServer(str(path), _Handler)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+    server.engine = engine  # type: ignore[attr-defined]
+    return server
+
+
+def serve(backend: str = "auto", model: str | None = None, address=None) -> None:
+    """Serve until SIGINT or SIGTERM, then remove the socket."""
+    server = make_server(Engine(backend, model), address)
+    where = server.server_address
+    stop = lambda *_: threading.Thread(target=server.shutdown).start()  # noqa: E731
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("serving on %s (Ctrl-C stops)", where)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        if isinstance(where, str):
+            Path(where).unlink(missing_ok=True)
+        log.info("stopped")
+
+
+class _StdinReader:
+    def recv_into(self, view, n):
+        return sys.stdin.buffer.readinto(view[:n]) or 0
+
+
+def serve_stdio(backend: str = "auto", model: str | None = None) -> None:
+    """Answer one request read from stdin on stdout (the plug-in's fallback when no server runs)."""
+    try:
+        header, payload = protocol.receive(_StdinReader())
+    except protocol.ProtocolError as exc:
+        reply = protocol.encode({"ok": False, "error": str(exc)})
+    else:
+        try:
+            engine = Engine(backend, model)
+        except HarmonizeError as exc:
+            reply = protocol.encode({"ok": False, "error": str(exc)})
+        else:
+            reply = engine.handle(header, payload)
+    sys.stdout.buffer.write(reply)
+    sys.stdout.buffer.flush()

@@ -1,0 +1,220 @@
+"""A small gimpfu-compatible shim: `register`, `main`, `PF_*` and the host adapters the plug-in needs.
+
+On GIMP 3 (Python 3 through GObject Introspection) it builds the Gimp.PlugIn and procedure from the
+`register` call and implements the host adapters with Gimp and Gegl. Outside GIMP, `register`
+still records the procedure, so the plug-in's logic can be imported and tested against a fake host.
+GIMP 2.10's Python-Fu is Python 2 and is not supported. Standard library only besides GIMP's modules.
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+try:
+    import gi
+
+    gi.require_version("Gimp", "3.0")
+    gi.require_version("Gegl", "0.4")
+    from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: F401
+
+    GIMP3 = True
+except (ImportError, ValueError):
+    Gimp = None
+    GIMP3 = False
+
+PF_FLOAT, PF_SLIDER, PF_OPTION, PF_STRING = "float", "slider", "option", "string"
+
+
+class UserError(Exception):
+    """A problem to show the user as a message (the procedure then returns EXECUTION_ERROR)."""
+
+
+_REGISTERED: list[dict] = []
+
+
+def register(proc_name, blurb, help_text, author, copyright_, date, label, imagetypes, params, results,
+             function, menu="<Image>/Filters"):
+    """gimpfu's register: remember the procedure; `main` hands it to GIMP."""
+    _REGISTERED.append(dict(name=proc_name.replace("_", "-"), blurb=blurb, help=help_text, author=author,
+                            copyright=copyright_, date=date, label=label, imagetypes=imagetypes,
+                            params=params, function=function, menu=menu))
+
+
+if not GIMP3:
+
+    def main():
+        raise RuntimeError("Harmonize Layer needs GIMP 3.0 (Python 3 through GObject Introspection)")
+
+else:
+
+    def _add_argument(procedure, kind, name, label, default, extra):
+        nick = name.replace("_", "-")
+        if kind in (PF_FLOAT, PF_SLIDER):
+            lo, hi = extra[0], extra[1]
+            procedure.add_double_argument(nick, label, label, lo, hi, default, GObject.ParamFlags.READWRITE)
+        elif kind == PF_OPTION:
+            choice = Gimp.Choice.new()
+            for i, option in enumerate(extra):
+                choice.add(option, i, option, "")
+            procedure.add_choice_argument(nick, label, label, choice, extra[default], GObject.ParamFlags.READWRITE)
+        else:
+            procedure.add_string_argument(nick, label, label, default, GObject.ParamFlags.READWRITE)
+
+    def _run(spec):
+        def run(procedure, run_mode, image, drawables, config, data):
+            if run_mode == Gimp.RunMode.INTERACTIVE:
+                gi.require_version("GimpUi", "3.0")
+                from gi.repository import GimpUi
+
+                GimpUi.init(spec["name"])
+                dialog = GimpUi.ProcedureDialog.new(procedure, config, spec["label"])
+                dialog.fill(None)
+                ok = dialog.run()
+                dialog.destroy()
+                if not ok:
+                    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+            values = []
+            for kind, name, _label, _default, _extra in spec["params"]:
+                value = config.get_property(name.replace("_", "-"))
+                values.append(value)
+            if len(drawables) != 1:
+                return _error(procedure, "select exactly one layer")
+            try:
+                spec["function"](GimpHost(), image, drawables[0], *values)
+            except UserError as exc:
+                return _error(procedure, str(exc))
+            return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+        return run
+
+    def _error(procedure, message):
+        return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error.new_literal(
+            GLib.quark_from_string("fmm-harmonize"), message, 0))
+
+    def main():
+        """gimpfu's main: register a Gimp.PlugIn holding every registered procedure and run it."""
+        specs = {s["name"]: s for s in _REGISTERED}
+
+        class ShimPlugIn(Gimp.PlugIn):
+            def do_query_procedures(self):
+                return list(specs)
+
+            def do_set_i18n(self, name):
+                return False
+
+            def do_create_procedure(self, name):
+                spec = specs[name]
+                procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, _run(spec), None)
+                procedure.set_image_types(spec["imagetypes"])
+                procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+                procedure.set_menu_label(spec["label"])
+                procedure.add_menu_path(spec["menu"])
+                procedure.set_documentation(spec["blurb"], spec["help"], name)
+                procedure.set_attribution(spec["author"], spec["copyright"], spec["date"])
+                for kind, pname, label, default, extra in spec["params"]:
+                    _add_argument(procedure, kind, pname, label, default, extra)
+                return procedure
+
+        Gimp.main(ShimPlugIn.__gtype__, sys.argv)
+
+
+class GimpHost:
+    """Host adapters on GIMP 3. Rectangles are (x, y, w, h) in image coordinates; pixels are u8 bytes."""
+
+    def is_rgb(self, image) -> bool:
+        return image.get_base_type() == Gimp.ImageBaseType.RGB
+
+    def canvas_size(self, image):
+        return image.get_width(), image.get_height()
+
+    def name(self, layer) -> str:
+        return layer.get_name()
+
+    def canvas_region(self, image, layer):
+        """The part of the layer inside the canvas, or None."""
+        ok, ox, oy = layer.get_offsets()
+        x0, y0 = max(ox, 0), max(oy, 0)
+        x1 = min(ox + layer.get_width(), image.get_width())
+        y1 = min(oy + layer.get_height(), image.get_height())
+        return (x0, y0, x1 - x0, y1 - y0) if x1 > x0 and y1 > y0 else None
+
+    def _get(self, drawable, rect, fmt, image_coords=True):
+        x, y, w, h = rect
+        if image_coords:
+            ok, ox, oy = drawable.get_offsets()
+            x, y = x - ox, y - oy
+        buf = drawable.get_buffer()
+        return bytes(buf.get(Gegl.Rectangle.new(x, y, w, h), 1.0, fmt, Gegl.AbyssPolicy.NONE))
+
+    def read_rgb(self, layer, rect) -> bytes:
+        return self._get(layer, rect, "R'G'B' u8")
+
+    def read_mask(self, image, layer, rect) -> tuple[str, bytes]:
+        """(source, mask u8): the layer mask, else the selection, else the layer's alpha."""
+        mask = layer.get_mask()
+        if mask is not None:
+            ok, ox, oy = layer.get_offsets()
+            x, y, w, h = rect
+            return "layer mask", bytes(mask.get_buffer().get(Gegl.Rectangle.new(x - ox, y - oy, w, h), 1.0,
+                                                             "Y' u8", Gegl.AbyssPolicy.NONE))
+        if not Gimp.Selection.is_empty(image):
+            selection = image.get_selection()
+            return "selection", self._get(selection, rect, "Y' u8", image_coords=False)
+        if layer.has_alpha():
+            return "alpha", self._get(layer, rect, "A u8")
+        raise UserError("Nothing marks the object: give the layer a layer mask, make a selection, "
+                        "or add an alpha channel with transparency around the object.")
+
+    def read_background(self, image, layer) -> bytes:
+        """What is visible on the whole canvas with the layer hidden (RGB u8)."""
+        visible = layer.get_visible()
+        layer.set_visible(False)
+        try:
+            flat = Gimp.Layer.new_from_visible(image, image, "fmm-background")
+            try:
+                rect = (0, 0, image.get_width(), image.get_height())
+                return self._get(flat, rect, "R'G'B' u8", image_coords=False)
+            finally:
+                flat.delete()
+        finally:
+            layer.set_visible(visible)
+
+    def add_copy_above(self, image, layer, name):
+        copy = layer.copy()
+        copy.set_name(name)
+        image.insert_layer(copy, layer.get_parent(), image.get_item_position(layer))
+        return copy
+
+    def write_rgb(self, layer, rect, rgb: bytes) -> None:
+        """Replace the layer's colour in `rect`, keeping its alpha."""
+        x, y, w, h = rect
+        ok, ox, oy = layer.get_offsets()
+        buf = layer.get_buffer()
+        r = Gegl.Rectangle.new(x - ox, y - oy, w, h)
+        if layer.has_alpha():
+            rgba = bytearray(bytes(buf.get(r, 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.NONE)))
+            for c in range(3):
+                rgba[c::4] = rgb[c::3]
+            buf.set(r, "R'G'B'A u8", bytes(rgba))
+        else:
+            buf.set(r, "R'G'B' u8", rgb)
+        buf.flush()
+        layer.update(x - ox, y - oy, w, h)
+
+    @contextlib.contextmanager
+    def undo_group(self, image):
+        image.undo_group_start()
+        try:
+            yield
+        finally:
+            image.undo_group_end()
+
+    def progress(self, fraction: float, text: str | None = None) -> None:
+        if text is not None:
+            Gimp.progress_init(text)
+        Gimp.progress_update(fraction)
+
+    def plugin_folder(self) -> str:
+        import os
+
+        return os.path.dirname(os.path.abspath(sys.argv[0]))

@@ -1,0 +1,127 @@
+"""The plug-in's logic against a fake GIMP host and a real engine server, for every mask source."""
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, ellipse_mask, textured_image
+from engine.server import Engine, make_server
+from fake_gimp import FakeHost, Image, Layer
+
+sys.path.insert(0, str(ROOT / "plugin"))  # as GIMP runs it: the plug-in's folder on the path
+import harmonize_layer as plug  # noqa: E402
+from gimpfu_shim import UserError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    sock = tmp_path_factory.mktemp("srv") / "engine.sock"
+    srv = make_server(Engine("onnxruntime"), str(sock))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield str(sock)
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def host(server, tmp_path):
+    (tmp_path / "engine.json").write_text('{"address": "%s", "python": "/nonexistent/python"}' % server)
+    return FakeHost(str(tmp_path))
+
+
+def scene(source: str, offsets=(30, 20), size=(60, 80)):
+    """A photo with a pasted copy of part of it recoloured; returns image, layer, object mask, target."""
+    photo = textured_image(120, 160, seed=3)
+    h, w = size
+    ox, oy = offsets
+    target = np.full((h, w, 3), 128, np.uint8)  # the photo under the layer (where inside the canvas)
+    ys, xs = slice(max(oy, 0), min(oy + h, 120)), slice(max(ox, 0), min(ox + w, 160))
+    target[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox] = photo[ys, xs]
+    pasted = np.clip(target * np.array([0.5, 0.65, 1.25]), 0, 255).astype(np.uint8)
+    m = (ellipse_mask(h, w) * 255).astype(np.uint8)
+    image = Image(160, 120)
+    image.layers.append(Layer("photo", photo))
+    if source == "alpha":
+        layer = Layer("object", pasted, alpha=m, offsets=offsets)
+    elif source == "layer mask":
+        layer = Layer("object", pasted, offsets=offsets, mask=m)
+    else:
+        layer = Layer("object", pasted, offsets=offsets)
+        image.selection = np.zeros((120, 160), np.uint8)
+        sel = image.selection[ys, xs]
+        sel[...] = m[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox]
+    image.layers.insert(0, layer)
+    return image, layer, m, target
+
+
+@pytest.mark.parametrize("offsets", [(30, 20), (-15, 70)], ids=["inside", "partly outside"])
+@pytest.mark.parametrize("source", ["alpha", "layer mask", "selection"])
+def test_harmonize_layer(host, source, offsets):
+    image, layer, m, target = scene(source, offsets)
+    before = [(la.rgb.copy(), None if la.alpha is None else la.alpha.copy()) for la in image.layers]
+    new = plug.harmonize_layer(host, image, layer, 1.0, "auto")
+    assert image.layers[0] is new and image.layers[1] is layer, "new layer must sit directly above the source"
+    assert new.name == "object (harmonized)" and new.offsets == layer.offsets
+    assert image.undo_groups == 1 and image.undo_depth == 0 and host.progress_values[-1] == 1.0
+    for la, (rgb, alpha) in zip(image.layers[1:], before):
+        assert np.array_equal(la.rgb, rgb), f"{la.name} was modified"
+    rect = host.canvas_region(image, layer)
+    x, y, w, h = rect
+    sl = host._local(layer, rect)
+    inside = m[sl] > 0
+    assert np.array_equal(new.rgb[sl][~inside], layer.rgb[sl][~inside]), "pixels outside the mask changed"
+    if new.alpha is not None:
+        assert np.array_equal(new.alpha, layer.alpha)
+    err = lambda a: np.abs(a[sl][inside].astype(float) - target[sl][inside]).mean()  # noqa: E731
+    assert err(new.rgb) < 0.75 * err(layer.rgb), f"{source}: error {err(new.rgb):.1f} vs {err(layer.rgb):.1f}"
+
+
+def test_strength_zero_changes_nothing(host):
+    image, layer, m, target = scene("alpha")
+    new = plug.harmonize_layer(host, image, layer, 0.0, 1)  # PF_OPTION gives an index: 1 = onnxruntime
+    assert np.array_equal(new.rgb, layer.rgb)
+
+
+def test_user_errors_leave_the_image_alone(host, tmp_path):
+    image, layer, m, _ = scene("alpha")
+    image.base = "GRAY"
+    with pytest.raises(UserError, match="RGB image"):
+        plug.harmonize_layer(host, image, layer)
+    image.base = "RGB"
+    layer.offsets = (500, 500)
+    with pytest.raises(UserError, match="outside the canvas"):
+        plug.harmonize_layer(host, image, layer)
+    layer.offsets = (30, 20)
+    layer.alpha = None
+    with pytest.raises(UserError, match="Nothing marks the object"):
+        plug.harmonize_layer(host, image, layer)
+    layer.alpha = np.zeros_like(m)
+    with pytest.raises(UserError, match="alpha is empty"):
+        plug.harmonize_layer(host, image, layer)
+    layer.alpha = m
+    (tmp_path / "engine.json").write_text('{"address": "%s", "python": "/nonexistent/python"}' % (tmp_path / "no.sock"))
+    with pytest.raises(UserError, match="cannot start the engine"):
+        plug.harmonize_layer(FakeHost(str(tmp_path)), image, layer)
+    assert len(image.layers) == 2 and image.undo_depth == 0
+
+
+def test_engine_error_reaches_the_user(host):
+    image, layer, m, _ = scene("alpha")
+    layer.alpha = np.full_like(m, 255)
+    image.layers[1].visible = False
+    layer.offsets = (0, 0)
+    layer.rgb = np.resize(layer.rgb, (120, 160, 3))
+    layer.alpha = np.full((120, 160), 255, np.uint8)
+    with pytest.raises(UserError, match="whole image"):
+        plug.harmonize_layer(host, image, layer)
+    assert len(image.layers) == 2
+
+
+def test_one_shot_engine_when_no_server_runs(tmp_path):
+    """No server: the plug-in starts the engine's interpreter for the call."""
+    (tmp_path / "engine.json").write_text('{"address": "%s", "python": "%s"}' % (tmp_path / "none.sock", sys.executable))
+    image, layer, m, target = scene("alpha")
+    new = plug.harmonize_layer(FakeHost(str(tmp_path)), image, layer)
+    assert not np.array_equal(new.rgb, layer.rgb)
