@@ -29,7 +29,7 @@ def harmonize_layer(host, image, layer, strength=1.0, backend="auto"):
     host.progress(0.0, "Harmonize Layer")
     rgb = host.read_rgb(layer, rect)
     source, mask = host.read_mask(image, layer, rect)
-    if not any(mask):
+    if mask.count(0) == len(mask):
         raise UserError(f"The {source} is empty inside the canvas: nothing marks the object.")
     background = host.read_background(image, layer)
     host.progress(0.25)

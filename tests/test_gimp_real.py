@@ -1,0 +1,101 @@
+"""The installed plug-in in a real GIMP 3.0 (Debian trixie chroot, gimp-console, PDB call), per mask source.
+
+CI builds the chroot with .ci/gimp-chroot.sh and sets FMM_REQUIRE_GIMP=1, so there this test cannot
+skip; elsewhere it skips and says how to get the chroot.
+"""
+import json
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, ellipse_mask, textured_image
+from engine.gimp_install import install
+from engine.server import Engine, make_server
+
+CHROOT = Path(os.environ.get("FMM_GIMP_CHROOT", "/var/cache/fmm/gimp-chroot"))
+GIMP = CHROOT / "usr" / "bin" / "gimp-console-3.0"
+REQUIRED = os.environ.get("FMM_REQUIRE_GIMP") == "1"
+
+if not REQUIRED:
+    pytestmark = [pytest.mark.gimp, pytest.mark.skipif(
+        not GIMP.exists() or os.geteuid() != 0,
+        reason=f"no GIMP 3 chroot at {CHROOT} (build it as root with: bash .ci/gimp-chroot.sh)")]
+else:
+    pytestmark = pytest.mark.gimp
+
+PHOTO_H, PHOTO_W, OBJ_H, OBJ_W = 90, 120, 40, 50
+
+
+@pytest.fixture(scope="module")
+def gimp_env():
+    work = CHROOT / "tmp" / f"fmmtest-{os.getpid()}"
+    work.mkdir(parents=True, exist_ok=True)
+    srv = make_server(Engine("onnxruntime"), str(work / "engine.sock"))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    inside = f"/tmp/{work.name}"
+    dest = install(CHROOT / "root" / ".config" / "GIMP" / "3.0", python="/nonexistent/python",
+                   address=f"{inside}/engine.sock")
+    shutil.copyfile(ROOT / "tests" / "gimp_batch.py", work / "gimp_batch.py")
+    yield work, inside
+    srv.shutdown()
+    srv.server_close()
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def run_case(work: Path, inside: str, source: str, offsets):
+    photo = textured_image(PHOTO_H, PHOTO_W, seed=5)
+    ox, oy = offsets
+    target = np.full((OBJ_H, OBJ_W, 3), 128, np.uint8)
+    ys = slice(max(oy, 0), min(oy + OBJ_H, PHOTO_H))
+    xs = slice(max(ox, 0), min(ox + OBJ_W, PHOTO_W))
+    target[ys.start - oy:ys.stop - oy, xs.start - ox:xs.stop - ox] = photo[ys, xs]
+    pasted = np.clip(target * np.array([0.5, 0.65, 1.25]), 0, 255).astype(np.uint8)
+    mask = (ellipse_mask(OBJ_H, OBJ_W) * 255).astype(np.uint8)
+    Image.fromarray(photo).save(work / "photo.png")
+    Image.fromarray(np.dstack([pasted, mask]), "RGBA").save(work / "object.png")
+    Image.fromarray(mask).save(work / "mask.png")
+    (work / "case.json").write_text(json.dumps({"source": source, "offsets": list(offsets)}))
+    for f in ("result.json", "new.rgba", "source.rgba"):
+        (work / f).unlink(missing_ok=True)
+    cmd = ["chroot", str(CHROOT), "env", "HOME=/root", f"FMM_WORK={inside}", "gimp-console-3.0", "-i",
+           "--batch-interpreter=python-fu-eval", "-b", f"exec(open('{inside}/gimp_batch.py').read())", "--quit"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert (work / "result.json").exists(), f"GIMP did not finish the batch:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return json.loads((work / "result.json").read_text()), mask, target
+
+
+@pytest.mark.parametrize("offsets", [(40, 30), (-10, 55)], ids=["inside", "partly outside"])
+@pytest.mark.parametrize("source", ["alpha", "layer mask", "selection"])
+def test_real_gimp_harmonize_layer(gimp_env, source, offsets):
+    work, inside = gimp_env
+    result, mask, target = run_case(work, inside, source, offsets)
+    assert result["status"] == "success", result
+    assert result["layers"][:2] == ["object.png (harmonized)", "object.png"], result["layers"]
+    assert result["new_offsets"] == list(offsets) and result["new_size"] == [OBJ_W, OBJ_H]
+    assert result["has_mask"] == (source == "layer mask")
+    assert result["source_unchanged"] and result["photo_unchanged"]
+    new = np.frombuffer((work / "new.rgba").read_bytes(), np.uint8).reshape(OBJ_H, OBJ_W, 4)
+    src = np.frombuffer((work / "source.rgba").read_bytes(), np.uint8).reshape(OBJ_H, OBJ_W, 4)
+    ox, oy = offsets
+    visible = np.zeros((OBJ_H, OBJ_W), bool)
+    visible[max(0, -oy):PHOTO_H - oy, max(0, -ox):PHOTO_W - ox] = True
+    fg = (mask > 0) & visible
+    assert np.array_equal(new[..., 3], src[..., 3]), "alpha changed"
+    assert np.array_equal(new[~fg][:, :3], src[~fg][:, :3]), "pixels outside the object changed"
+    err = lambda a: np.abs(a[fg][:, :3].astype(float) - target[fg]).mean()  # noqa: E731
+    assert err(new) < 0.75 * err(src), f"{source}: error to the scene {err(new):.1f}, pasted {err(src):.1f}"
+
+
+def test_real_gimp_reports_engine_errors(gimp_env):
+    work, inside = gimp_env
+    result, _, _ = run_case(work, inside, "alpha", (200, 200))  # entirely outside the canvas
+    assert not result["status"] == "success"
+    assert "outside the canvas" in result.get("error", ""), result
+    assert len(result["layers"]) == result["layers_before"], "a layer was added despite the error"
