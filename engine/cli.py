@@ -205,6 +205,21 @@ def cmd_gimp(args: argparse.Namespace) -> int:
     return gimp_main(action, args.gimp_dir, args.address)
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from .backends import default_model_path
+    from .build import build_engine
+
+    onnx_path = args.onnx or default_model_path("onnxruntime", fp16=True)
+    path = build_engine(onnx_path, args.output, args.compute_capability, args.min_size, args.opt_size,
+                        args.max_size, args.max_batch, args.timing_cache, args.verbose)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) for sm_{meta['compute_capability']} with "
+          f"{meta['library']} in {meta['build_seconds']} s; plugin layers: {meta['plugin_layers']}")
+    for line in meta["plugin_log"]:
+        print(f"  {line}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harmonize", description="FMM image harmonization.")
     p.add_argument("--version", action="version", version=f"fmm-harmonize {__version__}")
@@ -277,6 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--reference", help="PyTorch checkpoint (default: the shipped weights)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.set_defaults(func=cmd_bench)
+
+    bu = sub.add_parser("build", help="build a TensorRT FP16 engine with the plugin (needs 'tensorrt')")
+    bu.add_argument("onnx", nargs="?", help="FP16 ONNX model (default: the shipped one)")
+    bu.add_argument("-o", "--output", help="engine path (default: engine/engines/<model>-sm<CC>.engine)")
+    bu.add_argument("--compute-capability", type=int, help="target such as 86 for sm_86 (default: this GPU)")
+    bu.add_argument("--min-size", type=int, default=64, help="smallest working size in the profile")
+    bu.add_argument("--opt-size", type=int, default=128, help="working size to optimise for")
+    bu.add_argument("--max-size", type=int, default=512, help="largest working size in the profile")
+    bu.add_argument("--max-batch", type=int, default=4)
+    bu.add_argument("--timing-cache", help="timing cache file (default: beside the engine)")
+    bu.set_defaults(func=cmd_build)
 
     d = sub.add_parser("doctor", help="what this machine can run")
     d.set_defaults(func=cmd_doctor)

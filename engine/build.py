@@ -1,0 +1,171 @@
+"""ONNX -> TensorRT FP16 engine with our attention-modulation plugin (build_engine.py, `harmonize build`).
+
+The FP16 ONNX sets the precision (TensorRT 11 and TensorRT for RTX networks are strongly typed). The
+plugin is registered before parsing, so the parser takes it for every `harmony` node; the build log
+must then report each plugin layer's serialized data, which is checked, not assumed. Beside the engine
+a JSON sidecar records what it was built from and for, so a stale or foreign engine is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+from .atomic import atomic_path
+from .errors import HarmonizeError
+from .tensorrt_plugin import PLUGIN_VERSION, TARGET, register_plugin, trt
+
+log = logging.getLogger("engine")
+ENGINES = Path(__file__).resolve().parent / "engines"
+
+
+def sidecar_path(engine: Path) -> Path:
+    return engine.with_suffix(".json")
+
+
+def local_compute_capability() -> int | None:
+    """The first GPU's compute capability as 86 for 8.6, or None without a GPU or cuda.bindings."""
+    try:
+        from cuda.bindings import driver
+
+        if driver.cuInit(0)[0] != driver.CUresult.CUDA_SUCCESS:
+            return None
+        err, dev = driver.cuDeviceGet(0)
+        a = driver.CUdevice_attribute
+        major = driver.cuDeviceGetAttribute(a.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev)[1]
+        minor = driver.cuDeviceGetAttribute(a.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)[1]
+        return major * 10 + minor
+    except Exception:  # no driver, no device: this machine builds only for a named capability
+        return None
+
+
+def gpu_name() -> str | None:
+    try:
+        from cuda.bindings import driver
+
+        driver.cuInit(0)
+        err, dev = driver.cuDeviceGet(0)
+        name = driver.cuDeviceGetName(64, dev)[1]
+        return name.split(b"\0")[0].decode()
+    except Exception:
+        return None
+
+
+def ensure_rtx_library_link(t) -> None:
+    """TensorRT for RTX's parser dlopens libtensorrt_rtx.so when it meets a plugin node, but the wheel
+    ships only libtensorrt_rtx.so.1: without the link the process aborts. Make it, or say how."""
+    if "rtx" not in t.__name__:
+        return
+    import tensorrt_rtx_libs
+
+    folder = Path(tensorrt_rtx_libs.__file__).parent
+    link, target = folder / "libtensorrt_rtx.so", folder / "libtensorrt_rtx.so.1"
+    if link.exists() or not target.exists():
+        return
+    try:
+        link.symlink_to(target.name)
+    except OSError as exc:
+        raise HarmonizeError(f"TensorRT for RTX needs a link {link} -> {target.name} ({exc}); "
+                             f"create it with: ln -s {target.name} {link}") from None
+
+
+class _Logger:
+    """A TensorRT logger that keeps every message (the plugin proof is in the build log)."""
+
+    def __new__(cls, t, verbose: bool):
+        class Logger(t.ILogger):
+            def __init__(self):
+                t.ILogger.__init__(self)
+                self.lines: list[str] = []
+
+            def log(self, severity, msg):
+                self.lines.append(msg)
+                if severity <= t.ILogger.Severity.WARNING:
+                    log.warning("tensorrt: %s", msg)
+                elif verbose:
+                    log.debug("tensorrt: %s", msg)
+
+        return Logger()
+
+
+def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_capability: int | None = None,
+                 min_size: int = 64, opt_size: int = 128, max_size: int = 512, max_batch: int = 4,
+                 timing_cache: str | Path | None = None, verbose: bool = False) -> Path:
+    """Build and write the engine and its sidecar; returns the engine path."""
+    t = trt()
+    ensure_rtx_library_link(t)
+    onnx_path = Path(onnx_path)
+    onnx_bytes = onnx_path.read_bytes()
+    cc = compute_capability or local_compute_capability()
+    if cc is None:
+        raise HarmonizeError("no GPU found to build for; name one with --compute-capability (e.g. 86)")
+    out = Path(out) if out else ENGINES / f"{onnx_path.stem}-sm{cc}.engine"
+    register_plugin()
+    TARGET["cc"] = cc
+    logger = _Logger(t, verbose)
+    builder = t.Builder(logger)
+    network = builder.create_network(0)
+    parser = t.OnnxParser(network, logger)
+    if not parser.parse(onnx_bytes):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise HarmonizeError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
+    config = builder.create_builder_config()
+    if "rtx" in t.__name__:
+        config.num_compute_capabilities = 1
+        config.set_compute_capability(getattr(t.ComputeCapability, f"SM{cc}"), 0)
+    profile = builder.create_optimization_profile()
+    for name, channels in (("image", 3), ("mask", 1)):
+        profile.set_shape(name, (1, channels, min_size, min_size), (1, channels, opt_size, opt_size),
+                          (max_batch, channels, max_size, max_size))
+    config.add_optimization_profile(profile)
+    cache_path = Path(timing_cache) if timing_cache else out.with_name("timing.cache")
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=True)
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise HarmonizeError(f"TensorRT failed to build {onnx_path}; run with --verbose for its log")
+    plugin_layers = [m for m in logger.lines if re.search(r"Serialized custom layer data size", m, re.I)]
+    expected = sum(1 for i in range(network.num_layers) if network.get_layer(i).type == t.LayerType.PLUGIN_V3)
+    if expected == 0 or len(plugin_layers) < expected:
+        raise HarmonizeError(f"the parser did not take our plugin for the harmony nodes "
+                             f"({expected} plugin layers, {len(plugin_layers)} serialized)")
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(bytes(serialized))
+    with atomic_path(cache_path) as tmp:
+        tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    meta = dict(
+        library=f"{t.__name__} {t.__version__}", gpu=gpu_name(), compute_capability=cc,
+        onnx=str(onnx_path), onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(), plugin_version=PLUGIN_VERSION,
+        plugin_layers=expected, plugin_log=plugin_layers, build_seconds=round(time.perf_counter() - start, 1),
+        profile=dict(min=[1, min_size, min_size], opt=[1, opt_size, opt_size], max=[max_batch, max_size, max_size]),
+    )
+    with atomic_path(sidecar_path(out)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    return out
+
+
+def check_engine(engine: Path, onnx_path: Path | None = None) -> dict:
+    """The sidecar of an engine that fits this machine; a clear refusal, with the rebuild command, if not."""
+    rebuild = f"rebuild it with: python build_engine.py {onnx_path or '<model.onnx>'}"
+    side = sidecar_path(engine)
+    if not engine.exists() or not side.exists():
+        raise HarmonizeError(f"no TensorRT engine at {engine}; {rebuild}")
+    meta = json.loads(side.read_text())
+    t = trt()
+    problems = []
+    if meta["library"] != f"{t.__name__} {t.__version__}":
+        problems.append(f"built with {meta['library']}, this is {t.__name__} {t.__version__}")
+    cc = local_compute_capability()
+    if cc is not None and cc != meta["compute_capability"]:
+        problems.append(f"built for sm_{meta['compute_capability']}, this GPU is sm_{cc}")
+    if meta.get("plugin_version") != PLUGIN_VERSION:
+        problems.append(f"plugin version {meta.get('plugin_version')}, this is {PLUGIN_VERSION}")
+    if onnx_path is not None and hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest() != meta["onnx_sha256"]:
+        problems.append(f"built from another {Path(onnx_path).name}")
+    if problems:
+        raise HarmonizeError(f"{engine} is stale or foreign ({'; '.join(problems)}); {rebuild}")
+    return meta
