@@ -137,7 +137,11 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
         tmp.write_bytes(bytes(serialized))
     with atomic_path(cache_path) as tmp:
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    import onnx
+
+    model_meta = {p.key: p.value for p in onnx.load_from_string(onnx_bytes).metadata_props}
     meta = dict(
+        head=model_meta.get("head", "affine"), working_size=int(model_meta.get("size", opt_size)),
         library=f"{t.__name__} {t.__version__}", gpu=gpu_name(), compute_capability=cc,
         onnx=str(onnx_path), onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(), plugin_version=PLUGIN_VERSION,
         plugin_layers=expected, plugin_log=plugin_layers, build_seconds=round(time.perf_counter() - start, 1),

@@ -153,6 +153,8 @@ def compile_ptx(dtype: str, cq: int, c: int, cc: int) -> dict[str, dict]:
         "attention_kernel": dict(BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, IEEE=dtype == "fp32", **blocks),
         "modulation_kernel": dict(BLOCK_R=BLOCK_R, BLOCK_C=blocks["BLOCK_C"]),
     }
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise RuntimeError("compile_ptx cannot run under TRITON_INTERPRET=1; run it in a process without it")
     out = {}
     for fn in (attention_kernel, modulation_kernel):
         name = fn.__name__

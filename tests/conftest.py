@@ -1,7 +1,12 @@
 """Shared fixtures: small pictures made here, a tiny model, and ../shared when it is present."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The Triton kernels run on the CPU in tests: the interpreter must be chosen before triton is imported.
+# (PTX compilation cannot run under it: those tests start a process without it.)
+os.environ["TRITON_INTERPRET"] = "1"
 
 import numpy as np
 import pytest

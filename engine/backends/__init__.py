@@ -10,7 +10,7 @@ from .base import Backend
 log = logging.getLogger("engine")
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "fmm-small"
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def default_model_path(backend: str, name: str = DEFAULT_MODEL, fp16: bool = False) -> Path:
@@ -20,13 +20,33 @@ def default_model_path(backend: str, name: str = DEFAULT_MODEL, fp16: bool = Fal
     return WEIGHTS / f"{name}{'-fp16' if fp16 else ''}.onnx"
 
 
+def default_engine_path() -> Path | None:
+    """The engine build_engine.py writes for this machine's GPU, or None without TensorRT or a GPU."""
+    try:
+        from ..build import ENGINES, local_compute_capability
+        from ..tensorrt_plugin import trt
+
+        trt()
+    except ImportError:
+        return None
+    cc = local_compute_capability()
+    return None if cc is None else ENGINES / f"{DEFAULT_MODEL}-fp16-sm{cc}.engine"
+
+
 def load(backend: str = "auto", model: str | Path | None = None, **options) -> Backend:
-    """A loaded backend by name (`auto`: the fastest this machine can run), logging the choice."""
+    """A loaded backend by name (`auto`: TensorRT when importable with a GPU and an engine built for
+    it, else ONNX Runtime), logging the choice and why."""
     if backend == "auto":
-        backend = "onnxruntime"
-        if model is not None and Path(model).suffix == ".pt":
-            backend = "torch"
-        log.info("backend: %s (auto)", backend)
+        suffix = Path(model).suffix if model is not None else None
+        engine = default_engine_path() if model is None else None
+        if suffix == ".pt":
+            backend, why = "torch", "a PyTorch checkpoint"
+        elif suffix == ".engine" or (engine is not None and engine.exists()):
+            backend, why = "tensorrt", f"engine {model or engine}"
+        else:
+            backend = "onnxruntime"
+            why = "no TensorRT engine for this GPU" if engine is not None else "no TensorRT or no GPU"
+        log.info("backend: %s (auto: %s)", backend, why)
     if backend == "torch":
         from .torch_backend import TorchBackend
 
@@ -35,7 +55,15 @@ def load(backend: str = "auto", model: str | Path | None = None, **options) -> B
         from .onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(model or default_model_path("onnxruntime"), **options)
+    if backend == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend
+
+        engine = model or default_engine_path()
+        if engine is None:
+            raise HarmonizeError("TensorRT needs tensorrt (or tensorrt_rtx), cuda-python and an NVIDIA GPU; "
+                                 "see: harmonize doctor")
+        return TensorRTBackend(engine, **options)
     raise InputError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "BACKENDS", "HarmonizeError", "default_model_path", "load"]
+__all__ = ["Backend", "BACKENDS", "HarmonizeError", "default_engine_path", "default_model_path", "load"]

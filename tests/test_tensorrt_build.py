@@ -1,0 +1,58 @@
+"""A real FP16 engine built on the CPU with TensorRT for RTX, our plugin taken for the harmony node."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from engine.backends import default_model_path
+
+pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx (the 'tensorrt' extra) is not installed")
+pytestmark = pytest.mark.tensorrt
+
+
+def build(tmp_path, *extra):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = tmp_path / "fmm.engine"
+    r = subprocess.run([sys.executable, "build_engine.py", "--compute-capability", "86", "-o", str(out), *extra],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    return r, out
+
+
+def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path):
+    r, out = build(tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert out.stat().st_size > 100_000
+    assert meta["compute_capability"] == 86 and meta["library"].startswith("tensorrt_rtx")
+    assert meta["plugin_layers"] == 1 and len(meta["plugin_log"]) == 1
+    assert int(meta["plugin_log"][0].split(":")[-1]) > 1000, "the plugin's PTX is not in the engine"
+    assert meta["plugin_version"] == "1" and meta["head"] == "affine"
+    import hashlib
+
+    assert meta["onnx_sha256"] == hashlib.sha256(default_model_path("onnxruntime", fp16=True).read_bytes()).hexdigest()
+    assert b".target sm_86" in out.read_bytes(), "no sm_86 PTX embedded in the engine"
+    assert (tmp_path / "timing.cache").exists()
+
+
+def test_stale_engine_is_refused_with_the_rebuild_command(tmp_path):
+    from engine.build import check_engine
+    from engine.errors import HarmonizeError
+
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"x")
+    engine.with_suffix(".json").write_text(json.dumps(dict(library="tensorrt 9.0", compute_capability=86,
+                                                           plugin_version="0", onnx_sha256="0")))
+    with pytest.raises(HarmonizeError, match="stale or foreign.*tensorrt 9.0.*plugin version 0.*rebuild it with"):
+        check_engine(engine, default_model_path("onnxruntime", fp16=True))
+    with pytest.raises(HarmonizeError, match="no TensorRT engine"):
+        check_engine(tmp_path / "missing.engine")
+
+
+def test_unparseable_onnx_is_reported(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    r, _ = build(tmp_path, str(bad))
+    assert r.returncode == 2 and "cannot parse it" in r.stderr
