@@ -100,3 +100,39 @@ def table(results: dict, reference: str = "torch") -> str:
         cells.append(f"{e:.2f}" + (f" ({ref / e:.2f}x)" if ref else ""))
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plugin_round_trip(width: int = 4000, height: int = 3000, repeat: int = 3) -> dict:
+    """The GIMP plug-in's engine call on a width x height layer over a canvas of the same size, against
+    a warm `harmonize serve` in its own process: what the plug-in waits for besides GIMP's own pixel reads.
+    Returns median seconds and the first call's (the server's warm-up is excluded by a ping)."""
+    import os
+    import subprocess
+    import sys
+
+    from plugin import client, protocol
+
+    rng = np.random.default_rng(2)
+    small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    canvas = np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC))
+    yy, xx = np.ogrid[0:height, 0:width]
+    mask = (((yy - height * 0.55) / (height * 0.3)) ** 2 + ((xx - width * 0.45) / (width * 0.25)) ** 2 <= 1)
+    layer = np.clip(canvas * np.array([0.6, 0.8, 1.2]), 0, 255).astype(np.uint8)
+    args = (width, height, (0, 0, width, height), canvas.tobytes(), layer.tobytes(), (mask * 255).astype(np.uint8).tobytes())
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = os.path.join(tmp, "engine.sock")
+        server = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--socket", sock],
+                                  stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(600):
+                try:
+                    client.request(protocol.encode({"op": "ping"}), {"address": sock, "python": "/nonexistent"})
+                    break
+                except (client.EngineError, OSError):
+                    time.sleep(0.1)
+            config = {"address": sock}
+            seconds = median_seconds(lambda: client.harmonize(*args, config=config), repeat, warmup=1)
+        finally:
+            server.terminate()
+            server.wait(30)
+    return {"size": f"{width}x{height}", "seconds": seconds}

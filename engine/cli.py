@@ -110,8 +110,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .backends import default_model_path, load
     from .validate import TOLERANCES, as_json, bench_inputs, compare, report, synthetic_inputs
 
-    precision = "fp16" if args.fp16 else "fp32"
-    model = args.model or (default_model_path(args.backend, fp16=args.fp16) if args.backend != "torch" else None)
+    precision = "fp16" if args.fp16 or args.backend == "tensorrt" else "fp32"
+    model = args.model or (default_model_path(args.backend, fp16=args.fp16) if args.backend == "onnxruntime" else None)
     backend = load(args.backend, model)
     reference = _reference(args)
     tolerance = args.tolerance or TOLERANCES[precision]
@@ -128,10 +128,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .backends import default_model_path, load
+    from .backends import default_engine_path, default_model_path, load
     from .bench import run_bench, table
     from .errors import MissingDependencyError
 
+    if args.plugin:
+        from .bench import plugin_round_trip
+
+        result = plugin_round_trip()
+        print(json.dumps(result) if args.json else
+              f"GIMP plug-in engine call, {result['size']} layer, warm server: {result['seconds']:.2f} s")
+        return 0
     backends = {}
     try:
         backends["torch"] = _reference(args)
@@ -140,6 +147,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     backends["onnxruntime fp32"] = load("onnxruntime", default_model_path("onnxruntime"))
     if args.fp16:
         backends["onnxruntime fp16"] = load("onnxruntime", default_model_path("onnxruntime", fp16=True))
+    engine = default_engine_path()
+    if engine is not None and engine.exists():
+        backends["tensorrt fp16"] = load("tensorrt", engine)
+    else:
+        print(f"bench: no TensorRT engine for this machine ({engine or 'no TensorRT or no GPU'})", file=sys.stderr)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = run_bench(backends, sizes, args.batch, args.repeat,
                         log=(lambda s: print(s, file=sys.stderr)) if args.json else print)
@@ -181,11 +193,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         rows.append((f"shipped {path.name}", "present" if path.exists() else "MISSING"))
     weights = default_model_path("torch")
     rows.append((f"shipped {weights.name}", "present" if weights.exists() else "MISSING"))
+    from .backends import default_engine_path
+    from .build import ENGINES
+
+    engines = sorted(p.name for p in ENGINES.glob("*.engine")) if ENGINES.exists() else []
+    rows.append(("TensorRT engines", ", ".join(engines) or "none (python build_engine.py builds one)"))
+    engine = default_engine_path()
+    rows.append(("engine for this GPU", str(engine) + ("" if engine and engine.exists() else " (not built)")
+                 if engine else "n/a (no TensorRT or no GPU)"))
     for name, value in rows:
         print(f"{name:<28} {value}")
     runnable = ["onnxruntime (CPU)"] if have("onnxruntime") != "missing" else []
     if have("torch") != "missing":
         runnable.append("torch")
+    if engine is not None and engine.exists():
+        runnable.insert(0, "tensorrt")
     print(f"{'can run':<28} {', '.join(runnable) or 'nothing: pip install fmm-harmonize'}")
     return 0
 
@@ -220,6 +242,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     for line in meta["plugin_log"]:
         print(f"  {line}")
     return 0
+
+
+def cmd_gpu_check(args: argparse.Namespace) -> int:
+    from .gpu_check import run
+
+    lines, ok = run(args.repeat)
+    print("\n".join(lines))
+    print("PASSED | kernel agrees with PyTorch" if ok else "FAILED | kernel disagrees with PyTorch")
+    return 0 if ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--fp16", action="store_true", help="also the FP16 ONNX model")
     b.add_argument("--reference", help="PyTorch checkpoint (default: the shipped weights)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.add_argument("--plugin", action="store_true",
+                   help="time the GIMP plug-in's call on a 4000x3000 layer against a warm server instead")
     b.set_defaults(func=cmd_bench)
 
     bu = sub.add_parser("build", help="build a TensorRT FP16 engine with the plugin (needs 'tensorrt')")
@@ -306,6 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("--max-batch", type=int, default=4)
     bu.add_argument("--timing-cache", help="timing cache file (default: beside the engine)")
     bu.set_defaults(func=cmd_build)
+
+    gc = sub.add_parser("gpu-check", help="the plugin's kernels on this GPU against PyTorch (no TensorRT needed)")
+    gc.add_argument("--repeat", type=int, default=50, help="timing repeats")
+    gc.set_defaults(func=cmd_gpu_check)
 
     d = sub.add_parser("doctor", help="what this machine can run")
     d.set_defaults(func=cmd_doctor)
