@@ -23,15 +23,32 @@ def to_network(rgb: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray
     return np.ascontiguousarray(image), binary.astype(np.float32)[None, None]
 
 
+def foreground_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of mask > 0 as slices, or None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
 def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Apply a 3x4 colour map (12 numbers, row-major, on RGB in [0, 1]) to the masked pixels."""
-    fg = mask > 0
     out = rgb.copy()
-    px = rgb[fg].astype(np.float32) / 255.0
+    box = foreground_box(mask > 0)
+    if box is None:
+        return out
+    # NOTE: dense arithmetic over the mask's bounding box beats gathering the masked pixels; where the
+    # mask is 0 the value is x + 0.5, which truncates back to x exactly.
+    x = rgb[box].astype(np.float32)
     a = np.asarray(params, np.float32).reshape(3, 4)
-    mapped = np.clip(px @ a[:, :3].T + a[:, 3], 0.0, 1.0)
-    w = mask[fg][:, None].astype(np.float32)
-    out[fg] = np.clip((px + w * (mapped - px)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    mapped = x @ a[:, :3].T
+    mapped += a[:, 3] * 255.0
+    np.clip(mapped, 0.0, 255.0, out=mapped)
+    mapped -= x
+    mapped *= mask[box][..., None]
+    mapped += x
+    mapped += 0.5
+    out[box] = mapped.astype(np.uint8)
     return out
 
 

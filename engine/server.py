@@ -75,13 +75,14 @@ def harmonize_layer(backend, canvas: np.ndarray, layer: np.ndarray, mask8: np.nd
     layer through the same mask: so a feathered edge is not blended twice, and nothing of the
     background leaks into the layer."""
     x, y, w, h = rect
-    fg = mask8 > 0
+    fg = (mask8 > 0)[..., None]
     composite = canvas.copy()
-    composite[y:y + h, x:x + w][fg] = layer[fg]
+    np.copyto(composite[y:y + h, x:x + w], layer, where=fg)
     full_mask = np.zeros(canvas.shape[:2], np.float32)
-    full_mask[y:y + h, x:x + w] = fg
-    result = backend.harmonize(composite, full_mask, strength)[y:y + h, x:x + w]
-    return np.where(fg[..., None], result, layer)
+    full_mask[y:y + h, x:x + w] = fg[..., 0]
+    out = layer.copy()
+    np.copyto(out, backend.harmonize(composite, full_mask, strength)[y:y + h, x:x + w], where=fg)
+    return out
 
 
 class _Handler(socketserver.BaseRequestHandler):
