@@ -39,13 +39,12 @@ def gimp_env():
     srv = make_server(Engine("onnxruntime"), str(work / "engine.sock"))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     inside = f"/tmp/{work.name}"
-    dest = install(CHROOT / "root" / ".config" / "GIMP" / "3.0", python="/nonexistent/python",
-                   address=f"{inside}/engine.sock")
+    # A GIMP profile of this run's own (GIMP3_DIRECTORY), so concurrent runs never share a plug-in folder.
+    install(work / "gimp", python="/nonexistent/python", address=f"{inside}/engine.sock")
     shutil.copyfile(ROOT / "tests" / "gimp_batch.py", work / "gimp_batch.py")
     yield work, inside
     srv.shutdown()
     srv.server_close()
-    shutil.rmtree(dest, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -64,7 +63,8 @@ def run_case(work: Path, inside: str, source: str, offsets):
     (work / "case.json").write_text(json.dumps({"source": source, "offsets": list(offsets)}))
     for f in ("result.json", "new.rgba", "source.rgba"):
         (work / f).unlink(missing_ok=True)
-    cmd = ["chroot", str(CHROOT), "env", "HOME=/root", f"FMM_WORK={inside}", "gimp-console-3.0", "-i",
+    cmd = ["chroot", str(CHROOT), "env", "HOME=/root", f"GIMP3_DIRECTORY={inside}/gimp", f"FMM_WORK={inside}",
+           "gimp-console-3.0", "-i",
            "--batch-interpreter=python-fu-eval", "-b", f"exec(open('{inside}/gimp_batch.py').read())", "--quit"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert (work / "result.json").exists(), f"GIMP did not finish the batch:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
