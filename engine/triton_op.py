@@ -62,6 +62,17 @@ def attention_kernel(Q, K, V, HBA, N, CQ, C,
 
 
 @triton.jit
+def _stat_tiles(H, MASK, HBA, base, b, N, start, cmask, BLOCK_R: tl.constexpr):
+    """One tile of h_b^a and of m*h in FP32, and which of its elements exist."""
+    offs = start + tl.arange(0, BLOCK_R)
+    ok = cmask[:, None] & (offs[None, :] < N)
+    a = tl.load(HBA + base + offs[None, :], mask=ok, other=0.0).to(tl.float32)
+    m = tl.load(MASK + b * N + offs, mask=offs < N, other=0.0).to(tl.float32)
+    f = tl.load(H + base + offs[None, :], mask=ok, other=0.0).to(tl.float32) * m[None, :]
+    return a, f, ok
+
+
+@triton.jit
 def modulation_kernel(H, MASK, HBA, GAMMA, OUT, N, C, EPS,
                       BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """OUT = H + g * (MASK*H) * std(HBA) / std(MASK*H), std per (b, c) over N: sqrt(unbiased var + eps)."""
@@ -73,11 +84,7 @@ def modulation_kernel(H, MASK, HBA, GAMMA, OUT, N, C, EPS,
     sum_a = tl.zeros((BLOCK_C,), tl.float32)
     sum_f = tl.zeros((BLOCK_C,), tl.float32)
     for start in range(0, N, BLOCK_R):
-        offs = start + tl.arange(0, BLOCK_R)
-        ok = cmask[:, None] & (offs[None, :] < N)
-        a = tl.load(HBA + base + offs[None, :], mask=ok, other=0.0).to(tl.float32)
-        m = tl.load(MASK + b * N + offs, mask=offs < N, other=0.0).to(tl.float32)
-        f = tl.load(H + base + offs[None, :], mask=ok, other=0.0).to(tl.float32) * m[None, :]
+        a, f, ok = _stat_tiles(H, MASK, HBA, base, b, N, start, cmask, BLOCK_R)
         sum_a += tl.sum(a, 1)
         sum_f += tl.sum(f, 1)
     mean_a = sum_a / N
@@ -85,11 +92,7 @@ def modulation_kernel(H, MASK, HBA, GAMMA, OUT, N, C, EPS,
     ss_a = tl.zeros((BLOCK_C,), tl.float32)
     ss_f = tl.zeros((BLOCK_C,), tl.float32)
     for start in range(0, N, BLOCK_R):
-        offs = start + tl.arange(0, BLOCK_R)
-        ok = cmask[:, None] & (offs[None, :] < N)
-        a = tl.load(HBA + base + offs[None, :], mask=ok, other=0.0).to(tl.float32)
-        m = tl.load(MASK + b * N + offs, mask=offs < N, other=0.0).to(tl.float32)
-        f = tl.load(H + base + offs[None, :], mask=ok, other=0.0).to(tl.float32) * m[None, :]
+        a, f, ok = _stat_tiles(H, MASK, HBA, base, b, N, start, cmask, BLOCK_R)
         da = tl.where(ok, a - mean_a[:, None], 0.0)
         df = tl.where(ok, f - mean_f[:, None], 0.0)
         ss_a += tl.sum(da * da, 1)
