@@ -32,6 +32,7 @@ def baselines() -> dict[str, Method]:
     return {
         "composite (untouched)": lambda rgb, mask: rgb,
         "Reinhard transfer": lambda rgb, mask: reinhard(rgb, mask),
+        "half-strength Lab transfer": lambda rgb, mask: reinhard(rgb, mask, 0.5),
     }
 
 
