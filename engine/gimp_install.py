@@ -101,11 +101,14 @@ def check(gimp_dir: Path) -> list[tuple[bool, str]]:
     if not python:
         results.append((False, f"no engine interpreter configured in {dest / 'engine.json'}; {fix}"))
     else:
-        r = subprocess.run([python, "-c", "import engine.backends, onnxruntime"], capture_output=True, text=True)
-        ok = r.returncode == 0
+        try:
+            r = subprocess.run([python, "-c", "import engine.backends, onnxruntime"], capture_output=True, text=True)
+            ok, why = r.returncode == 0, (r.stderr.strip().splitlines() or ["it failed"])[-1]
+        except OSError as exc:
+            ok, why = False, exc.strerror
         results.append((ok, f"engine interpreter {python}" + ("" if ok else
-                        f" cannot import the engine ({(r.stderr.strip().splitlines() or ['not found'])[-1]});"
-                        " reinstall with this environment's harmonize: harmonize gimp install")))
+                        f" cannot import the engine ({why}); reinstall with the harmonize of the environment"
+                        " that should serve GIMP: harmonize gimp install")))
     try:
         header, _ = client.request(protocol.encode({"op": "ping"}), {"address": config.get("address"),
                                                                      "python": "/nonexistent"})
