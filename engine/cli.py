@@ -20,7 +20,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.out, config=args.config, data_root=args.data, iharmony4=args.iharmony4,
         batch_size=args.batch_size, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
         loss=args.loss, resume=args.resume, device=args.device, workers=args.workers, seed=args.seed,
-        size=args.size,
+        size=args.size, init=args.init, strong_edits=args.strong_edits,
     )
     print(f"checkpoint: {path}")
     return 0
@@ -272,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="foreground MSE per sample (default) or whole-image MSE (the paper's)")
     t.add_argument("--size", type=int, help="working resolution (default: the configuration's)")
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
+    t.add_argument("--strong-edits", action="store_true",
+                   help="synthetic composites about as far off as real ones (2-4 wider edits)")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--workers", type=int, default=1, help="data loader processes")
     t.add_argument("--seed", type=int, default=0)

@@ -119,34 +119,44 @@ def _luma(x: np.ndarray) -> np.ndarray:
     return x @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
-def recolour(fg: np.ndarray, reference: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Recolour foreground pixels (N, 3) in [0, 1] by 1 to 3 random edits of how composites go wrong."""
+# Ranges of each edit: (normal, strong). Strong edits are about as far off as real composites are.
+RANGES = {
+    "transfer": ((0.4, 1.0), (0.7, 1.0)), "gain": ((0.75, 1.3), (0.6, 1.5)), "stops": ((-0.9, 0.7), (-1.3, 1.0)),
+    "gamma": ((0.6, 1.6), (0.45, 2.0)), "saturation": ((0.3, 1.7), (0.15, 2.0)), "hue": ((-30, 30), (-50, 50)),
+    "contrast": ((0.6, 1.4), (0.45, 1.6)),
+}
+
+
+def recolour(fg: np.ndarray, reference: np.ndarray, rng: np.random.Generator, strong: bool = False) -> np.ndarray:
+    """Recolour foreground pixels (N, 3) in [0, 1] by random edits of how composites go wrong: 1 to 3
+    edits, or with `strong` 2 to 4 edits over wider ranges."""
     x = fg.astype(np.float32)
-    edits = rng.choice(7, size=rng.integers(1, 4), replace=False)
+    r = {k: v[int(strong)] for k, v in RANGES.items()}
+    edits = rng.choice(7, size=rng.integers(2, 5) if strong else rng.integers(1, 4), replace=False)
     for e in edits:
         if e == 0:  # colour statistics transferred (partly) from another photo
-            a = rng.uniform(0.4, 1.0)
+            a = rng.uniform(*r["transfer"])
             mu, sd = x.mean(0), x.std(0) + 1e-3
             rmu, rsd = reference.mean(0), reference.std(0) + 1e-3
             x = x + a * (((x - mu) / sd * rsd + rmu) - x)
         elif e == 1:  # white balance
-            x = x * rng.uniform(0.75, 1.3, size=3).astype(np.float32)
+            x = x * rng.uniform(*r["gain"], size=3).astype(np.float32)
         elif e == 2:  # exposure
-            x = x * np.float32(2.0 ** rng.uniform(-0.9, 0.7))
+            x = x * np.float32(2.0 ** rng.uniform(*r["stops"]))
         elif e == 3:  # gamma / tone curve
-            x = np.clip(x, 0, 1) ** np.float32(rng.uniform(0.6, 1.6))
+            x = np.clip(x, 0, 1) ** np.float32(rng.uniform(*r["gamma"]))
         elif e == 4:  # saturation
             y = _luma(x)[:, None]
-            x = y + np.float32(rng.uniform(0.3, 1.7)) * (x - y)
+            x = y + np.float32(rng.uniform(*r["saturation"])) * (x - y)
         elif e == 5:  # hue rotation about the grey axis
-            t = np.deg2rad(rng.uniform(-30, 30))
+            t = np.deg2rad(rng.uniform(*r["hue"]))
             k = np.ones(3, np.float32) / np.sqrt(3)
             kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], np.float32)
-            r = np.eye(3, dtype=np.float32) + np.sin(t) * kx + (1 - np.cos(t)) * kx @ kx
-            x = x @ r.T
+            rot = np.eye(3, dtype=np.float32) + np.sin(t) * kx + (1 - np.cos(t)) * kx @ kx
+            x = x @ rot.T
         else:  # contrast
             m = x.mean(0)
-            x = m + np.float32(rng.uniform(0.6, 1.4)) * (x - m)
+            x = m + np.float32(rng.uniform(*r["contrast"])) * (x - m)
     return np.clip(x, 0, 1)
 
 
@@ -170,8 +180,8 @@ class SyntheticComposites:
     and the object recoloured. Returns (composite, mask, real) as float32 (3|1, size, size).
     """
 
-    def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0):
-        self.size, self.seed = size, seed
+    def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False):
+        self.size, self.seed, self.strong = size, seed, strong
         self.items = []
         for photo, masks in permissive_sources(data_root):
             img = _resize_short(Image.open(photo).convert("RGB"), 2 * size)
@@ -213,7 +223,7 @@ class SyntheticComposites:
         ref_img = self.items[rng.integers(len(self.items))][0]
         reference = ref_img.reshape(-1, 3)[:: 97].astype(np.float32) / 255
         comp = real.copy()
-        comp[m] = recolour(real[m], reference, rng)
+        comp[m] = recolour(real[m], reference, rng, self.strong)
         if rng.random() < 0.5:
             comp, m, real = comp[:, ::-1], m[:, ::-1], real[:, ::-1]
         chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1))  # noqa: E731

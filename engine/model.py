@@ -23,8 +23,8 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 # NOTE: widths are (c1, c2, c3, c4, bottleneck); decoder is the three decoder convs.
 CONFIGS: dict[str, dict[str, Any]] = {
     "paper": dict(widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256),
-    "small": dict(widths=(16, 32, 64, 128, 64), decoder=(64, 32, 32), head="affine", size=128),
-    "tiny": dict(widths=(8, 8, 16, 16, 16), decoder=(16, 8, 8), head="affine", size=64),
+    "small": dict(widths=(16, 32, 64, 128, 64), decoder=(64, 32, 32), head="affine", size=128, prior=0.5),
+    "tiny": dict(widths=(8, 8, 16, 16, 16), decoder=(16, 8, 8), head="affine", size=64, prior=0.0),
 }
 DEFAULT_CONFIG = "small"
 
@@ -101,7 +101,8 @@ class FMMNet(nn.Module):
     Output: the harmonized image ("image" head) or (B, 12) row-major 3x4 colour maps ("affine" head).
     """
 
-    def __init__(self, widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256):
+    def __init__(self, widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256,
+                 prior: float = 0.0):
         super().__init__()
         if head not in ("image", "affine"):
             raise ValueError(f"head must be 'image' or 'affine', not {head!r}")
@@ -109,8 +110,10 @@ class FMMNet(nn.Module):
             raise ValueError(f"working size must be a multiple of 8, not {size}")
         c1, c2, c3, c4, cb = widths
         d1, d2, d3 = decoder
-        self.head, self.size = head, size
-        self.config = dict(widths=tuple(widths), decoder=tuple(decoder), head=head, size=size)
+        if not 0.0 <= prior <= 1.0:
+            raise ValueError(f"prior must be within 0..1, not {prior}")
+        self.head, self.size, self.prior = head, size, prior
+        self.config = dict(widths=tuple(widths), decoder=tuple(decoder), head=head, size=size, prior=prior)
         self.enc1 = nn.Sequential(conv_bn_relu(4, c1, 2), conv_bn_relu(c1, c2))  # skip1, 1/2
         self.enc2 = nn.Sequential(conv_bn_relu(c2, c3, 2), conv_bn_relu(c3, c3))  # skip2, 1/4
         self.enc3 = nn.Sequential(
@@ -149,8 +152,16 @@ class FMMNet(nn.Module):
         fg_mean, bg_mean = masked_mean(d, m), masked_mean(d, 1 - m)
         stats = [masked_mean(rgb, m), masked_mean(rgb, 1 - m), masked_log_std(rgb, m), masked_log_std(rgb, 1 - m)]
         features = torch.cat([fg_mean, bg_mean, *stats], 1).to(self.out[0].weight.dtype)
-        identity = torch.eye(3, 4, device=d.device).reshape(1, 12)
-        return identity + self.out(features).float()
+        return self.statistics_prior(*stats) + self.out(features).float()
+
+    def statistics_prior(self, mean_f, mean_b, log_std_f, log_std_b) -> torch.Tensor:
+        """(B, 12) colour maps moving the foreground's RGB mean and std `prior` of the way to the
+        background's; prior = 0 is the identity. The head learns a correction on top of it."""
+        ratio = torch.exp(torch.clamp(log_std_b - log_std_f, -1.0, 1.0))
+        gain = 1.0 + self.prior * (ratio - 1.0)
+        bias = mean_f + self.prior * (mean_b - mean_f) - gain * mean_f
+        eye = torch.eye(3, device=gain.device)
+        return torch.cat([eye * gain[:, :, None], bias[:, :, None]], 2).reshape(-1, 12)
 
     def harmonize(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The harmonized image at the input's resolution, whatever the head (used in training)."""

@@ -67,6 +67,7 @@ def train(
     iharmony4: str | Path | None = None, batch_size: int = 16, steps: int = 20000, lr: float = 1e-3,
     optimizer: str = "adam", loss: str = "fmse", resume: bool = False, device: str = "cpu",
     workers: int = 1, seed: int = 0, save_every: int = 200, size: int | None = None,
+    init: str | Path | None = None, strong_edits: bool = False,
 ) -> Path:
     """Train and checkpoint to `out`; returns its path. The paper's recipe: config=paper, iharmony4=ROOT,
     batch_size=24, optimizer=adadelta, lr=1.0, loss=mse."""
@@ -81,6 +82,13 @@ def train(
     else:
         model, start, ckpt = create_model(config, **({"size": size} if size else {})), 0, None
         cfg = model.config
+        if init is not None:  # fine-tune: weights from another run, this configuration's forward
+            source = torch.load(init, map_location="cpu", weights_only=True)
+            model.load_state_dict(source["model"])
+            if source["config"].get("prior", 0.0) != cfg.get("prior", 0.0) and model.head == "affine":
+                with torch.no_grad():  # its corrections were relative to another prior: start again at zero
+                    model.out[-1].weight.zero_()
+                    model.out[-1].bias.zero_()
     model.to(device).train()
     if optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -92,7 +100,7 @@ def train(
         opt.load_state_dict(ckpt["optimizer"])
     sets: list[Dataset] = []
     if data_root is not None:
-        sets.append(SyntheticComposites(data_root, cfg["size"], seed=seed + start))
+        sets.append(SyntheticComposites(data_root, cfg["size"], seed=seed + start, strong=strong_edits))
     if iharmony4 is not None:
         sets.append(IHarmony4Crops(iharmony4, cfg["size"], seed=seed + start))
     if not sets:
@@ -120,8 +128,9 @@ def train(
         step += 1
         running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
         progress.update(step, f"loss {running * 255**2:.1f}")
-        if step % save_every == 0 or step == steps:
+        if step % save_every == 0 and step < steps:
             save_checkpoint(out, model, opt, step, cfg, seed)
+    save_checkpoint(out, model, opt, step, cfg, seed)
     progress.close()
     return out
 

@@ -30,11 +30,27 @@ def test_configurations_run_and_affine_head_starts_as_identity(name):
     with torch.no_grad():
         out = model(image, mask)
         harmonized = model.harmonize(image, mask)
-    if model.head == "affine":
+    if model.head == "affine" and model.prior == 0:
         assert out.shape == (2, 12)
         assert torch.allclose(harmonized, image, atol=1e-6)
+    elif model.head == "affine":
+        assert torch.allclose(out, statistics_prior_reference(image, mask, model.prior), atol=1e-5)
     else:
         assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
+
+
+def statistics_prior_reference(image, mask, prior):
+    """Each sample's foreground RGB mean and std moved `prior` of the way to the background's, as a 3x4 map."""
+    maps = []
+    for x, m in zip(image.double(), mask.double()):
+        fg, bg = x[:, m[0] > 0], x[:, m[0] == 0]
+        mf, mb = fg.mean(1), bg.mean(1)
+        sf = ((fg - mf[:, None]) ** 2).mean(1).add(1e-4).sqrt()
+        sb = ((bg - mb[:, None]) ** 2).mean(1).add(1e-4).sqrt()
+        gain = 1 + prior * ((sb / sf).clamp(torch.e ** -1, torch.e) - 1)
+        bias = mf + prior * (mb - mf) - gain * mf
+        maps.append(torch.cat([torch.diag(gain), bias[:, None]], 1).reshape(12))
+    return torch.stack(maps).float()
 
 
 def test_every_parameter_gets_a_gradient(tiny_checkpoint):

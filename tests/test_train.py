@@ -43,3 +43,20 @@ def test_train_on_synthetic_composites_lowers_the_loss(tmp_path):
 def test_train_needs_data(tmp_path, capsys):
     with pytest.raises(ValueError, match="give training data"):
         main(["train", "--config", "tiny", "--out", str(tmp_path / "x.pt"), "--workers", "0"])
+
+
+def test_fine_tune_from_another_run(iharmony4_root, tmp_path):
+    """--init takes the weights; a head trained for another prior starts again at zero."""
+    first = tmp_path / "a.pt"
+    base = ["train", "--config", "tiny", "--size", "16", "--iharmony4", str(iharmony4_root),
+            "--batch-size", "2", "--workers", "0", "--steps", "2"]
+    assert main(base + ["--out", str(first)]) == 0
+    a = torch.load(first, weights_only=True)
+    with torch.no_grad():
+        a["model"]["out.2.weight"].fill_(0.3)
+    a["config"]["prior"] = 0.5
+    torch.save(a, first)
+    assert main(base[:-1] + ["0", "--out", str(tmp_path / "b.pt"), "--init", str(first)]) == 0
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert torch.equal(b["model"]["enc1.0.0.weight"], a["model"]["enc1.0.0.weight"])
+    assert not b["model"]["out.2.weight"].any()
