@@ -20,7 +20,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.out, config=args.config, data_root=args.data, iharmony4=args.iharmony4,
         batch_size=args.batch_size, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
         loss=args.loss, resume=args.resume, device=args.device, workers=args.workers, seed=args.seed,
-        size=args.size, init=args.init, strong_edits=args.strong_edits,
+        size=args.size, init=args.init, strong_edits=args.strong_edits, until=args.until,
     )
     print(f"checkpoint: {path}")
     return 0
@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--iharmony4", help="iHarmony4 root: train on its *_train.txt lists")
     t.add_argument("--out", required=True, help="checkpoint path, rewritten atomically")
     t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--steps", type=int, default=4000)
+    t.add_argument("--steps", type=int, default=4000, help="length of the learning-rate schedule")
+    t.add_argument("--until", type=int, help="stop at this step (the schedule still spans --steps)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--optimizer", choices=["adam", "adadelta"], default="adam")
     t.add_argument("--loss", choices=["fmse", "mse"], default="fmse",

@@ -67,7 +67,7 @@ def train(
     iharmony4: str | Path | None = None, batch_size: int = 16, steps: int = 20000, lr: float = 1e-3,
     optimizer: str = "adam", loss: str = "fmse", resume: bool = False, device: str = "cpu",
     workers: int = 1, seed: int = 0, save_every: int = 200, size: int | None = None,
-    init: str | Path | None = None, strong_edits: bool = False,
+    init: str | Path | None = None, strong_edits: bool = False, until: int | None = None,
 ) -> Path:
     """Train and checkpoint to `out`; returns its path. The paper's recipe: config=paper, iharmony4=ROOT,
     batch_size=24, optimizer=adadelta, lr=1.0, loss=mse."""
@@ -112,7 +112,8 @@ def train(
     progress = Progress(steps, "train", initial=start)
     step, it = start, iter(loader)
     running = None
-    while step < steps:
+    stop = min(steps, until) if until is not None else steps  # `until` ends early, same schedule
+    while step < stop:
         try:
             comp, mask, real = (t.to(device) for t in next(it))
         except StopIteration:
@@ -128,7 +129,7 @@ def train(
         step += 1
         running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
         progress.update(step, f"loss {running * 255**2:.1f}")
-        if step % save_every == 0 and step < steps:
+        if step % save_every == 0 and step < stop:
             save_checkpoint(out, model, opt, step, cfg, seed)
     save_checkpoint(out, model, opt, step, cfg, seed)
     progress.close()
