@@ -91,14 +91,21 @@ class _Handler(socketserver.BaseRequestHandler):
         while True:
             try:
                 header, payload = protocol.receive(self.request)
-            except protocol.ProtocolError as exc:
-                if "closed after 0 of" not in str(exc):
-                    log.warning("bad request: %s", exc)
-                    self.request.sendall(protocol.encode({"ok": False, "error": str(exc)}))
+            except protocol.Closed:
                 return
+            except protocol.ProtocolError as exc:
+                log.warning("bad request: %s", exc)
+                reply, header = protocol.encode({"ok": False, "error": str(exc)}), None
             except OSError:
                 return
-            self.request.sendall(engine.handle(header, payload))
+            else:
+                reply = engine.handle(header, payload)
+            try:
+                self.request.sendall(reply)
+            except OSError:  # the client went away; the next one is served as usual
+                return
+            if header is None:  # after a malformed message the stream cannot be trusted: close it
+                return
 
 
 class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):

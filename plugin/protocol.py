@@ -23,19 +23,25 @@ class ProtocolError(Exception):
     """A message that does not follow the format; the connection should be closed."""
 
 
+class Closed(ProtocolError):
+    """The peer closed the connection between messages: a normal end, not an error."""
+
+
 def encode(header: dict, payload: bytes = b"") -> bytes:
     """One message as bytes."""
     head = json.dumps({**header, "payload": len(payload)}).encode()
     return PREFIX.pack(MAGIC, VERSION, len(head)) + head + payload
 
 
-def _read_exactly(sock, n: int) -> bytes:
+def _read_exactly(sock, n: int, between_messages: bool = False) -> bytes:
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
         k = sock.recv_into(view[got:], min(n - got, 1 << 20))
         if k == 0:
+            if got == 0 and between_messages:
+                raise Closed("connection closed")
             raise ProtocolError(f"connection closed after {got} of {n} bytes")
         got += k
     return bytes(buf)
@@ -43,7 +49,7 @@ def _read_exactly(sock, n: int) -> bytes:
 
 def receive(sock) -> tuple[dict, bytes]:
     """Read one message from a socket; ProtocolError on anything malformed or oversized."""
-    magic, version, length = PREFIX.unpack(_read_exactly(sock, PREFIX.size))
+    magic, version, length = PREFIX.unpack(_read_exactly(sock, PREFIX.size, between_messages=True))
     if magic != MAGIC:
         raise ProtocolError("not an fmm-harmonize message (bad magic)")
     if version != VERSION:

@@ -69,3 +69,13 @@ def iharmony4_root(tmp_path):
         for split, lines in names.items():
             (d / f"{subset}_{split}.txt").write_text("\n".join(lines) + "\n")
     return tmp_path
+
+
+def scene_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A photo whose colour statistics are the same everywhere (warm texture), so a pasted part of it
+    with a colour cast has one right answer: the scene's colours."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    texture = 0.12 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + rng.normal(0, 0.05, (h, w))
+    base = np.array([0.62, 0.48, 0.36], np.float32)
+    return np.clip((base + texture[..., None] * np.array([1.0, 0.9, 0.8])) * 255, 0, 255).astype(np.uint8)
