@@ -7,7 +7,10 @@ all tested against `attention_modulation` below.
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 OP_NAME = "AttentionModulation"
 OP_DOMAIN = "harmony"
@@ -16,6 +19,8 @@ EPS = 1e-5
 
 def channel_std(x: torch.Tensor) -> torch.Tensor:
     """Per sample and channel std over all positions: sqrt(unbiased var + 1e-5), shape (B, C, 1, 1)."""
+    import torch
+
     b, c = x.shape[:2]
     flat = x.reshape(b, c, -1)
     return torch.sqrt(flat.var(dim=2, unbiased=True) + EPS).reshape(b, c, 1, 1)
@@ -29,6 +34,8 @@ def attention_modulation(
 
     Shapes: h, v (B, C, H, W); mask (B, 1, H, W) in {0, 1}; q, k (B, Cq, H, W); gamma (1,).
     """
+    import torch  # here, so that the op's name and domain import without torch (TensorRT path)
+
     dtype = h.dtype
     h, mask, q, k, v, gamma = (t.float() for t in (h, mask, q, k, v, gamma))
     b, c, hh, ww = h.shape
