@@ -147,7 +147,16 @@ class GimpHost:
         return bytes(buf.get(Gegl.Rectangle.new(x, y, w, h), 1.0, fmt, Gegl.AbyssPolicy.NONE))
 
     def read_rgb(self, layer, rect) -> bytes:
-        return self._get(layer, rect, "R'G'B' u8")
+        if not layer.has_alpha():
+            return self._get(layer, rect, "R'G'B' u8")
+        # NOTE: one read in the layer's own format, split here: asking GEGL for "A u8" separately
+        # costs about 0.7 s on a 12-megapixel layer.
+        rgba = self._get(layer, rect, "R'G'B'A u8")
+        self._alpha = (layer, rect, rgba[3::4])
+        rgb = bytearray(len(rgba) // 4 * 3)
+        for c in range(3):
+            rgb[c::3] = rgba[c::4]
+        return bytes(rgb)
 
     def read_mask(self, image, layer, rect) -> tuple[str, bytes]:
         """(source, mask u8): the layer mask, else the selection, else the layer's alpha."""
@@ -161,6 +170,9 @@ class GimpHost:
             selection = image.get_selection()
             return "selection", self._get(selection, rect, "Y' u8", image_coords=False)
         if layer.has_alpha():
+            cached = getattr(self, "_alpha", None)
+            if cached is not None and cached[0] == layer and cached[1] == rect:
+                return "alpha", cached[2]
             return "alpha", self._get(layer, rect, "A u8")
         raise UserError("Nothing marks the object: give the layer a layer mask, make a selection, "
                         "or add an alpha channel with transparency around the object.")

@@ -6,6 +6,7 @@ folder holds photo.png (the scene), object.png (RGBA, the pasted object) and mas
 """
 import json
 import os
+import time
 
 import gi
 
@@ -69,9 +70,11 @@ def main():
     config.set_property("image", image)
     config.set_core_object_array("drawables", [layer])
     config.set_property("strength", 1.0)
+    start = time.perf_counter()
     result = proc.run(config)
+    seconds = time.perf_counter() - start
     status = result.index(0)
-    out = {"status": "success" if status == Gimp.PDBStatusType.SUCCESS else str(status), "layers_before": layers_before, "layers": [la.get_name() for la in image.get_layers()]}
+    out = {"seconds": seconds, "status": "success" if status == Gimp.PDBStatusType.SUCCESS else str(status), "layers_before": layers_before, "layers": [la.get_name() for la in image.get_layers()]}
     if status != Gimp.PDBStatusType.SUCCESS:
         err = result.index(1) if result.length() > 1 else None
         out["error"] = str(getattr(err, "message", err))
