@@ -31,39 +31,47 @@ def foreground_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """Apply a 3x4 colour map (12 numbers, row-major, on RGB in [0, 1]) to the masked pixels."""
+def _mix(rgb: np.ndarray, mask: np.ndarray, target) -> np.ndarray:
+    """rgb moved mask-weighted towards target(x, box) (float32, 0..255) inside the mask's bounding box.
+
+    NOTE: dense arithmetic over the box beats gathering the masked pixels; where the mask is 0 the
+    value is x + 0.5, which truncates back to x exactly, so the background stays bit-identical."""
     out = rgb.copy()
     box = foreground_box(mask > 0)
     if box is None:
         return out
-    # NOTE: dense arithmetic over the mask's bounding box beats gathering the masked pixels; where the
-    # mask is 0 the value is x + 0.5, which truncates back to x exactly.
     x = rgb[box].astype(np.float32)
-    a = np.asarray(params, np.float32).reshape(3, 4)
-    mapped = x @ a[:, :3].T
-    mapped += a[:, 3] * 255.0
-    np.clip(mapped, 0.0, 255.0, out=mapped)
-    mapped -= x
-    mapped *= mask[box][..., None]
-    mapped += x
-    mapped += 0.5
-    out[box] = mapped.astype(np.uint8)
+    mixed = target(x, box)
+    mixed -= x
+    mixed *= mask[box][..., None]
+    mixed += x
+    mixed += 0.5
+    out[box] = np.clip(mixed, 0, 255).astype(np.uint8)
     return out
+
+
+def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Apply a 3x4 colour map (12 numbers, row-major, on RGB in [0, 1]) to the masked pixels."""
+    a = np.asarray(params, np.float32).reshape(3, 4)
+
+    def mapped(x, box):
+        y = x @ a[:, :3].T
+        y += a[:, 3] * 255.0
+        return np.clip(y, 0.0, 255.0, out=y)
+
+    return _mix(rgb, mask, mapped)
 
 
 def apply_residual(rgb: np.ndarray, mask: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """Add the network's low-resolution colour change (after - before, (3, S, S)) to the masked pixels."""
     h, w = rgb.shape[:2]
-    fg = mask > 0
-    delta = np.stack([
-        np.asarray(Image.fromarray(c.astype(np.float32), "F").resize((w, h), Image.BILINEAR))[fg]
-        for c in (after - before)
-    ], 1)
-    out = rgb.copy()
-    px = rgb[fg].astype(np.float32)
-    out[fg] = np.clip(px + mask[fg][:, None] * delta * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return out
+
+    def changed(x, box):
+        delta = [np.asarray(Image.fromarray(c.astype(np.float32), "F").resize((w, h), Image.BILINEAR))[box]
+                 for c in (after - before)]
+        return x + np.stack(delta, -1) * 255.0
+
+    return _mix(rgb, mask, changed)
 
 
 def blend(rgb: np.ndarray, result: np.ndarray, mask: np.ndarray, strength: float) -> np.ndarray:
@@ -72,8 +80,5 @@ def blend(rgb: np.ndarray, result: np.ndarray, mask: np.ndarray, strength: float
         raise ValueError(f"strength must be within 0..1, not {strength}")
     if strength == 1.0:
         return result
-    fg = mask > 0
-    out = rgb.copy()
-    a, b = rgb[fg].astype(np.float32), result[fg].astype(np.float32)
-    out[fg] = np.clip(a + strength * (b - a) + 0.5, 0, 255).astype(np.uint8)
-    return out
+    fg = (mask > 0).astype(np.float32)
+    return _mix(rgb, fg, lambda x, box: x + strength * (result[box].astype(np.float32) - x))
