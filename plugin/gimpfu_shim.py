@@ -161,11 +161,8 @@ class GimpHost:
     def read_mask(self, image, layer, rect) -> tuple[str, bytes]:
         """(source, mask u8): the layer mask, else the selection, else the layer's alpha."""
         mask = layer.get_mask()
-        if mask is not None:
-            ok, ox, oy = layer.get_offsets()
-            x, y, w, h = rect
-            return "layer mask", bytes(mask.get_buffer().get(Gegl.Rectangle.new(x - ox, y - oy, w, h), 1.0,
-                                                             "Y' u8", Gegl.AbyssPolicy.NONE))
+        if mask is not None:  # a layer mask has its layer's offsets
+            return "layer mask", self._get(mask, rect, "Y' u8")
         if not Gimp.Selection.is_empty(image):
             selection = image.get_selection()
             return "selection", self._get(selection, rect, "Y' u8", image_coords=False)
