@@ -21,6 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
         loss=args.loss, resume=args.resume, device=args.device, workers=args.workers, seed=args.seed,
         size=args.size, init=args.init, strong_edits=args.strong_edits, until=args.until,
+        mild=args.mild,
     )
     print(f"checkpoint: {path}")
     return 0
@@ -269,13 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--until", type=int, help="stop at this step (the schedule still spans --steps)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--optimizer", choices=["adam", "adadelta"], default="adam")
-    t.add_argument("--loss", choices=["fmse", "mse"], default="fmse",
-                   help="foreground MSE per sample (default) or whole-image MSE (the paper's)")
+    t.add_argument("--loss", choices=["fmse", "mse", "psnr"], default="fmse",
+                   help="foreground MSE per sample (default), whole-image MSE (the paper's), "
+                        "or log foreground MSE (the scale of mean PSNR)")
     t.add_argument("--size", type=int, help="working resolution (default: the configuration's)")
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     t.add_argument("--init", help="start from this checkpoint's weights (fine-tuning)")
     t.add_argument("--strong-edits", action="store_true",
                    help="synthetic composites about as far off as real ones (2-4 wider edits)")
+    t.add_argument("--mild", type=float, default=0.0,
+                   help="share of synthetic composites whose edit is scaled down to 0-30 %% (default 0)")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--workers", type=int, default=1, help="data loader processes")
     t.add_argument("--seed", type=int, default=0)

@@ -177,11 +177,16 @@ class SyntheticComposites:
 
     Each sample: a random view of a photo (60 to 100 % of its short side, aspect jittered, resized to
     size x size as inference does), an object mask (COCO, or a random shape on photos without one),
-    and the object recoloured. Returns (composite, mask, real) as float32 (3|1, size, size).
+    and the object recoloured. A `mild` share of them keep only 0 to 30 % of their edit: real
+    composites are sometimes nearly right, and the network must learn to leave those alone.
+    Returns (composite, mask, real) as float32 (3|1, size, size).
     """
 
-    def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False):
-        self.size, self.seed, self.strong = size, seed, strong
+    def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False,
+                 mild: float = 0.0):
+        if not 0.0 <= mild <= 1.0:
+            raise ValueError(f"mild must be within 0..1, not {mild}")
+        self.size, self.seed, self.strong, self.mild = size, seed, strong, mild
         self.items = []
         for photo, masks in permissive_sources(data_root):
             img = _resize_short(Image.open(photo).convert("RGB"), 2 * size)
@@ -224,6 +229,8 @@ class SyntheticComposites:
         reference = ref_img.reshape(-1, 3)[:: 97].astype(np.float32) / 255
         comp = real.copy()
         comp[m] = recolour(real[m], reference, rng, self.strong)
+        if self.mild and rng.random() < self.mild:  # drawn only when asked, so mild=0 streams are unchanged
+            comp[m] = real[m] + np.float32(rng.uniform(0.0, 0.3)) * (comp[m] - real[m])
         if rng.random() < 0.5:
             comp, m, real = comp[:, ::-1], m[:, ::-1], real[:, ::-1]
         chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1))  # noqa: E731

@@ -51,6 +51,22 @@ def test_synthetic_composites_are_deterministic_and_recolour_only_the_object():
 
 
 @needs_data
+def test_mild_composites_keep_at_most_30_percent_of_their_edit():
+    from engine.data import SyntheticComposites
+
+    normal = SyntheticComposites(DATA, size=64, seed=3)
+    mild = SyntheticComposites(DATA, size=64, seed=3, mild=1.0)
+    for i in range(6):
+        (c0, m0, r0), (c1, m1, r1) = normal[i], mild[i]
+        # the same object and edit, then scaled; the flip may differ, so compare flip-free errors
+        assert np.array_equal(np.sort(r0.ravel()), np.sort(r1.ravel()))
+        err0 = np.sum((c0 - r0) ** 2)
+        assert np.sum((c1 - r1) ** 2) <= 0.3**2 * err0 + 1e-6
+    with pytest.raises(ValueError, match="mild"):
+        SyntheticComposites(DATA, size=64, mild=1.5)
+
+
+@needs_data
 def test_only_permissive_pictures_train():
     import csv
 

@@ -35,8 +35,8 @@ def test_train_on_synthetic_composites_lowers_the_loss(tmp_path):
                  "--batch-size", "8", "--workers", "0", "--steps", "60", "--lr", "3e-3"]) == 0
     model = load_checkpoint(out)
     with torch.no_grad():
-        before = foreground_mse(batch[0], batch[2], batch[1])
-        after = foreground_mse(model.harmonize(batch[0], batch[1]), batch[2], batch[1])
+        before = foreground_mse(batch[0], batch[2], batch[1]).mean()
+        after = foreground_mse(model.harmonize(batch[0], batch[1]), batch[2], batch[1]).mean()
     assert after < before, f"fMSE {after:.4f} not below the composite's {before:.4f} after 60 steps"
 
 
@@ -60,3 +60,23 @@ def test_fine_tune_from_another_run(iharmony4_root, tmp_path):
     b = torch.load(tmp_path / "b.pt", weights_only=True)
     assert torch.equal(b["model"]["enc1.0.0.weight"], a["model"]["enc1.0.0.weight"])
     assert not b["model"]["out.2.weight"].any()
+
+
+def test_psnr_loss_is_the_mean_log_foreground_mse():
+    import numpy as np
+
+    from engine.metrics import fmse
+    from engine.train import LOG_EPS, loss_value
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(3, 3, 8, 8, generator=g), torch.rand(3, 3, 8, 8, generator=g)
+    mask = (torch.rand(3, 1, 8, 8, generator=g) > 0.5).float()
+    expected = np.mean([np.log10(fmse(p.permute(1, 2, 0).numpy() * 255, t.permute(1, 2, 0).numpy() * 255,
+                                      m[0].numpy()) / 255**2 + LOG_EPS)
+                        for p, t, m in zip(pred, target, mask)])
+    assert loss_value("psnr", pred, target, mask).item() == pytest.approx(expected, rel=1e-5)
+    assert loss_value("fmse", pred, target, mask).item() == pytest.approx(
+        np.mean([fmse(p.permute(1, 2, 0).numpy(), t.permute(1, 2, 0).numpy(), m[0].numpy())
+                 for p, t, m in zip(pred, target, mask)]), rel=1e-5)
+    with pytest.raises(ValueError, match="loss must be"):
+        loss_value("l1", pred, target, mask)
