@@ -178,15 +178,19 @@ class SyntheticComposites:
     Each sample: a random view of a photo (60 to 100 % of its short side, aspect jittered, resized to
     size x size as inference does), an object mask (COCO, or a random shape on photos without one),
     and the object recoloured. A `mild` share of them keep only 0 to 30 % of their edit: real
-    composites are sometimes nearly right, and the network must learn to leave those alone.
+    composites are sometimes nearly right, and the network must learn to leave those alone. A
+    `restyle` share follow HAdobe5k instead: the whole photo gets one random edit (the target) and
+    the object another (two retouchers' versions), so the target is no longer always a natural
+    photo and only the background tells the network which style is right.
     Returns (composite, mask, real) as float32 (3|1, size, size).
     """
 
     def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False,
-                 mild: float = 0.0):
-        if not 0.0 <= mild <= 1.0:
-            raise ValueError(f"mild must be within 0..1, not {mild}")
-        self.size, self.seed, self.strong, self.mild = size, seed, strong, mild
+                 mild: float = 0.0, restyle: float = 0.0):
+        for name, share in (("mild", mild), ("restyle", restyle)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name} must be within 0..1, not {share}")
+        self.size, self.seed, self.strong, self.mild, self.restyle = size, seed, strong, mild, restyle
         self.items = []
         for photo, masks in permissive_sources(data_root):
             img = _resize_short(Image.open(photo).convert("RGB"), 2 * size)
@@ -227,8 +231,11 @@ class SyntheticComposites:
             return None
         ref_img = self.items[rng.integers(len(self.items))][0]
         reference = ref_img.reshape(-1, 3)[:: 97].astype(np.float32) / 255
+        photo = real
+        if self.restyle and rng.random() < self.restyle:  # drawn only when asked, as for mild
+            real = recolour(photo.reshape(-1, 3), reference, rng).reshape(photo.shape)
         comp = real.copy()
-        comp[m] = recolour(real[m], reference, rng, self.strong)
+        comp[m] = recolour(photo[m], reference, rng, self.strong)
         if self.mild and rng.random() < self.mild:  # drawn only when asked, so mild=0 streams are unchanged
             comp[m] = real[m] + np.float32(rng.uniform(0.0, 0.3)) * (comp[m] - real[m])
         if rng.random() < 0.5:

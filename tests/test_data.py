@@ -67,6 +67,22 @@ def test_mild_composites_keep_at_most_30_percent_of_their_edit():
 
 
 @needs_data
+def test_restyled_composites_target_an_edited_photo_with_the_composites_background():
+    from engine.data import SyntheticComposites
+
+    plain = SyntheticComposites(DATA, size=64, seed=4)
+    restyled = SyntheticComposites(DATA, size=64, seed=4, restyle=1.0)
+    edited = 0
+    for i in range(6):
+        comp, mask, real = restyled[i]
+        outside = mask[0] == 0
+        assert np.array_equal(comp[:, outside], real[:, outside]), "the background is the target's"
+        photo = plain[i][2]  # the same view of the same photo, unedited (the flip may differ)
+        edited += not np.allclose(np.sort(real.ravel()), np.sort(photo.ravel()), atol=0.01)
+    assert edited >= 5, "restyled targets must be edited photos"
+
+
+@needs_data
 def test_only_permissive_pictures_train():
     import csv
 
