@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_path
 from .data import SyntheticComposites, load_triple, read_iharmony4
@@ -21,16 +21,22 @@ from .progress import Progress
 
 
 class IHarmony4Crops(Dataset):
-    """iHarmony4 training triples, the paper's augmentation: short side 1.64-2x size, random crop, flip."""
+    """iHarmony4 training triples as an endless stream, the paper's augmentation: short side 1.64-2x
+    size, random crop, flip. Each pass visits every triple once, in an order and with crops drawn
+    from (seed, pass), so a run repeats exactly (a resumed run is seeded by its step, as the
+    synthetic stream is)."""
 
     def __init__(self, root: str | Path, size: int, seed: int = 0):
         self.triples, self.size, self.seed = read_iharmony4(root, "train"), size, seed
 
     def __len__(self) -> int:
-        return len(self.triples)
+        return 10**9  # the trainer counts steps
 
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng((self.seed, i, int(time.time())))
+    def __getitem__(self, index: int):
+        n = len(self.triples)
+        epoch, position = divmod(index, n)
+        i = np.random.default_rng((self.seed, epoch)).permutation(n)[position]
+        rng = np.random.default_rng((self.seed, epoch, int(i)))
         comp, mask, real = load_triple(self.triples[i])
         short = int(self.size * rng.uniform(1.64, 2.0))
         h, w = mask.shape
@@ -47,6 +53,20 @@ class IHarmony4Crops(Dataset):
 
         m = prep((mask * 255).astype(np.uint8), Image.NEAREST)
         return prep(comp, Image.BICUBIC), (m > 0.5).astype(np.float32), prep(real, Image.BICUBIC)
+
+
+class Interleaved(Dataset):
+    """Endless streams taken in turn: sample k comes from stream k mod len(streams)."""
+
+    def __init__(self, streams: list[Dataset]):
+        self.streams = streams
+
+    def __len__(self) -> int:
+        return 10**9
+
+    def __getitem__(self, index: int):
+        stream, k = index % len(self.streams), index // len(self.streams)
+        return self.streams[stream][k]
 
 
 def foreground_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -123,9 +143,8 @@ def train(
         sets.append(IHarmony4Crops(iharmony4, cfg["size"], seed=seed + start))
     if not sets:
         raise ValueError("give training data: --data (synthetic from photos) and/or --iharmony4 ROOT")
-    data = sets[0] if len(sets) == 1 else ConcatDataset(sets)
-    shuffle = not isinstance(data, SyntheticComposites)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+    data = sets[0] if len(sets) == 1 else Interleaved(sets)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
                         drop_last=True, persistent_workers=workers > 0)
     progress = Progress(steps, "train", initial=start)
     step, it = start, iter(loader)

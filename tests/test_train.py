@@ -80,3 +80,27 @@ def test_psnr_loss_is_the_mean_log_foreground_mse():
                  for p, t, m in zip(pred, target, mask)]), rel=1e-5)
     with pytest.raises(ValueError, match="loss must be"):
         loss_value("l1", pred, target, mask)
+
+
+def test_iharmony4_stream_repeats_and_visits_every_triple_once_per_pass(iharmony4_root, monkeypatch):
+    import numpy as np
+
+    import engine.train as tr
+
+    seen = []
+    load = tr.load_triple
+    monkeypatch.setattr(tr, "load_triple", lambda t: (seen.append(t.name), load(t))[1])
+    stream = tr.IHarmony4Crops(iharmony4_root, 16, seed=1)
+    first = [stream[k] for k in range(8)]
+    names = sorted(t.name for t in stream.triples)
+    assert sorted(seen[:4]) == names and sorted(seen[4:]) == names
+    again = tr.IHarmony4Crops(iharmony4_root, 16, seed=1)
+    assert all(np.array_equal(x, y) for k in range(8) for x, y in zip(first[k], again[k]))
+
+
+@needs_data
+def test_train_on_synthetic_and_iharmony4_together(iharmony4_root, tmp_path):
+    out = tmp_path / "both.pt"
+    assert main(["train", "--config", "tiny", "--size", "16", "--data", str(DATA), "--iharmony4", str(iharmony4_root),
+                 "--out", str(out), "--batch-size", "4", "--workers", "0", "--steps", "2"]) == 0
+    assert torch.load(out, weights_only=True)["step"] == 2
