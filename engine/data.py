@@ -157,7 +157,7 @@ def recolour(fg: np.ndarray, reference: np.ndarray, rng: np.random.Generator, st
         else:  # contrast
             m = x.mean(0)
             x = m + np.float32(rng.uniform(*r["contrast"])) * (x - m)
-    return np.clip(x, 0, 1)
+    return np.clip(x, 0, 1).astype(np.float32)  # float64 scalars (the hue rotation) promote
 
 
 def random_blob_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:

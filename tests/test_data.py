@@ -75,6 +75,7 @@ def test_restyled_composites_target_an_edited_photo_with_the_composites_backgrou
     edited = 0
     for i in range(6):
         comp, mask, real = restyled[i]
+        assert comp.dtype == real.dtype == mask.dtype == np.float32
         outside = mask[0] == 0
         assert np.array_equal(comp[:, outside], real[:, outside]), "the background is the target's"
         photo = plain[i][2]  # the same view of the same photo, unedited (the flip may differ)
