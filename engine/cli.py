@@ -27,6 +27,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from .train import average_checkpoints
+
+    for path in args.checkpoints:
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such checkpoint")
+    print(f"checkpoint: {average_checkpoints(args.checkpoints, args.out)}")
+    return 0
+
+
 def _backend(args: argparse.Namespace):
     from .backends import load
 
@@ -290,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=1, help="data loader processes")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
+
+    a = sub.add_parser("average", help="average the weights of runs fine-tuned from one start (needs 'train')")
+    a.add_argument("checkpoints", nargs="+", help="checkpoints of one configuration")
+    a.add_argument("-o", "--out", required=True, help="checkpoint to write")
+    a.set_defaults(func=cmd_average)
 
     e = sub.add_parser("eval", help="MSE, PSNR, fMSE on iHarmony4 or a MANIFEST.csv folder")
     e.add_argument("root", help="iHarmony4 root or a folder with MANIFEST.csv")

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_path
 from .data import SyntheticComposites, load_triple, read_iharmony4
+from .errors import InputError
 from .model import FMMNet, create_model
 from .progress import Progress
 
@@ -176,5 +177,29 @@ def train(
             save_checkpoint(out, model, opt, step, cfg, seed)
     save_checkpoint(out, model, opt, step, cfg, seed)
     progress.close()
+    return out
+
+
+def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
+    """One network whose weights are the mean of several runs fine-tuned from the same start (a
+    "model soup"): it averages away much of what each run learnt by chance, at no cost at run time."""
+    if len(paths) < 2:
+        raise InputError("give at least two checkpoints to average")
+    ckpts = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
+    config = ckpts[0]["config"]
+    for path, ckpt in zip(paths[1:], ckpts[1:]):
+        if ckpt["config"] != config:
+            raise InputError(f"{path}: configuration {ckpt['config']} differs from {paths[0]}'s {config}")
+    state = {}
+    for key, first in ckpts[0]["model"].items():
+        if first.is_floating_point():
+            state[key] = (sum(c["model"][key].double() for c in ckpts) / len(ckpts)).to(first.dtype)
+        else:  # counters such as BatchNorm's num_batches_tracked
+            state[key] = first
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        torch.save(dict(config=config, model=state, step=max(c["step"] for c in ckpts), seed=ckpts[0]["seed"],
+                        averaged=[Path(p).name for p in paths]), tmp)
     return out
 

@@ -110,3 +110,21 @@ def test_train_on_synthetic_and_iharmony4_together(iharmony4_root, tmp_path):
     assert main(["train", "--config", "tiny", "--size", "16", "--data", str(DATA), "--iharmony4", str(iharmony4_root),
                  "--out", str(out), "--batch-size", "4", "--workers", "0", "--steps", "2"]) == 0
     assert torch.load(out, weights_only=True)["step"] == 2
+
+
+def test_average_checkpoints_is_the_mean_of_their_weights(iharmony4_root, tmp_path, capsys):
+    base = ["train", "--config", "tiny", "--size", "16", "--iharmony4", str(iharmony4_root),
+            "--batch-size", "2", "--workers", "0", "--steps", "2"]
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    assert main(base + ["--out", str(a), "--seed", "1"]) == 0
+    assert main(base + ["--out", str(b), "--seed", "2"]) == 0
+    assert main(["average", str(a), str(b), "-o", str(tmp_path / "avg.pt")]) == 0
+    wa, wb = (torch.load(p, weights_only=True)["model"] for p in (a, b))
+    avg = load_checkpoint(tmp_path / "avg.pt").state_dict()
+    assert torch.allclose(avg["enc1.0.0.weight"], (wa["enc1.0.0.weight"] + wb["enc1.0.0.weight"]) / 2)
+    assert not torch.equal(wa["enc1.0.0.weight"], wb["enc1.0.0.weight"])
+    other = tmp_path / "other.pt"
+    assert main(base[:3] + ["--size", "24"] + base[5:] + ["--out", str(other)]) == 0
+    assert main(["average", str(a), str(other), "-o", str(tmp_path / "bad.pt")]) != 0
+    assert "other.pt: configuration" in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
