@@ -21,7 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
         loss=args.loss, resume=args.resume, device=args.device, workers=args.workers, seed=args.seed,
         size=args.size, init=args.init, strong_edits=args.strong_edits, until=args.until,
-        mild=args.mild, restyle=args.restyle, strengths=args.strengths,
+        mild=args.mild, restyle=args.restyle,
     )
     print(f"checkpoint: {path}")
     return 0
@@ -290,9 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic composites about as far off as real ones (2-4 wider edits)")
     t.add_argument("--mild", type=float, default=0.0,
                    help="share of synthetic composites whose edit is scaled down to 0-30 %% (default 0)")
-    t.add_argument("--strengths", action="store_true",
-                   help="affine head: predict how far to move each channel's mean and std towards the "
-                        "background's instead of a free colour-map correction")
     t.add_argument("--restyle", type=float, default=0.0,
                    help="share of synthetic composites made the HAdobe5k way: photo and object "
                         "each get their own edit, the edited photo is the target (default 0)")

@@ -7,7 +7,6 @@ applied at full resolution (see engine/fullres.py): a colour transform keeps all
 """
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +102,7 @@ class FMMNet(nn.Module):
     """
 
     def __init__(self, widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256,
-                 prior: float = 0.0, strengths: bool = False):
+                 prior: float = 0.0):
         super().__init__()
         if head not in ("image", "affine"):
             raise ValueError(f"head must be 'image' or 'affine', not {head!r}")
@@ -113,12 +112,8 @@ class FMMNet(nn.Module):
         d1, d2, d3 = decoder
         if not 0.0 <= prior <= 1.0:
             raise ValueError(f"prior must be within 0..1, not {prior}")
-        if strengths and head != "affine":
-            raise ValueError("strengths needs the affine head")
-        self.head, self.size, self.prior, self.strengths = head, size, prior, strengths
+        self.head, self.size, self.prior = head, size, prior
         self.config = dict(widths=tuple(widths), decoder=tuple(decoder), head=head, size=size, prior=prior)
-        if strengths:
-            self.config["strengths"] = True
         self.enc1 = nn.Sequential(conv_bn_relu(4, c1, 2), conv_bn_relu(c1, c2))  # skip1, 1/2
         self.enc2 = nn.Sequential(conv_bn_relu(c2, c3, 2), conv_bn_relu(c3, c3))  # skip2, 1/4
         self.enc3 = nn.Sequential(
@@ -134,11 +129,8 @@ class FMMNet(nn.Module):
         else:
             # NOTE: the pooled features are joined by the colour statistics of foreground and
             # background (means, log stds), so the head sees what a colour transfer needs directly;
-            # the last layer starts at zero, so an untrained head is the prior's colour map. With
-            # `strengths` it predicts how far to move each channel's mean and std (6 numbers), a
-            # smaller and better-conditioned answer than a free 3x4 correction.
-            self.out = nn.Sequential(nn.Linear(2 * d3 + 12, 64), nn.ReLU(inplace=True),
-                                     nn.Linear(64, 6 if strengths else 12))
+            # the last layer starts at zero, so an untrained head is the identity colour map.
+            self.out = nn.Sequential(nn.Linear(2 * d3 + 12, 64), nn.ReLU(inplace=True), nn.Linear(64, 12))
             nn.init.zeros_(self.out[2].weight)
             nn.init.zeros_(self.out[2].bias)
 
@@ -160,17 +152,14 @@ class FMMNet(nn.Module):
         fg_mean, bg_mean = masked_mean(d, m), masked_mean(d, 1 - m)
         stats = [masked_mean(rgb, m), masked_mean(rgb, 1 - m), masked_log_std(rgb, m), masked_log_std(rgb, 1 - m)]
         features = torch.cat([fg_mean, bg_mean, *stats], 1).to(self.out[0].weight.dtype)
-        answer = self.out(features).float()
-        if self.strengths:
-            return self.statistics_prior(*stats, self.prior + answer[:, :3], self.prior + answer[:, 3:])
-        return self.statistics_prior(*stats, self.prior, self.prior) + answer
+        return self.statistics_prior(*stats) + self.out(features).float()
 
-    def statistics_prior(self, mean_f, mean_b, log_std_f, log_std_b, to_mean, to_std) -> torch.Tensor:
-        """(B, 12) colour maps moving the foreground's RGB mean `to_mean` and std `to_std` of the way
-        to the background's (numbers or (B, 3)); 0 is the identity."""
+    def statistics_prior(self, mean_f, mean_b, log_std_f, log_std_b) -> torch.Tensor:
+        """(B, 12) colour maps moving the foreground's RGB mean and std `prior` of the way to the
+        background's; prior = 0 is the identity. The head learns a correction on top of it."""
         ratio = torch.exp(torch.clamp(log_std_b - log_std_f, -1.0, 1.0))
-        gain = 1.0 + to_std * (ratio - 1.0)
-        bias = mean_f + to_mean * (mean_b - mean_f) - gain * mean_f
+        gain = 1.0 + self.prior * (ratio - 1.0)
+        bias = mean_f + self.prior * (mean_b - mean_f) - gain * mean_f
         eye = torch.eye(3, device=gain.device)
         return torch.cat([eye * gain[:, :, None], bias[:, :, None]], 2).reshape(-1, 12)
 
@@ -205,7 +194,7 @@ def create_model(name: str = DEFAULT_CONFIG, **overrides: Any) -> FMMNet:
     """A new, untrained network of a named configuration."""
     if name not in CONFIGS:
         raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
-    unknown = set(overrides) - set(inspect.signature(FMMNet).parameters)
+    unknown = set(overrides) - set(CONFIGS[name])
     if unknown:
         raise ValueError(f"unknown configuration keys: {', '.join(sorted(unknown))}")
     return FMMNet(**{**CONFIGS[name], **overrides})

@@ -105,7 +105,7 @@ def train(
     optimizer: str = "adam", loss: str = "fmse", resume: bool = False, device: str = "cpu",
     workers: int = 1, seed: int = 0, save_every: int = 200, size: int | None = None,
     init: str | Path | None = None, strong_edits: bool = False, until: int | None = None,
-    mild: float = 0.0, restyle: float = 0.0, strengths: bool = False,
+    mild: float = 0.0, restyle: float = 0.0,
 ) -> Path:
     """Train and checkpoint to `out`; returns its path. The paper's recipe: config=paper, iharmony4=ROOT,
     batch_size=24, optimizer=adadelta, lr=1.0, loss=mse."""
@@ -118,20 +118,15 @@ def train(
         model = FMMNet(**cfg)
         model.load_state_dict(ckpt["model"])
     else:
-        overrides = {"size": size} if size else {}
-        if strengths:
-            overrides["strengths"] = True
-        model, start, ckpt = create_model(config, **overrides), 0, None
+        model, start, ckpt = create_model(config, **({"size": size} if size else {})), 0, None
         cfg = model.config
         if init is not None:  # fine-tune: weights from another run, this configuration's forward
             source = torch.load(init, map_location="cpu", weights_only=True)
-            head_changed = any(source["config"].get(k, 0) != cfg.get(k, 0) for k in ("prior", "strengths"))
-            if head_changed and model.head == "affine":
-                # its answers meant something else (another prior or output): start the last layer at zero
-                last = model.out[-1]
-                source["model"].update({"out.2.weight": torch.zeros_like(last.weight),
-                                        "out.2.bias": torch.zeros_like(last.bias)})
             model.load_state_dict(source["model"])
+            if source["config"].get("prior", 0.0) != cfg.get("prior", 0.0) and model.head == "affine":
+                with torch.no_grad():  # its corrections were relative to another prior: start again at zero
+                    model.out[-1].weight.zero_()
+                    model.out[-1].bias.zero_()
     model.to(device).train()
     if optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -39,24 +39,6 @@ def test_configurations_run_and_affine_head_starts_as_identity(name):
         assert out.shape == image.shape and out.min() >= 0 and out.max() <= 1
 
 
-def test_strengths_head_moves_each_channel_as_far_as_it_says():
-    """Untrained it is the prior; its 6 answers are each channel's mean and std strengths."""
-    model = create_model("small", size=64, strengths=True).eval()
-    image = torch.rand(2, 3, 64, 64)
-    mask = torch.zeros(2, 1, 64, 64)
-    mask[:, :, 16:40, 8:30] = 1
-    with torch.no_grad():
-        assert torch.allclose(model(image, mask), statistics_prior_reference(image, mask, model.prior), atol=1e-5)
-        model.out[2].bias.copy_(torch.tensor([0.5, -0.5, 0.0, 0.5, -0.5, 0.0]))  # strengths 1, 0, 0.5
-        out = model(image, mask).reshape(2, 3, 4)
-    for channel, strength in enumerate((1.0, 0.0, 0.5)):
-        expected = statistics_prior_reference(image, mask, strength).reshape(2, 3, 4)
-        assert torch.allclose(out[:, channel], expected[:, channel], atol=1e-5)
-    assert model.config["strengths"] is True and "strengths" not in create_model("small").config
-    with pytest.raises(ValueError, match="strengths"):
-        FMMNet(head="image", strengths=True)
-
-
 def statistics_prior_reference(image, mask, prior):
     """Each sample's foreground RGB mean and std moved `prior` of the way to the background's, as a 3x4 map."""
     maps = []
