@@ -129,7 +129,8 @@ class FMMNet(nn.Module):
         else:
             # NOTE: the pooled features are joined by the colour statistics of foreground and
             # background (means, log stds), so the head sees what a colour transfer needs directly;
-            # the last layer starts at zero, so an untrained head is the identity colour map.
+            # the last layer starts at zero, so an untrained head is the statistics prior's colour map
+            # (the identity when prior = 0).
             self.out = nn.Sequential(nn.Linear(2 * d3 + 12, 64), nn.ReLU(inplace=True), nn.Linear(64, 12))
             nn.init.zeros_(self.out[2].weight)
             nn.init.zeros_(self.out[2].bias)
