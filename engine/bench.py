@@ -105,12 +105,12 @@ def table(results: dict, reference: str = "torch") -> str:
 def plugin_round_trip(width: int = 4000, height: int = 3000, repeat: int = 3) -> dict:
     """The GIMP plug-in's engine call on a width x height layer over a canvas of the same size, against
     a warm `harmonize serve` in its own process: what the plug-in waits for besides GIMP's own pixel reads.
-    Returns median seconds and the first call's (the server's warm-up is excluded by a ping)."""
+    Returns the layer size and the median seconds (the server's start-up is excluded by a ping)."""
     import os
     import subprocess
     import sys
 
-    from plugin import client, protocol
+    from plugin import client
 
     rng = np.random.default_rng(2)
     small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
@@ -126,7 +126,7 @@ def plugin_round_trip(width: int = 4000, height: int = 3000, repeat: int = 3) ->
         try:
             for _ in range(600):
                 try:
-                    client.request(protocol.encode({"op": "ping"}), {"address": sock, "python": "/nonexistent"})
+                    client.ping(sock)
                     break
                 except (client.EngineError, OSError):
                     time.sleep(0.1)

@@ -110,8 +110,7 @@ def check(gimp_dir: Path) -> list[tuple[bool, str]]:
                         f" cannot import the engine ({why}); reinstall with the harmonize of the environment"
                         " that should serve GIMP: harmonize gimp install")))
     try:
-        header, _ = client.request(protocol.encode({"op": "ping"}), {"address": config.get("address"),
-                                                                     "python": "/nonexistent"})
+        header = client.ping(config.get("address"))
         results.append((True, f"engine server running ({header.get('backend')}, version {header.get('version')})"))
     except (client.EngineError, OSError, protocol.ProtocolError):
         results.append((True, "no engine server running: each call starts the engine (start "

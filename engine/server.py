@@ -161,15 +161,10 @@ def serve(backend: str = "auto", model: str | None = None, address=None) -> None
         log.info("stopped")
 
 
-class _StdinReader:
-    def recv_into(self, view, n):
-        return sys.stdin.buffer.readinto(view[:n]) or 0
-
-
 def serve_stdio(backend: str = "auto", model: str | None = None) -> None:
     """Answer one request read from stdin on stdout (the plug-in's fallback when no server runs)."""
     try:
-        header, payload = protocol.receive(_StdinReader())
+        header, payload = protocol.receive(protocol.FileStream(sys.stdin.buffer))
     except protocol.ProtocolError as exc:
         reply = protocol.encode({"ok": False, "error": str(exc)})
     else:

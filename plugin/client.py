@@ -52,30 +52,32 @@ def connect(address) -> socket.socket:
     return sock
 
 
-class _Pipe:
-    """recv_into over a pipe, so protocol.receive reads a subprocess like a socket."""
+def _address(address) -> str | tuple[str, int]:
+    """A configured address (JSON gives a list for host and port), else the default one."""
+    address = address or default_address()
+    return tuple(address) if isinstance(address, list) else address
 
-    def __init__(self, f):
-        self.f = f
 
-    def recv_into(self, view, n):
-        return self.f.readinto(view[:n]) or 0
+def _exchange(sock: socket.socket, message: bytes, timeout: float) -> tuple[dict, bytes]:
+    with sock:
+        sock.settimeout(timeout)
+        sock.sendall(message)
+        return _reply(protocol.receive(sock))
 
 
 def request(message: bytes, config: dict | None = None, timeout: float = 600.0) -> tuple[dict, bytes]:
     """Send one message to the engine and return its reply (header, payload)."""
     config = config or {}
-    address = config.get("address") or default_address()
-    if isinstance(address, list):
-        address = tuple(address)
     try:
-        sock = connect(address)
+        sock = connect(_address(config.get("address")))
     except OSError:
         return _one_shot(message, config, timeout)
-    with sock:
-        sock.settimeout(timeout)
-        sock.sendall(message)
-        return _reply(protocol.receive(sock))
+    return _exchange(sock, message, timeout)
+
+
+def ping(address=None, timeout: float = 600.0) -> dict:
+    """A running server's reply to ping; OSError or EngineError when none answers (it starts no engine)."""
+    return _exchange(connect(_address(address)), protocol.encode({"op": "ping"}), timeout)[0]
 
 
 def _one_shot(message: bytes, config: dict, timeout: float) -> tuple[dict, bytes]:
@@ -88,7 +90,7 @@ def _one_shot(message: bytes, config: dict, timeout: float) -> tuple[dict, bytes
     try:
         proc.stdin.write(message)
         proc.stdin.close()
-        reply = protocol.receive(_Pipe(proc.stdout))
+        reply = protocol.receive(protocol.FileStream(proc.stdout))
     except (protocol.ProtocolError, BrokenPipeError) as exc:
         proc.kill()
         err = proc.stderr.read().decode(errors="replace").strip().splitlines()

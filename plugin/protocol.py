@@ -27,6 +27,16 @@ class Closed(ProtocolError):
     """The peer closed the connection between messages: a normal end, not an error."""
 
 
+class FileStream:
+    """recv_into over a binary file (a pipe, stdin), so `receive` reads it like a socket."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def recv_into(self, view, n):
+        return self.f.readinto(view[:n]) or 0
+
+
 def encode(header: dict, payload: bytes = b"") -> bytes:
     """One message as bytes."""
     head = json.dumps({**header, "payload": len(payload)}).encode()

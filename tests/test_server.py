@@ -89,11 +89,11 @@ def test_stdio_one_shot_answers_like_the_server(address):
     rgb, mask, message = request_bytes()
     r = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--stdio", "--backend", "onnxruntime"],
                        input=message, capture_output=True, cwd=ROOT)
-    header, payload = protocol.receive(client._Pipe(__import__("io").BytesIO(r.stdout)))
+    header, payload = protocol.receive(protocol.FileStream(__import__("io").BytesIO(r.stdout)))
     assert header["ok"], header
     assert payload == client.request(message, {"address": address})[1]
     r = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--stdio"], input=b"garbage!!", capture_output=True, cwd=ROOT)
-    header, _ = protocol.receive(client._Pipe(__import__("io").BytesIO(r.stdout)))
+    header, _ = protocol.receive(protocol.FileStream(__import__("io").BytesIO(r.stdout)))
     assert not header["ok"] and "bad magic" in header["error"]
 
 
@@ -106,6 +106,9 @@ def test_serve_command_stops_cleanly_and_removes_its_socket(tmp_path):
             break
         __import__("time").sleep(0.05)
     assert client.request(protocol.encode({"op": "ping"}), {"address": str(sock)})[0]["ok"]
+    assert client.ping(str(sock))["protocol"] == protocol.VERSION
     proc.terminate()
     assert proc.wait(20) == 0
     assert not sock.exists()
+    with pytest.raises(OSError):  # ping never starts an engine of its own
+        client.ping(str(sock))
