@@ -204,7 +204,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         rows.append((f"shipped {path.name}", "present" if path.exists() else "MISSING"))
     weights = default_model_path("torch")
     rows.append((f"shipped {weights.name}", "present" if weights.exists() else "MISSING"))
-    from .backends import default_engine_path
+    from .backends import choose, default_engine_path
     from .build import ENGINES
 
     engines = sorted(p.name for p in ENGINES.glob("*.engine")) if ENGINES.exists() else []
@@ -212,14 +212,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     engine = default_engine_path()
     rows.append(("engine for this GPU", str(engine) + ("" if engine and engine.exists() else " (not built)")
                  if engine else "n/a (no TensorRT or no GPU)"))
+    backend, why = choose()
+    rows.append(("harmonize run takes", f"{backend} ({why})"))
     for name, value in rows:
         print(f"{name:<28} {value}")
-    runnable = ["onnxruntime (CPU)"] if have("onnxruntime") != "missing" else []
-    if have("torch") != "missing":
-        runnable.append("torch")
-    if engine is not None and engine.exists():
-        runnable.insert(0, "tensorrt")
-    print(f"{'can run':<28} {', '.join(runnable) or 'nothing: pip install fmm-harmonize'}")
     return 0
 
 

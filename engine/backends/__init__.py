@@ -33,19 +33,22 @@ def default_engine_path() -> Path | None:
     return None if cc is None else ENGINES / f"{DEFAULT_MODEL}-fp16-sm{cc}.engine"
 
 
+def choose(model: str | Path | None = None) -> tuple[str, str]:
+    """The backend `auto` takes for this model file (None: the shipped model) on this machine, and why:
+    TensorRT when importable with a GPU and an engine built for it, else ONNX Runtime."""
+    suffix = Path(model).suffix if model is not None else None
+    engine = default_engine_path() if model is None else None
+    if suffix == ".pt":
+        return "torch", "a PyTorch checkpoint"
+    if suffix == ".engine" or (engine is not None and engine.exists()):
+        return "tensorrt", f"engine {model or engine}"
+    return "onnxruntime", "no TensorRT engine for this GPU" if engine is not None else "no TensorRT or no GPU"
+
+
 def load(backend: str = "auto", model: str | Path | None = None, **options) -> Backend:
-    """A loaded backend by name (`auto`: TensorRT when importable with a GPU and an engine built for
-    it, else ONNX Runtime), logging the choice and why."""
+    """A loaded backend by name (`auto`: see `choose`), logging the choice and why."""
     if backend == "auto":
-        suffix = Path(model).suffix if model is not None else None
-        engine = default_engine_path() if model is None else None
-        if suffix == ".pt":
-            backend, why = "torch", "a PyTorch checkpoint"
-        elif suffix == ".engine" or (engine is not None and engine.exists()):
-            backend, why = "tensorrt", f"engine {model or engine}"
-        else:
-            backend = "onnxruntime"
-            why = "no TensorRT engine for this GPU" if engine is not None else "no TensorRT or no GPU"
+        backend, why = choose(model)
         log.info("backend: %s (auto: %s)", backend, why)
     if backend == "torch":
         from .torch_backend import TorchBackend
@@ -66,4 +69,4 @@ def load(backend: str = "auto", model: str | Path | None = None, **options) -> B
     raise InputError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "BACKENDS", "HarmonizeError", "default_engine_path", "default_model_path", "load"]
+__all__ = ["Backend", "BACKENDS", "HarmonizeError", "choose", "default_engine_path", "default_model_path", "load"]
