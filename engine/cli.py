@@ -48,7 +48,7 @@ def _backend(args: argparse.Namespace):
 def cmd_eval(args: argparse.Namespace) -> int:
     from .backends import load
     from .data import read_triples
-    from .evaluate import baselines, evaluate, table
+    from .evaluate import baselines, evaluate, losses, table
 
     triples = read_triples(args.root, args.split)
     methods = baselines()
@@ -58,8 +58,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         backend = load(args.backend, spec)
         methods[f"FMM {Path(spec).name if spec else 'shipped'} ({backend.name})"] = backend.harmonize
     results = evaluate(triples, methods, progress=not args.quiet)
-    text = table(results, triples)
-    print(text)
+    print(table(results, triples))
+    if args.worst:
+        print("\nPSNR full resolution, against the untouched composite:\n" + losses(results, args.worst))
     if args.json:
         Path(args.json).write_text(json.dumps({m: s.rows for m, s in results.items()}, indent=1))
     return 0
@@ -306,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="iHarmony4 list to use (default test)")
     e.add_argument("--json", help="also write per-triple scores here")
     e.add_argument("--models-only", action="store_true", help="leave out the colour-transfer rows (faster)")
+    e.add_argument("--worst", type=int, default=3, metavar="N",
+                   help="name each method's N triples furthest below the composite (0: none)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     e.set_defaults(func=cmd_eval)
 

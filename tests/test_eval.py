@@ -5,7 +5,7 @@ import pytest
 from conftest import BENCH, needs_bench
 from engine.cli import main
 from engine.data import read_iharmony4
-from engine.evaluate import baselines, evaluate, table
+from engine.evaluate import baselines, evaluate, losses, table
 from engine.metrics import fmse, mse, psnr, reinhard, rgb_to_lab, lab_to_rgb
 
 
@@ -42,6 +42,14 @@ def test_eval_table_on_an_iharmony4_root(iharmony4_root):
     assert "| composite (untouched) |" in text and "| Reinhard transfer |" in text
     for name, row in results["composite (untouched)"].rows.items():
         assert set(row) == {"MSE 256", "PSNR 256", "fMSE 256", "MSE full", "PSNR full", "fMSE full"}
+    said = dict(line.split(": ", 1) for line in losses(results, worst=1).splitlines())
+    assert set(said) == {"Reinhard transfer", "half-strength Lab transfer"}
+    for method, text in said.items():
+        drops = {n: results[method].rows[n]["PSNR full"] - results["composite (untouched)"].rows[n]["PSNR full"]
+                 for n in results[method].rows}
+        assert text.startswith(f"below the composite on {sum(d < 0 for d in drops.values())}/2")
+        if min(drops.values()) < 0:
+            assert f"worst: {min(drops, key=drops.get)} " in text
 
 
 @needs_bench
