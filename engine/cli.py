@@ -21,7 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
         loss=args.loss, resume=args.resume, device=args.device, workers=args.workers, seed=args.seed,
         size=args.size, init=args.init, strong_edits=args.strong_edits, until=args.until,
-        mild=args.mild, restyle=args.restyle,
+        mild=args.mild, restyle=args.restyle, closeup=args.closeup,
     )
     print(f"checkpoint: {path}")
     return 0
@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--restyle", type=float, default=0.0,
                    help="share of synthetic composites made the HAdobe5k way: photo and object "
                         "each get their own edit, the edited photo is the target (default 0)")
+    t.add_argument("--closeup", type=float, default=0.0,
+                   help="share of views cropped close around the object, so that it fills much of "
+                        "the picture as pasted layers often do (default 0)")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--workers", type=int, default=1, help="data loader processes")
     t.add_argument("--seed", type=int, default=0)

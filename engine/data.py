@@ -172,6 +172,21 @@ def random_blob_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     return mask
 
 
+def _view_around(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a view 1 to 1.6 times the object's box each way (as far as the
+    photo allows), placed at random where it holds the whole box."""
+    h, w = mask.shape
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not rows.size:
+        return 0, 0, h, w
+    by0, by1, bx0, bx1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    ch = int(np.clip((by1 - by0) * rng.uniform(1.0, 1.6), 8, h))
+    cw = int(np.clip((bx1 - bx0) * rng.uniform(1.0, 1.6), 8, w))
+    y0 = rng.integers(max(0, by1 - ch), min(by0, h - ch) + 1)
+    x0 = rng.integers(max(0, bx1 - cw), min(bx0, w - cw) + 1)
+    return int(y0), int(x0), ch, cw
+
+
 class SyntheticComposites:
     """Deterministic synthetic training triples at `size` x `size` from the permissive photos.
 
@@ -181,16 +196,19 @@ class SyntheticComposites:
     composites are sometimes nearly right, and the network must learn to leave those alone. A
     `restyle` share follow HAdobe5k instead: the whole photo gets one random edit (the target) and
     the object another (two retouchers' versions), so the target is no longer always a natural
-    photo and only the background tells the network which style is right.
+    photo and only the background tells the network which style is right. A `closeup` share are
+    viewed close around the object (its box 1 to 1.6 times over each way), so that it fills much of
+    the picture as pasted layers often do.
     Returns (composite, mask, real) as float32 (3|1, size, size).
     """
 
     def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False,
-                 mild: float = 0.0, restyle: float = 0.0):
-        for name, share in (("mild", mild), ("restyle", restyle)):
+                 mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0):
+        for name, share in (("mild", mild), ("restyle", restyle), ("closeup", closeup)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {share}")
         self.size, self.seed, self.strong, self.mild, self.restyle = size, seed, strong, mild, restyle
+        self.closeup = closeup
         self.items = []
         for photo, masks in permissive_sources(data_root):
             img = _resize_short(Image.open(photo).convert("RGB"), 2 * size)
@@ -219,10 +237,13 @@ class SyntheticComposites:
         else:  # an object's outline from another photo, stretched onto this one
             other = self.object_masks[rng.integers(len(self.object_masks))]
             mask = np.asarray(Image.fromarray(other).resize((w, h), Image.NEAREST)) > 127
-        ch = int(min(h, w) * rng.uniform(0.6, 1.0))
-        cw = int(np.clip(ch * rng.uniform(0.75, 1.33), 8, w))
-        ch = min(ch, h)
-        y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+        if self.closeup and rng.random() < self.closeup:  # drawn only when asked, as for mild
+            y0, x0, ch, cw = _view_around(mask, rng)
+        else:
+            ch = int(min(h, w) * rng.uniform(0.6, 1.0))
+            cw = int(np.clip(ch * rng.uniform(0.75, 1.33), 8, w))
+            ch = min(ch, h)
+            y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
         box = (x0, y0, x0 + cw, y0 + ch)
         s = (self.size, self.size)
         real = np.asarray(Image.fromarray(img).resize(s, Image.BICUBIC, box=box), np.float32) / 255

@@ -124,10 +124,10 @@ def export_shipped(checkpoint: str | Path | None = None) -> list[Path]:
     from .backends import DEFAULT_MODEL, default_model_path
 
     weights = default_model_path("torch", DEFAULT_MODEL)
-    if checkpoint is not None:  # keep only what inference needs: no optimizer state
+    if checkpoint is not None:  # keep what inference needs and where it came from: no optimizer state
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
         with atomic_path(weights) as tmp:
-            torch.save({k: ckpt[k] for k in ("config", "model", "step", "seed")}, tmp)
+            torch.save({k: ckpt[k] for k in ("config", "model", "step", "seed", "averaged") if k in ckpt}, tmp)
     onnx_files = [export_onnx(weights, default_model_path("onnxruntime", DEFAULT_MODEL, fp16), fp16=fp16)
                   for fp16 in (False, True)]
     return [weights, *onnx_files]

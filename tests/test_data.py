@@ -83,6 +83,34 @@ def test_restyled_composites_target_an_edited_photo_with_the_composites_backgrou
     assert edited >= 5, "restyled targets must be edited photos"
 
 
+def test_closeup_views_hold_the_whole_object():
+    from engine.data import _view_around
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        mask = np.zeros((90, 120), bool)
+        y, x = rng.integers(0, 80), rng.integers(0, 110)
+        mask[y:y + rng.integers(3, 40), x:x + rng.integers(3, 60)] = True
+        y0, x0, ch, cw = _view_around(mask, rng)
+        assert 0 <= y0 and y0 + ch <= 90 and 0 <= x0 and x0 + cw <= 120, "the view stays inside the photo"
+        assert mask[y0:y0 + ch, x0:x0 + cw].sum() == mask.sum(), "the view holds the whole object"
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert ch <= max(8, 1.6 * len(rows)) and cw <= max(8, 1.6 * len(cols))
+    assert _view_around(np.zeros((9, 7), bool), rng) == (0, 0, 9, 7)
+
+
+@needs_data
+def test_closeup_composites_show_larger_objects():
+    from engine.data import SyntheticComposites
+
+    plain = SyntheticComposites(DATA, size=64, seed=4)
+    close = SyntheticComposites(DATA, size=64, seed=4, closeup=1.0)
+    share = lambda d: np.mean([d[i][1].mean() for i in range(24)])  # noqa: E731
+    assert share(close) > 1.5 * share(plain)
+    with pytest.raises(ValueError, match="closeup"):
+        SyntheticComposites(DATA, size=64, closeup=-0.1)
+
+
 @needs_data
 def test_only_permissive_pictures_train():
     import csv
