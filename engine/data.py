@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
+from .fullres import foreground_box
 from .imageio import read_image, read_mask
 
 SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
@@ -176,10 +177,10 @@ def _view_around(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int, 
     """(top, left, height, width) of a view 1 to 1.6 times the object's box each way (as far as the
     photo allows), placed at random where it holds the whole box."""
     h, w = mask.shape
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if not rows.size:
+    box = foreground_box(mask)
+    if box is None:
         return 0, 0, h, w
-    by0, by1, bx0, bx1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    (by0, by1), (bx0, bx1) = (box[0].start, box[0].stop), (box[1].start, box[1].stop)
     ch = int(np.clip((by1 - by0) * rng.uniform(1.0, 1.6), 8, h))
     cw = int(np.clip((bx1 - bx0) * rng.uniform(1.0, 1.6), 8, w))
     y0 = rng.integers(max(0, by1 - ch), min(by0, h - ch) + 1)

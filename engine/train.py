@@ -197,4 +197,3 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
         torch.save(dict(config=config, model=state, step=max(c["step"] for c in ckpts), seed=ckpts[0]["seed"],
                         averaged=[Path(p).name for p in paths]), tmp)
     return out
-
