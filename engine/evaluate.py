@@ -82,12 +82,12 @@ def table(results: dict[str, Scores], triples: Sequence[Triple]) -> str:
 def losses(results: dict[str, Scores], worst: int = 3) -> str:
     """For each method, the triples where it scores a lower full-resolution PSNR than the untouched
     composite (the first row), worst first: where a model hurts is what a mean hides."""
-    baseline = next(iter(results))
+    base = next(iter(results.values())).rows
     lines = []
     for method, scores in list(results.items())[1:]:
-        drops = sorted((scores.rows[n]["PSNR full"] - results[baseline].rows[n]["PSNR full"], n) for n in scores.rows)
+        drops = sorted((scores.rows[n]["PSNR full"] - base[n]["PSNR full"], n) for n in scores.rows)
         hurt = [(d, n) for d, n in drops if d < 0]
-        shown = ", ".join(f"{n} {results[baseline].rows[n]['PSNR full']:.2f} -> {scores.rows[n]['PSNR full']:.2f} dB"
+        shown = ", ".join(f"{n} {base[n]['PSNR full']:.2f} -> {scores.rows[n]['PSNR full']:.2f} dB"
                           for _, n in hurt[:worst])
         lines.append(f"{method}: below the composite on {len(hurt)}/{len(drops)}" + (f"; worst: {shown}" if shown else ""))
     return "\n".join(lines)
