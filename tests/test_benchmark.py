@@ -6,17 +6,15 @@ from engine.backends import load
 from engine.data import load_triple, read_manifest
 from engine.metrics import fmse, psnr
 
-# Known answers for these triples (full resolution): the half-strength Lab transfer of foreground
-# mean and std towards the background scores 26.17 dB and fMSE 1184, below the composite's fMSE on
-# 14 of 22; a learned model must beat it on all three.
-LAB_HALF_PSNR, LAB_HALF_FMSE, LAB_HALF_WINS = 26.17, 1184.0, 14
-# The bar the shipped weights are held to (issue #2): at least 27.0 dB, and a lower fMSE than the
-# composite on at least three triples in four.
-BAR_PSNR, BAR_WIN_SHARE = 27.0, 0.75
+# Issue #2's bar for the shipped weights: a mean PSNR of at least 27.0 dB, a mean fMSE below 1184 and a
+# lower fMSE than the composite on at least 3 triples in 4. For scale, the known answers of the
+# half-strength Lab transfer of foreground mean and std towards the background on these triples:
+# 26.17 dB, fMSE 1184, below the composite's fMSE on 14 of 22; a learned model must beat it on all three.
+BAR_PSNR, BAR_FMSE, BAR_WIN_SHARE = 27.0, 1184.0, 0.75
 
 
 @needs_bench
-def test_shipped_model_beats_the_heuristic_and_meets_the_bar():
+def test_shipped_model_meets_the_bar():
     scores = []
     with load("onnxruntime") as backend:
         for t in read_manifest(BENCH):
@@ -25,9 +23,7 @@ def test_shipped_model_beats_the_heuristic_and_meets_the_bar():
             scores.append((psnr(out, real), fmse(out, real, mask), fmse(comp, real, mask)))
     p, f, f_comp = np.array(scores).T
     assert len(p) == 22
-    assert p.mean() > LAB_HALF_PSNR, f"mean PSNR {p.mean():.2f} dB"
-    assert f.mean() < LAB_HALF_FMSE, f"mean fMSE {f.mean():.1f}"
     wins = (f < f_comp).sum()
-    assert wins > LAB_HALF_WINS, f"fMSE below the composite's on {wins}/22 only"
-    assert p.mean() >= BAR_PSNR, f"mean PSNR {p.mean():.2f} dB is under the shipping bar"
+    assert p.mean() >= BAR_PSNR, f"mean PSNR {p.mean():.2f} dB is under the bar"
+    assert f.mean() < BAR_FMSE, f"mean fMSE {f.mean():.1f} is not below the Lab heuristic's"
     assert wins >= BAR_WIN_SHARE * len(p), f"fMSE below the composite's on {wins}/22, under three in four"
