@@ -1,26 +1,61 @@
 #!/usr/bin/env bash
 # GIMP 3.0 from Debian trixie in a debootstrap chroot, for tests/test_gimp_real.py. Idempotent: an
 # existing, complete chroot is reused. Needs root. Usage: bash .ci/gimp-chroot.sh [DIR]
+#
+# debootstrap only lays a minimal trixie; GIMP is installed by apt inside it, because debootstrap's own
+# resolver does not follow alternatives (dconf-service wants default-dbus-session-bus | dbus-session-bus)
+# and leaves GIMP unconfigured on a new machine. Every network step is retried for a flaky mirror.
 set -euo pipefail
 C=${1:-${FMM_GIMP_CHROOT:-/var/cache/fmm/gimp-chroot}}
+MIRROR=${FMM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PACKAGES="gimp python3-gi gir1.2-gimp-3.0 gir1.2-freedesktop python3-gi-cairo"
 ready="$C/usr/lib/x86_64-linux-gnu/girepository-1.0/cairo-1.0.typelib"
 
+retry() {  # retry N CMD...: run CMD up to N times, 10 s apart
+    local n=$1 i; shift
+    for ((i = 1; i <= n; i++)); do
+        "$@" && return 0
+        echo "gimp-chroot: try $i/$n failed: $*" >&2
+        [ "$i" -lt "$n" ] && sleep 10
+    done
+    return 1
+}
+
+unmount_all() {  # unmount_all DIR: the bind mounts this script makes, if present
+    local m
+    for m in proc dev; do if mountpoint -q "$1/$m" 2>/dev/null; then umount "$1/$m"; fi; done
+}
+
 if [ ! -x "$C/usr/bin/gimp-console-3.0" ] || [ ! -e "$ready" ]; then
-    command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
-    for m in proc dev; do mountpoint -q "$C.part/$m" 2>/dev/null && umount "$C.part/$m"; done
-    rm -rf "$C.part"
+    if ! command -v debootstrap >/dev/null; then
+        retry 3 apt-get update -qq
+        retry 3 apt-get install -y -qq debootstrap >/dev/null
+    fi
+    P="$C.part"
+    unmount_all "$P"
+    rm -rf "$P"
     mkdir -p "$(dirname "$C")"
-    echo "gimp-chroot: debootstrap trixie with GIMP 3 into $C (a few minutes)"
-    debootstrap --variant=minbase --include=gimp,python3-gi,gir1.2-gimp-3.0 \
-        trixie "$C.part" http://deb.debian.org/debian >"$C.log" 2>&1 || { tail -20 "$C.log"; exit 1; }
-    cp /etc/resolv.conf "$C.part/etc/resolv.conf"
-    # debootstrap's resolver leaves some dependencies half-configured; apt finishes the job.
-    chroot "$C.part" apt-get update -qq
-    chroot "$C.part" apt-get -f install -y -qq >>"$C.log" 2>&1
-    chroot "$C.part" apt-get install -y -qq --no-install-recommends gir1.2-freedesktop python3-gi-cairo >>"$C.log" 2>&1
-    chroot "$C.part" apt-get clean
+    log="$C.log"
+    : >"$log"
+    echo "gimp-chroot: debootstrap trixie into $P, then apt install GIMP 3 (a few minutes; log: $log)"
+    fresh() { unmount_all "$P"; rm -rf "$P"; debootstrap --variant=minbase trixie "$P" "$MIRROR" >>"$log" 2>&1; }
+    retry 3 fresh || { tail -30 "$log"; exit 1; }
+    cp /etc/resolv.conf "$P/etc/resolv.conf"
+    mount --bind /proc "$P/proc"
+    mount --bind /dev "$P/dev"
+    trap 'unmount_all "$P"' EXIT
+    in_chroot() { chroot "$P" env DEBIAN_FRONTEND=noninteractive "$@" >>"$log" 2>&1; }
+    retry 3 in_chroot apt-get update -q || { tail -30 "$log"; exit 1; }
+    # The first try may stop half-way on a dropped download; 'apt-get -f install' then finishes it.
+    install_gimp() { in_chroot apt-get install -y -q --no-install-recommends $PACKAGES || in_chroot apt-get -f install -y -q; }
+    retry 3 install_gimp || { tail -30 "$log"; exit 1; }
+    [ -x "$P/usr/bin/gimp-console-3.0" ] && [ -e "$P${ready#"$C"}" ] \
+        || { tail -30 "$log"; echo "gimp-chroot: GIMP or the cairo typelib is missing after apt" >&2; exit 1; }
+    in_chroot apt-get clean
+    unmount_all "$P"
+    trap - EXIT
     rm -rf "$C"
-    mv "$C.part" "$C"
+    mv "$P" "$C"
 fi
 mountpoint -q "$C/proc" || mount --bind /proc "$C/proc"
 mountpoint -q "$C/dev" || mount --bind /dev "$C/dev"
