@@ -84,6 +84,15 @@ def test_shipped_onnx_files_are_fresh_exports_of_the_shipped_weights(tmp_path):
         assert meta["checkpoint_sha256"] == digest, f"{shipped.name} is stale: run harmonize export --shipped"
         assert meta["precision"] == ("fp16" if fp16 else "fp32")
         fresh = export_onnx(weights, tmp_path / f"fresh{fp16}.onnx", fp16=fp16)
+        # The same graph; the exporter folds BatchNorm into the convolutions with whatever float kernels
+        # this CPU has, so folded weights may differ from the shipped ones in their last bit, no more.
+        g_shipped, g_fresh = onnx.load(shipped).graph, onnx.load(fresh).graph
+        assert [n.op_type for n in g_shipped.node] == [n.op_type for n in g_fresh.node], f"{shipped.name}: other graph"
+        w_shipped = {i.name: onnx.numpy_helper.to_array(i) for i in g_shipped.initializer}
+        w_fresh = {i.name: onnx.numpy_helper.to_array(i) for i in g_fresh.initializer}
+        assert w_shipped.keys() == w_fresh.keys()
+        for name, w in w_shipped.items():
+            np.testing.assert_allclose(w_fresh[name], w, rtol=1e-5, atol=1e-7 if not fp16 else 1e-3, err_msg=name)
         a, b = load("onnxruntime", shipped).infer(image, mask), load("onnxruntime", fresh).infer(image, mask)
-        assert np.array_equal(a, b), f"{shipped.name} differs from a fresh export"
+        assert np.abs(a - b).max() < (1e-3 if fp16 else 1e-6), f"{shipped.name} differs from a fresh export"
         assert np.abs(a - ref).max() < (5e-3 if fp16 else 1e-4)
