@@ -1,13 +1,16 @@
 """`harmonize run`: headless batch harmonization of one image, a folder, or a CSV list.
 
 Resumable (existing outputs are skipped unless overwrite), atomic (temporary file, then rename), and
-one bad input never stops the rest: each failure is logged with its path and counted in the summary.
-Decoding of the next inputs and encoding of finished outputs overlap inference in worker threads.
+one bad input never stops the rest: each failure is reported once with its path and counted in the
+summary. The plan is checked before any inference (`check_plan`): no output may be an input or a mask,
+no two jobs may share an output. Decoding of the next inputs and encoding of finished outputs overlap
+inference in worker threads.
 """
 from __future__ import annotations
 
 import csv
 import logging
+import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,7 +19,7 @@ from pathlib import Path
 from .backends.base import Backend
 from .data import iharmony4_names
 from .errors import HarmonizeError, InputError
-from .imageio import Picture, read_image, read_mask, write_image
+from .imageio import MAX_PIXELS, Picture, read_image, read_mask, write_image
 from .progress import Progress
 
 log = logging.getLogger("engine")
@@ -30,6 +33,11 @@ class Job:
     composite: Path
     mask: Path | None
     output: Path
+    error: str | None = None  # a listing row that cannot become a job: reported as its failure
+
+
+class PlanError(InputError):
+    """The jobs as a whole cannot run (an output over an input, two jobs with one output)."""
 
 
 @dataclass
@@ -39,9 +47,16 @@ class Summary:
     ok: int = 0
     skipped: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    not_started: int = 0  # left when the run was interrupted
 
     def __str__(self) -> str:
         return f"{self.ok} ok / {self.skipped} skipped / {len(self.failed)} failed"
+
+    def fail(self, path: Path, exc: BaseException | str) -> None:
+        """Record a failure; the reason loses a leading repeat of the path ("x.jpg: x.jpg: ...")."""
+        reason = str(exc) if not isinstance(exc, MemoryError) else "out of memory (lower --max-megapixels)"
+        reason = reason.removeprefix(f"{path}: ")
+        self.failed.append((path, reason))
 
 
 def find_mask(composite: Path, masks: Path) -> Path | None:
@@ -58,8 +73,15 @@ def folder_jobs(inputs: Path, masks: Path, out: Path, suffix: str | None = None)
     """Jobs for every image below `inputs`, masks matched by name, outputs mirroring the input tree."""
     if not masks.is_dir():
         raise InputError(f"{masks}: mask folder not found")
+    if _same(out, inputs):
+        raise PlanError(f"{out}: the output folder is the input folder; outputs would be taken for inputs "
+                        "on the next run: choose another -o")
+    # An output or mask folder inside the input tree holds no composites: its files are never inputs.
+    not_inputs = [d.resolve() for d in (out, masks) if _inside(d, inputs) and not _same(d, inputs)]
     jobs = []
     for p in sorted(inputs.rglob("*")):
+        if any(p.resolve().is_relative_to(d) for d in not_inputs):
+            continue
         if p.suffix.lower() in IMAGE_EXTS and p.is_file() and not p.name.startswith("."):
             rel = p.relative_to(inputs)
             jobs.append(Job(p, find_mask(p, masks.joinpath(rel.parent)) or find_mask(p, masks),
@@ -69,81 +91,167 @@ def folder_jobs(inputs: Path, masks: Path, out: Path, suffix: str | None = None)
     return jobs
 
 
-def csv_jobs(listing: Path, out: Path, suffix: str | None = None) -> list[Job]:
+def csv_jobs(listing: Path, out: Path, suffix: str | None = None, outside_ok: bool = False) -> list[Job]:
     """Jobs from a CSV with columns composite, mask and optionally output and sample_dir (paths relative
-    to the CSV's folder, or to its sample_dir)."""
-    try:
-        with open(listing, newline="") as f:
-            rows = list(csv.DictReader(f))
+    to the CSV's folder, or to its sample_dir). A row that cannot be used becomes a failed job; an
+    output column may not leave `out` unless `outside_ok`."""
+    try:  # utf-8-sig: spreadsheets save a byte-order mark before the header
+        with open(listing, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
     except OSError as exc:
         raise InputError(f"{listing}: cannot read ({exc.strerror})") from None
-    if not rows or not {"composite", "mask"} <= set(rows[0]):
-        raise InputError(f"{listing}: needs a header with columns composite,mask[,output]")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{listing}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV") from None
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if not {"composite", "mask"} <= set(header):
+        raise InputError(f"{listing}: needs a header with columns composite,mask[,output]; "
+                         f"its first line has {', '.join(map(repr, header)) or 'nothing'}")
     jobs = []
-    for r in rows:
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue  # blank lines
+        r = {k: v.strip() for k, v in zip(header, row)}
+        where = Path(f"{listing}:{line}")
+        if not r.get("composite") or not r.get("mask"):
+            missing = " and ".join(c for c in ("composite", "mask") if not r.get(c))
+            jobs.append(Job(where, None, where, f"no {missing} in this row"))
+            continue
         base = listing.parent / r.get("sample_dir", "")  # an iHarmony4-samples MANIFEST.csv works as is
         comp = base / r["composite"]
-        target = r.get("output") or Path(r["composite"]).with_suffix(suffix or comp.suffix).name
-        jobs.append(Job(comp, base / r["mask"], out / target))
+        target = out / (r.get("output") or Path(r["composite"]).with_suffix(suffix or comp.suffix).name)
+        if not outside_ok and not _inside(target, out):
+            jobs.append(Job(comp, base / r["mask"], target, f"its output {r['output']!r} is outside {out} "
+                            "(--outputs-anywhere allows it)"))
+            continue
+        jobs.append(Job(comp, base / r["mask"], target))
     return jobs
 
 
-def _load(job: Job) -> tuple[Picture, object]:
+def _same(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def check_plan(jobs: list[Job]) -> None:
+    """Refuse, before any work, outputs that are an input or a mask, and two jobs with one output."""
+    inputs = {}
+    for job in jobs:
+        for role, p in (("composite", job.composite), ("mask", job.mask)):
+            if p is not None and not job.error:
+                inputs[p.resolve()] = (role, p)
+    seen: dict[Path, Job] = {}
+    for job in jobs:
+        if job.error:
+            continue
+        target = job.output.resolve()
+        if target in inputs:
+            role, p = inputs[target]
+            raise PlanError(f"{job.output}: refusing to write over the {role} {p}; choose another -o")
+        if target in seen:
+            raise PlanError(f"{seen[target].composite} and {job.composite} would both be written to "
+                            f"{job.output}; give them different output names")
+        seen[target] = job
+
+
+def remove_stale_parts(jobs: list[Job]) -> int:
+    """Delete temporary files a killed run left beside these outputs (`.<name>.*.part`); returns how many."""
+    by_folder: dict[Path, set[str]] = {}
+    for job in jobs:
+        by_folder.setdefault(job.output.parent, set()).add(job.output.name)
+    removed = 0
+    for folder, names in by_folder.items():
+        if not folder.is_dir():
+            continue
+        for p in folder.glob(".*.part"):
+            if p.name[1:].rsplit(".", 2)[0] in names:
+                p.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def check_writable(jobs: list[Job]) -> None:
+    """Make each output folder and prove it takes a file, so an unwritable -o fails once, up front."""
+    for folder in sorted({job.output.parent for job in jobs if not job.error}):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f".fmm-write-test-{os.getpid()}.part", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            os.close(fd)
+            os.unlink(folder / f".fmm-write-test-{os.getpid()}.part")
+        except OSError as exc:
+            raise InputError(f"{folder}: cannot write outputs there ({exc.strerror})") from None
+
+
+def _load(job: Job, max_pixels: int) -> tuple[Picture, object]:
     if job.mask is None:
         raise InputError(f"{job.composite}: no mask found for it")
-    pic = read_image(job.composite)
+    pic = read_image(job.composite, max_pixels)
     mask = read_mask(job.mask, (pic.rgb.shape[1], pic.rgb.shape[0]))
     return pic, mask
 
 
 def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, strength: float = 1.0,
-              progress: bool = True, prefetch: int = 2) -> Summary:
-    """Harmonize every job; never raises for one job's failure."""
+              progress: bool = True, prefetch: int = 2, max_pixels: int = MAX_PIXELS) -> Summary:
+    """Harmonize every job; never raises for one job's failure. Ctrl-C stops after the output being
+    written, and the summary counts what was left (`not_started`)."""
     summary = Summary()
+    remove_stale_parts(jobs)
     todo = []
     for job in jobs:
-        if job.output.exists() and not overwrite:
+        if job.error:
+            summary.fail(job.composite, job.error)
+        elif job.output.exists() and not overwrite:
             summary.skipped += 1
         else:
             todo.append(job)
     bar = Progress(len(todo), "harmonize", enabled=progress)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        loads: deque[tuple[Job, Future]] = deque()
-        saves: deque[tuple[Job, Future]] = deque()
-        queue = iter(todo)
+    errors = (HarmonizeError, OSError, ValueError, MemoryError)
+    pool = ThreadPoolExecutor(max_workers=2)
+    loads: deque[tuple[Job, Future]] = deque()
+    saves: deque[tuple[Job, Future]] = deque()
+    queue = iter(todo)
+    done = 0
 
-        def settle(limit: int) -> None:  # bounds the outputs held in memory while they encode
-            while len(saves) > limit:
-                job, fut = saves.popleft()
-                try:
-                    fut.result()
-                    summary.ok += 1
-                except (HarmonizeError, OSError, ValueError) as exc:
-                    summary.failed.append((job.output, str(exc)))
-                    log.error("failed to write %s: %s", job.output, exc)
+    def settle(limit: int) -> None:  # bounds the outputs held in memory while they encode
+        while len(saves) > limit:
+            job, fut = saves.popleft()
+            try:
+                fut.result()
+                summary.ok += 1
+            except errors as exc:
+                summary.fail(job.output, exc)
 
-        def refill() -> None:
-            while len(loads) < prefetch:
-                job = next(queue, None)
-                if job is None:
-                    return
-                loads.append((job, pool.submit(_load, job)))
+    def refill() -> None:
+        while len(loads) < prefetch:
+            job = next(queue, None)
+            if job is None:
+                return
+            loads.append((job, pool.submit(_load, job, max_pixels)))
 
+    try:
         refill()
-        done = 0
         while loads:
             job, fut = loads.popleft()
             refill()
             try:
                 pic, mask = fut.result()
                 out = backend.harmonize(pic.rgb, mask, strength)
+                del mask
                 saves.append((job, pool.submit(write_image, job.output, out, pic.alpha)))
+                del pic, out
                 settle(prefetch)
-            except (HarmonizeError, OSError, ValueError) as exc:
-                summary.failed.append((job.composite, str(exc)))
-                log.error("failed: %s: %s", job.composite, exc)
+            except errors as exc:
+                summary.fail(job.composite, exc)
             done += 1
-            bar.update(done, job.composite.name)
-        settle(0)
-    bar.close()
+            bar.update(done, f"{len(summary.failed)} failed" if summary.failed else job.composite.name)
+    except KeyboardInterrupt:
+        for _, fut in loads:
+            fut.cancel()
+        summary.not_started = len(todo) - done
+    finally:
+        settle(0)  # outputs already being written are finished, never left half-done
+        pool.shutdown(cancel_futures=True)
+        bar.close()
     return summary

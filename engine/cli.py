@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .errors import HarmonizeError, InputError
+from .errors import HarmonizeError, InputError, require
 
 log = logging.getLogger("engine")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    require("torch", "train")
     from .train import train
 
     path = train(
@@ -28,6 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_average(args: argparse.Namespace) -> int:
+    require("torch", "train")
     from .train import average_checkpoints
 
     for path in args.checkpoints:
@@ -67,6 +69,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    require("torch", "export")
+    require("onnx", "export")
     from .backends import default_model_path
 
     if args.shipped:
@@ -86,7 +90,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .batch import Job, csv_jobs, folder_jobs, run_batch
+    from .batch import Job, check_plan, check_writable, csv_jobs, folder_jobs, run_batch
 
     src = Path(args.input)
     suffix = f".{args.format}" if args.format else None
@@ -97,19 +101,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif src.suffix.lower() == ".csv":
         if not args.output:
             raise InputError("a CSV list needs -o OUTPUT_DIR")
-        jobs = csv_jobs(src, Path(args.output), suffix)
+        jobs = csv_jobs(src, Path(args.output), suffix, outside_ok=args.outputs_anywhere)
     else:
         if not args.mask:
             raise InputError(f"{src}: give its mask with --mask MASK")
-        out = Path(args.output) if args.output else src.with_name(f"{src.stem}_harmonized{suffix or src.suffix}")
+        if not args.output:
+            out = src.with_name(f"{src.stem}_harmonized{suffix or src.suffix}")
+        elif Path(args.output).is_dir() or args.output.endswith(("/", "\\")):  # -o FOLDER: write into it
+            out = Path(args.output) / f"{src.stem}{suffix or src.suffix}"
+        else:
+            out = Path(args.output)
         jobs = [Job(src, Path(args.mask), out)]
+    check_plan(jobs)  # before the model loads: a plan that would lose a file never starts
+    check_writable(jobs)
     with _backend(args) as backend:
         summary = run_batch(backend, jobs, overwrite=args.overwrite, strength=args.strength,
-                            progress=not args.quiet)
+                            progress=not args.quiet, max_pixels=int(args.max_megapixels * 1e6))
     for path, why in summary.failed:
         print(f"FAILED {path}: {why}", file=sys.stderr)
+    if summary.not_started:
+        print(f"interrupted: {summary}, {summary.not_started} not started (run it again to finish)")
+        return 130
     print(summary)
     return 1 if summary.failed else 0
+
+
+def _unit(text: str) -> float:
+    """argparse type: a number in 0..1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not within 0..1")
+    return value
+
+
+def _positive(text: str) -> float:
+    """argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
 
 
 def _reference(args: argparse.Namespace):
@@ -329,7 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="output file, or folder mirroring the input")
     r.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output type (default: input's)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
-    r.add_argument("--strength", type=float, default=1.0, help="0..1 blend towards the harmonized colours")
+    r.add_argument("--strength", type=_unit, default=1.0, help="0..1 blend towards the harmonized colours")
+    r.add_argument("--max-megapixels", type=_positive, default=100.0,
+                   help="refuse larger pictures, read from their header (default 100; about 20 MB each)")
+    r.add_argument("--outputs-anywhere", action="store_true",
+                   help="let a CSV's output column write outside -o (absolute paths, '..')")
     r.add_argument("--backend", default="auto", help="auto, onnxruntime or torch")
     r.add_argument("--model", help="model file (default: the shipped one)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")

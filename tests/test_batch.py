@@ -102,3 +102,167 @@ def test_auto_choice_and_doctor_agree(capsys, monkeypatch):
     assert main(["doctor"]) == 0
     lines = [line.split(None, 3) for line in capsys.readouterr().out.splitlines()]
     assert ["harmonize", "run", "takes", "onnxruntime (no TensorRT or no GPU)"] in lines
+
+
+# --- No file lost or overwritten, settings checked up front, one clear line per bad input (issue 11) ---
+
+def run(*args):
+    return main(["run", *map(str, args), "-q"])
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Counts model loads, so a test can prove a refused plan never reached the model."""
+    import engine.cli as cli
+
+    calls = []
+    real = cli._backend
+    monkeypatch.setattr(cli, "_backend", lambda args: calls.append(args) or real(args))
+    return calls
+
+
+def test_never_writes_over_an_input_or_a_mask(tmp_path, capsys, loads):
+    make_composite(tmp_path, tmp_path / "m", "c", ext=".png")
+    before = {p: p.read_bytes() for p in (tmp_path / "c.png", tmp_path / "m" / "c.png")}
+    for target in (tmp_path / "c.png", tmp_path / "m" / "c.png"):
+        assert run(tmp_path / "c.png", "--mask", tmp_path / "m" / "c.png", "-o", target, "--overwrite") == 2
+        assert "refusing to write over the" in capsys.readouterr().err
+    assert run(tmp_path, "--masks", tmp_path / "m", "-o", tmp_path, "--overwrite") == 2
+    assert "output folder is the input folder" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before and not loads
+
+
+def test_output_folder_for_one_image_is_written_into(tmp_path, capsys):
+    make_composite(tmp_path, tmp_path / "m", "c")
+    (tmp_path / "out").mkdir()
+    assert run(tmp_path / "c.jpg", "--mask", tmp_path / "m" / "c.png", "-o", tmp_path / "out") == 0
+    assert (tmp_path / "out" / "c.jpg").is_file()
+    assert "1 ok / 0 skipped / 0 failed" in capsys.readouterr().out
+
+
+def test_two_jobs_with_one_output_are_refused(tmp_path, capsys, loads):
+    make_composite(tmp_path / "d1", tmp_path / "d1", "x", mask_name="xm.png", ext=".png")
+    make_composite(tmp_path / "d2", tmp_path / "d2", "x", mask_name="xm.png", ext=".png")
+    (tmp_path / "list.csv").write_text("composite,mask\nd1/x.png,d1/xm.png\nd2/x.png,d2/xm.png\n")
+    assert run(tmp_path / "list.csv", "-o", tmp_path / "o") == 2
+    assert "would both be written to" in capsys.readouterr().err
+    src, masks = tmp_path / "in", tmp_path / "masks"
+    make_composite(src, masks, "x", ext=".jpg")
+    make_composite(src, masks, "x", ext=".png")
+    assert run(src, "--masks", masks, "-o", tmp_path / "o2", "--format", "png") == 2
+    assert "would both be written to" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists() and not loads
+
+
+def test_an_output_folder_inside_the_inputs_is_not_read_as_input(tmp_path, capsys):
+    src, masks = tmp_path / "in", tmp_path / "in" / "masks"
+    make_composite(src, masks, "a")
+    args = (src, "--masks", masks, "-o", src / "out")
+    assert run(*args) == 0
+    assert "1 ok / 0 skipped / 0 failed" in capsys.readouterr().out
+    assert run(*args) == 0
+    assert "0 ok / 1 skipped / 0 failed" in capsys.readouterr().out
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*.*")) == ["a.jpg", "masks/a.png", "out/a.jpg"]
+
+
+def test_csv_rows_bom_outside_outputs_and_missing_cells(tmp_path, capsys):
+    make_composite(tmp_path, tmp_path, "a", mask_name="a_mask.png")
+    make_composite(tmp_path, tmp_path, "b", mask_name="b_mask.png")
+    # As a spreadsheet saves it: a byte-order mark, spaces after the commas, CRLF line ends.
+    rows = ["composite, mask, output", "a.jpg, a_mask.png, a_out.png", "b.jpg, b_mask.png, ../escaped.png",
+            "b.jpg, , b2.png", ", a_mask.png, a2.png", "a.jpg"]
+    (tmp_path / "list.csv").write_bytes(("\r\n".join(rows) + "\r\n").encode("utf-8-sig"))
+    assert run(tmp_path / "list.csv", "-o", tmp_path / "o") == 1
+    err = capsys.readouterr()
+    assert "1 ok / 0 skipped / 4 failed" in err.out
+    assert (tmp_path / "o" / "a_out.png").is_file() and not (tmp_path / "escaped.png").exists()
+    assert "is outside" in err.err and "--outputs-anywhere" in err.err
+    assert "list.csv:4: no mask in this row" in err.err and "list.csv:5: no composite in this row" in err.err
+    assert "list.csv:6: no mask in this row" in err.err
+    assert run(tmp_path / "list.csv", "-o", tmp_path / "o", "--outputs-anywhere") == 1
+    assert (tmp_path / "escaped.png").is_file()
+    (tmp_path / "bad.csv").write_bytes(b"composite;mask\n")
+    assert run(tmp_path / "bad.csv", "-o", tmp_path / "o") == 2
+    assert "its first line has 'composite;mask'" in capsys.readouterr().err
+
+
+def test_a_stale_part_file_from_a_killed_run_is_removed(tmp_path, capsys):
+    make_composite(tmp_path / "in", tmp_path / "m", "c")
+    stale = tmp_path / "o" / ".c.jpg.k3x9_q.part"
+    stale.parent.mkdir()
+    stale.write_bytes(b"")
+    other = tmp_path / "o" / ".notours.jpg.aaaa.part"
+    other.write_bytes(b"")
+    assert run(tmp_path / "in", "--masks", tmp_path / "m", "-o", tmp_path / "o") == 0
+    assert not stale.exists() and other.exists() and (tmp_path / "o" / "c.jpg").is_file()
+
+
+def test_too_large_and_out_of_memory_fail_one_file_each(tmp_path, capsys, monkeypatch):
+    from engine.backends.base import Backend
+
+    src, masks = tmp_path / "in", tmp_path / "m"
+    make_composite(src, masks, "big", size=(60, 80))
+    make_composite(src, masks, "oom")
+    make_composite(src, masks, "small", size=(20, 30))
+    harmonize = Backend.harmonize
+
+    def low_memory(self, rgb, mask, strength=1.0):
+        if rgb.shape == (48, 64, 3):
+            raise MemoryError
+        return harmonize(self, rgb, mask, strength)
+
+    monkeypatch.setattr(Backend, "harmonize", low_memory)
+    assert run(src, "--masks", masks, "-o", tmp_path / "o", "--max-megapixels", "0.004") == 1
+    err = capsys.readouterr()
+    assert "1 ok / 0 skipped / 2 failed" in err.out
+    assert "big.jpg: 80x60 is 0 megapixels, over the limit of 0 (it would need" in err.err
+    assert "oom.jpg: out of memory" in err.err
+    assert (tmp_path / "o" / "small.jpg").is_file()
+
+
+def test_settings_are_checked_before_the_model_loads(tmp_path, capsys, loads):
+    make_composite(tmp_path, tmp_path / "m", "c")
+    with pytest.raises(SystemExit) as exc:
+        run(tmp_path / "c.jpg", "--mask", tmp_path / "m" / "c.png", "--strength", "2")
+    assert exc.value.code == 2 and "2 is not within 0..1" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert run(tmp_path, "--masks", tmp_path / "m", "-o", tmp_path / "file" / "out") == 2
+    err = capsys.readouterr().err
+    assert err.count("cannot write outputs there") == 1 and not loads
+
+
+def test_each_failure_is_reported_once_without_repeating_its_path(tmp_path, capsys):
+    make_composite(tmp_path, tmp_path / "m", "broken")
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    assert run(tmp_path / "broken.jpg", "--mask", tmp_path / "m" / "broken.png") == 1
+    err = capsys.readouterr().err
+    assert err.count("broken.jpg") == 1 and "not a readable image" in err
+
+
+def test_an_interrupted_run_says_what_it_finished(tmp_path, capsys, monkeypatch):
+    from engine.backends.base import Backend
+
+    src, masks = tmp_path / "in", tmp_path / "m"
+    for name in "abcd":
+        make_composite(src, masks, name)
+    harmonize, calls = Backend.harmonize, []
+
+    def interrupted(self, rgb, mask, strength=1.0):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return harmonize(self, rgb, mask, strength)
+
+    monkeypatch.setattr(Backend, "harmonize", interrupted)
+    assert run(src, "--masks", masks, "-o", tmp_path / "o") == 130
+    assert "interrupted: 2 ok / 0 skipped / 0 failed, 2 not started" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.jpg", "b.jpg"]
+
+
+@pytest.mark.parametrize("verb", [["train", "--out", "x.pt"], ["average", "a.pt", "-o", "b.pt"], ["export", "-o", "x.onnx"]])
+def test_training_verbs_without_their_extra_say_which(verb):
+    code = ("import sys; sys.modules['torch'] = None\n"
+            f"from engine.cli import main; sys.exit(main({verb!r}))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "pip install 'fmm-harmonize[" in r.stderr
