@@ -122,6 +122,10 @@ def main(action: str, gimp_dir: str | None, address: str | None = None) -> int:
     """The CLI's entry: prints what it did; the exit status follows --check's verdict."""
     d = find_gimp_dir(gimp_dir)
     if action == "install":
+        if not gimp_dir and not d.exists():  # never make GIMP's folder ourselves: --check would then trust it
+            looked = ", ".join(str(c) for c in candidate_dirs())
+            raise InputError(f"no GIMP 3 configuration folder found (looked in {looked}); start GIMP 3 once "
+                             "so that it makes one, or give --gimp-dir")
         dest = install(d, address=address)
         print(f"installed Filters > Harmonize Layer in {dest} (engine: {sys.executable})")
         print("restart GIMP to see it")

@@ -1,9 +1,12 @@
 """`harmonize serve`: the engine as a local server that keeps the model loaded for the GIMP plug-in.
 
 A Unix socket with 0600 permissions (127.0.0.1 only where AF_UNIX is missing). Each connection gets
-a thread, but requests run one at a time behind a lock: one model, one GPU, queued. A malformed or
-oversized request gets an error reply and the server keeps serving. `--stdio` answers one request
-from stdin to stdout, which is how the plug-in runs the engine when no server is up.
+a thread, but requests run one at a time behind a lock: one model, one GPU, queued. Bounded: at most
+`max_connections` at once (one more gets a "busy" reply), a read that stalls for `read_timeout`
+seconds closes its connection, and a message's memory grows only as its bytes arrive. Every request
+gets a reply, an error reply for anything malformed or any failure, and the server keeps serving.
+`--stdio` answers one request from stdin to stdout, which is how the plug-in runs the engine when no
+server is up.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import os
 import signal
 import socket
 import socketserver
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -66,6 +70,9 @@ class Engine:
             return protocol.encode({"ok": True, "width": w, "height": h}, out.tobytes())
         except (protocol.ProtocolError, HarmonizeError, ValueError) as exc:
             return protocol.encode({"ok": False, "error": str(exc)})
+        except Exception as exc:  # a runtime failure (CUDA, out of memory) still reaches the user as text
+            log.exception("request failed")
+            return protocol.encode({"ok": False, "error": f"the engine failed: {type(exc).__name__}: {exc}"})
 
 
 def harmonize_layer(backend, canvas: np.ndarray, layer: np.ndarray, mask8: np.ndarray, rect, strength: float):
@@ -88,6 +95,7 @@ def harmonize_layer(backend, canvas: np.ndarray, layer: np.ndarray, mask8: np.nd
 class _Handler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         engine: Engine = self.server.engine  # type: ignore[attr-defined]
+        self.request.settimeout(self.server.read_timeout)  # type: ignore[attr-defined]
         while True:
             try:
                 header, payload = protocol.receive(self.request)
@@ -96,6 +104,9 @@ class _Handler(socketserver.BaseRequestHandler):
             except protocol.ProtocolError as exc:
                 log.warning("bad request: %s", exc)
                 reply, header = protocol.encode({"ok": False, "error": str(exc)}), None
+            except socket.timeout:
+                log.warning("closing a connection that sent nothing for %s s", self.request.gettimeout())
+                reply, header = protocol.encode({"ok": False, "error": "request timed out"}), None
             except OSError:
                 return
             else:
@@ -108,24 +119,58 @@ class _Handler(socketserver.BaseRequestHandler):
                 return
 
 
-class UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _Bounded(socketserver.ThreadingMixIn):
+    """A thread per connection, at most `max_connections` of them; one more is told the engine is busy."""
+
     daemon_threads = True
+    max_connections = 8
+    read_timeout = 30.0
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(protocol.encode({"ok": False, "error": f"the engine is busy ({self.max_connections} "
+                                                 "connections open); try again"}))
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
-class TcpServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    daemon_threads = True
+class UnixServer(_Bounded, socketserver.UnixStreamServer):
+    pass
+
+
+class TcpServer(_Bounded, socketserver.TCPServer):
     allow_reuse_address = True
 
 
-def make_server(engine: Engine, address=None) -> socketserver.BaseServer:
-    """A bound server (not yet serving); refuses to start over a live one."""
+def make_server(engine: Engine, address=None, max_connections: int = 8,
+                read_timeout: float = 30.0) -> socketserver.BaseServer:
+    """A bound server (not yet serving); refuses to start over a live one or over a file that is not a
+    socket."""
     address = address or default_address()
     if isinstance(address, tuple):
         server = TcpServer(("127.0.0.1", address[1]), _Handler)
     else:
         path = Path(address)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if path.exists():
+        if path.exists() or path.is_symlink():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise HarmonizeError(f"{path} exists and is not a socket; refusing to replace it "
+                                     "(give another --socket)")
             probe = socket.socket(socket.AF_UNIX)
             try:
                 probe.connect(str(path))
@@ -141,6 +186,8 @@ def make_server(engine: Engine, address=None) -> socketserver.BaseServer:
             os.umask(old)
         os.chmod(path, 0o600)
     server.engine = engine  # type: ignore[attr-defined]
+    server.max_connections, server.read_timeout = max_connections, read_timeout  # type: ignore[attr-defined]
+    server.slots = threading.BoundedSemaphore(max_connections)  # type: ignore[attr-defined]
     return server
 
 
@@ -170,8 +217,9 @@ def serve_stdio(backend: str = "auto", model: str | None = None) -> None:
     else:
         try:
             engine = Engine(backend, model)
-        except HarmonizeError as exc:
-            reply = protocol.encode({"ok": False, "error": str(exc)})
+        except Exception as exc:  # the plug-in shows this text; a bare exit would say nothing
+            reply = protocol.encode({"ok": False, "error": str(exc) if isinstance(exc, HarmonizeError)
+                                     else f"the engine failed to start: {type(exc).__name__}: {exc}"})
         else:
             reply = engine.handle(header, payload)
     sys.stdout.buffer.write(reply)

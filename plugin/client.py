@@ -61,8 +61,16 @@ def _address(address) -> str | tuple[str, int]:
 def _exchange(sock: socket.socket, message: bytes, timeout: float) -> tuple[dict, bytes]:
     with sock:
         sock.settimeout(timeout)
-        sock.sendall(message)
-        return _reply(protocol.receive(sock))
+        try:
+            sock.sendall(message)
+            reply = protocol.receive(sock)
+        except socket.timeout:
+            raise EngineError(f"the engine did not answer within {timeout:.0f} s") from None
+        except protocol.ProtocolError as exc:  # Closed included: the engine went away mid-request
+            raise EngineError(f"the engine broke off the request ({exc})") from None
+        except OSError as exc:
+            raise EngineError(f"lost the connection to the engine ({exc.strerror or exc})") from None
+    return _reply(reply)
 
 
 def request(message: bytes, config: dict | None = None, timeout: float = 600.0) -> tuple[dict, bytes]:
@@ -76,7 +84,8 @@ def request(message: bytes, config: dict | None = None, timeout: float = 600.0) 
 
 
 def ping(address=None, timeout: float = 600.0) -> dict:
-    """A running server's reply to ping; OSError or EngineError when none answers (it starts no engine)."""
+    """A running server's reply to ping; OSError when none listens, EngineError when it fails to answer
+    (it starts no engine)."""
     return _exchange(connect(_address(address)), protocol.encode({"op": "ping"}), timeout)[0]
 
 
@@ -91,7 +100,7 @@ def _one_shot(message: bytes, config: dict, timeout: float) -> tuple[dict, bytes
         proc.stdin.write(message)
         proc.stdin.close()
         reply = protocol.receive(protocol.FileStream(proc.stdout))
-    except (protocol.ProtocolError, BrokenPipeError) as exc:
+    except (protocol.ProtocolError, OSError) as exc:
         proc.kill()
         err = proc.stderr.read().decode(errors="replace").strip().splitlines()
         raise EngineError(f"the engine failed: {err[-1] if err else exc}") from None

@@ -83,6 +83,8 @@ else:
                 spec["function"](GimpHost(), image, drawables[0], *values)
             except UserError as exc:
                 return _error(procedure, str(exc))
+            except Exception as exc:  # any other failure is still shown as a message, not only a traceback
+                return _error(procedure, f"{spec['label']} failed: {type(exc).__name__}: {exc}")
             return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
         return run

@@ -43,21 +43,24 @@ def encode(header: dict, payload: bytes = b"") -> bytes:
     return PREFIX.pack(MAGIC, VERSION, len(head)) + head + payload
 
 
-def _read_exactly(sock, n: int, between_messages: bool = False) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], min(n - got, 1 << 20))
+CHUNK = 256 * 1024
+
+
+def _read_exactly(sock, n: int, between_messages: bool = False) -> bytearray:
+    """n bytes; memory grows only with what arrived, so an announced size costs nothing until it is sent."""
+    buf = bytearray()
+    scratch = memoryview(bytearray(min(n, CHUNK)))
+    while len(buf) < n:
+        k = sock.recv_into(scratch, min(n - len(buf), CHUNK))
         if k == 0:
-            if got == 0 and between_messages:
+            if not buf and between_messages:
                 raise Closed("connection closed")
-            raise ProtocolError(f"connection closed after {got} of {n} bytes")
-        got += k
-    return bytes(buf)
+            raise ProtocolError(f"connection closed after {len(buf)} of {n} bytes")
+        buf += scratch[:k]
+    return buf
 
 
-def receive(sock) -> tuple[dict, bytes]:
+def receive(sock) -> tuple[dict, bytearray]:
     """Read one message from a socket; ProtocolError on anything malformed or oversized."""
     magic, version, length = PREFIX.unpack(_read_exactly(sock, PREFIX.size, between_messages=True))
     if magic != MAGIC:
@@ -102,4 +105,7 @@ def check_harmonize(header: dict, payload: bytes) -> tuple[int, int, tuple[int, 
     strength = header.get("strength", 1.0)
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
         raise ProtocolError(f"strength {strength!r} is not within 0..1")
+    backend = header.get("backend", "auto")
+    if not isinstance(backend, str):
+        raise ProtocolError(f"backend {backend!r} is not a name")
     return W, H, (x, y, w, h)

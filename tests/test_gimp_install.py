@@ -40,3 +40,14 @@ def test_candidate_folders_cover_native_and_flatpak():
     assert any(d.endswith(os.path.join("GIMP", "3.0")) for d in dirs)
     if sys.platform.startswith("linux"):
         assert any("org.gimp.GIMP" in d for d in dirs)
+
+
+def test_install_without_gimp_makes_no_gimp_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / ".config"))
+    monkeypatch.setenv("APPDATA", str(tmp_path / "AppData"))
+    assert main(["gimp", "install"]) == 2
+    assert "no GIMP 3 configuration folder found" in capsys.readouterr().err
+    assert not any(d.exists() for d in candidate_dirs())
+    assert main(["gimp", "--check"]) == 1
+    assert "not found: is GIMP 3 installed" in capsys.readouterr().out

@@ -111,3 +111,19 @@ def test_real_gimp_reports_engine_errors(gimp_env):
     assert not result["status"] == "success"
     assert "outside the canvas" in result.get("error", ""), result
     assert len(result["layers"]) == result["layers_before"], "a layer was added despite the error"
+
+
+def test_real_gimp_shows_an_engine_crash_as_a_message(gimp_env, monkeypatch):
+    """A failure that is no HarmonizeError (here a RuntimeError as a CUDA call raises) reaches GIMP as an
+    execution error with its text, and the image is left as it was."""
+    from engine.backends.base import Backend
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(Backend, "harmonize", crash)  # the test's server runs in this process
+    work, inside = gimp_env
+    result, _, _ = run_case(work, inside, "alpha", (40, 30))
+    assert result["status"] != "success"
+    assert "RuntimeError: CUDA error: an illegal memory access" in result.get("error", ""), result
+    assert len(result["layers"]) == result["layers_before"], "a layer was added despite the error"

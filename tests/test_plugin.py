@@ -136,3 +136,17 @@ def test_one_shot_engine_when_no_server_runs(tmp_path):
     image, layer, m, target = scene("alpha")
     new = plug.harmonize_layer(FakeHost(str(tmp_path)), image, layer)
     assert not np.array_equal(new.rgb, layer.rgb)
+
+
+def test_an_engine_crash_reaches_the_user_as_text(host, monkeypatch):
+    """Not only the engine's own errors: a RuntimeError (a CUDA call, say) comes back as a message."""
+    from engine.backends.base import Backend
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(Backend, "harmonize", crash)
+    image, layer, m, _ = scene("alpha")
+    with pytest.raises(UserError, match="RuntimeError: CUDA error: an illegal memory access"):
+        plug.harmonize_layer(host, image, layer)
+    assert len(image.layers) == 2 and image.undo_depth == 0

@@ -112,3 +112,101 @@ def test_serve_command_stops_cleanly_and_removes_its_socket(tmp_path):
     assert not sock.exists()
     with pytest.raises(OSError):  # ping never starts an engine of its own
         client.ping(str(sock))
+
+
+# --- Bounded server, an error reply for everything, one error contract to the plug-in (issue 11) ---
+
+def test_socket_path_that_is_a_file_or_folder_is_left_alone(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / "dir").mkdir()
+    for path in (tmp_path / "notes.txt", tmp_path / "dir"):
+        with pytest.raises(HarmonizeError, match="exists and is not a socket"):
+            make_server(Engine("onnxruntime"), str(path))
+    assert (tmp_path / "notes.txt").read_text() == "keep me" and (tmp_path / "dir").is_dir()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("backend", 5, "backend 5 is not a name"),
+    ("backend", "warp-drive", "unknown backend 'warp-drive'"),
+    ("strength", "max", "strength 'max'"),
+])
+def test_every_malformed_field_gets_an_error_reply(address, field, value, message):
+    rgb, mask, _ = request_bytes(8, 6)
+    header = {"op": "harmonize", "width": 8, "height": 6, "rect": [0, 0, 8, 6], field: value}
+    reply, _ = raw(address, protocol.encode(header, rgb.tobytes() * 2 + mask.tobytes()))
+    assert reply["ok"] is False and message in reply["error"], reply
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--stdio", "--backend", "onnxruntime"],
+                       input=protocol.encode(header, rgb.tobytes() * 2 + mask.tobytes()), capture_output=True, cwd=ROOT)
+    reply, _ = protocol.receive(protocol.FileStream(__import__("io").BytesIO(r.stdout)))
+    assert r.returncode == 0 and reply["ok"] is False and message in reply["error"], r.stderr
+
+
+def test_a_runtime_failure_is_an_error_reply_and_the_plugin_gets_its_text(address, monkeypatch):
+    from engine.backends.base import Backend
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(Backend, "harmonize", crash)
+    _, _, message = request_bytes()
+    with pytest.raises(client.EngineError, match="RuntimeError: CUDA error: an illegal memory access"):
+        client.request(message, {"address": address})
+    monkeypatch.undo()
+    assert client.request(message, {"address": address})[0]["ok"]
+
+
+def test_client_turns_a_dropped_or_silent_engine_into_an_engine_error(tmp_path):
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "s.sock"))
+    listener.listen(2)
+
+    def drop_after_reading():
+        conn, _ = listener.accept()
+        conn.recv(10)
+        conn.close()
+
+    t = threading.Thread(target=drop_after_reading)
+    t.start()
+    with pytest.raises(client.EngineError, match="broke off|lost the connection"):
+        client.request(protocol.encode({"op": "ping"}), {"address": str(tmp_path / "s.sock")})
+    t.join()
+    with pytest.raises(client.EngineError, match="did not answer within 0 s"):  # accepted, never answered
+        client.request(protocol.encode({"op": "ping"}), {"address": str(tmp_path / "s.sock")}, timeout=0.3)
+    listener.close()
+
+
+def test_stalled_clients_cost_little_memory_time_out_and_are_capped(tmp_path):
+    import time
+    import tracemalloc
+
+    srv = make_server(Engine("onnxruntime"), str(tmp_path / "e.sock"), max_connections=5, read_timeout=1.0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    head = json.dumps({"op": "harmonize", "payload": protocol.MAX_PAYLOAD}).encode()
+    stalled = []
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(5):  # each announces 400 MB and sends one byte of it
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(str(tmp_path / "e.sock"))
+            s.sendall(struct.pack(">4sBI", b"FMMH", 1, len(head)) + head + b"x")
+            stalled.append(s)
+        time.sleep(0.4)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 4e6, f"five stalled clients grew the server by {grown / 1e6:.1f} MB"
+    with socket.socket(socket.AF_UNIX) as sixth:  # over the cap: told so at once, before it sends anything
+        sixth.connect(str(tmp_path / "e.sock"))
+        sixth.settimeout(5)
+        reply, _ = protocol.receive(sixth)
+        assert not reply["ok"] and "busy" in reply["error"]
+    for s in stalled:  # after the read timeout each stalled connection gets an error and is closed
+        s.settimeout(5)
+        reply, _ = protocol.receive(s)
+        assert not reply["ok"] and "timed out" in reply["error"]
+        s.close()
+    time.sleep(0.2)
+    assert raw(str(tmp_path / "e.sock"), protocol.encode({"op": "ping"}))[0]["ok"]  # slots were freed
+    srv.shutdown()
+    srv.server_close()

@@ -1,0 +1,89 @@
+"""The wire protocol under fuzzing (hypothesis): whatever bytes arrive, the engine answers with a
+well-formed reply or refuses with a ProtocolError, in bounded time and memory, and never crashes."""
+import io
+import struct
+import tracemalloc
+
+import pytest
+
+pytest.importorskip("hypothesis", reason="hypothesis (the 'dev' extra) is not installed")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from engine.server import Engine  # noqa: E402
+from plugin import protocol  # noqa: E402
+
+# Deterministic in CI; a deadline per example is the "no hang" check.
+FUZZ = settings(max_examples=500, deadline=3000, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+ANY = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(), st.text(max_size=6),
+                st.lists(st.integers(-3, 40), max_size=5), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return Engine("onnxruntime")
+
+
+@st.composite
+def harmonize_messages(draw):
+    """Requests near the valid ones: small canvases, rects in and out of bounds, odd field types."""
+    W, H = draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    x, y = draw(st.integers(-2, W)), draw(st.integers(-2, H))
+    w, h = draw(st.integers(0, W + 2)), draw(st.integers(0, H + 2))
+    def mostly(good):  # three times in four a plausible value, else anything
+        return draw(good if draw(st.sampled_from([True, True, True, False])) else ANY)
+
+    header = {"op": mostly(st.sampled_from(["harmonize"] * 8 + ["ping", "render"])),
+              "width": mostly(st.just(W)), "height": mostly(st.just(H)), "rect": mostly(st.just([x, y, w, h])),
+              "strength": mostly(st.floats(-0.5, 1.5)),
+              "backend": mostly(st.sampled_from(["auto", "onnxruntime", "nonsense"]))}
+    header = {k: v for k, v in header.items() if draw(st.sampled_from([True] * 9 + [False]))}  # a field missing
+    size = max(W * H * 3 + max(w, 0) * max(h, 0) * 4, 0)
+    payload = draw(st.binary(min_size=size, max_size=size) | st.binary(max_size=64))
+    data = protocol.encode(header, payload)
+    if draw(st.sampled_from([False, False, False, True])):  # a quarter of the streams break off
+        data = data[:draw(st.integers(0, len(data) - 1))]
+    return data
+
+
+def read(data: bytes):
+    return protocol.receive(protocol.FileStream(io.BytesIO(data)))
+
+
+def check_reply(reply: bytes, header: dict) -> None:
+    head, payload = read(reply)
+    assert isinstance(head.get("ok"), bool)
+    if head["ok"] and header.get("op") == "harmonize":
+        assert len(payload) == header["rect"][2] * header["rect"][3] * 3
+    if not head["ok"]:
+        assert isinstance(head["error"], str) and head["error"]
+
+
+@FUZZ
+@given(data=harmonize_messages())
+def test_structured_messages_always_get_a_reply(engine, data):
+    try:
+        header, payload = read(data)
+    except protocol.ProtocolError:
+        return
+    check_reply(engine.handle(header, payload), header)
+
+
+@FUZZ
+@given(data=st.binary(max_size=200) | st.builds(
+    lambda n, tail: struct.pack(">4sBI", b"FMMH", 1, n) + tail, st.integers(0, 2**32 - 1), st.binary(max_size=100)))
+def test_arbitrary_bytes_are_refused_without_allocating_what_they_announce(engine, data):
+    tracemalloc.start()
+    try:
+        try:
+            header, payload = read(data)
+        except protocol.ProtocolError:
+            header = None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2e6, f"{peak / 1e6:.1f} MB for a {len(data)}-byte message"
+    if header is not None:
+        check_reply(engine.handle(header, payload), header)
