@@ -92,13 +92,21 @@ class _Logger:
 
 
 def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_capability: int | None = None,
-                 min_size: int = 64, opt_size: int = 128, max_size: int = 512, max_batch: int = 4,
+                 min_size: int = 64, opt_size: int | None = None, max_size: int = 512, max_batch: int = 4,
                  timing_cache: str | Path | None = None, verbose: bool = False) -> Path:
-    """Build and write the engine and its sidecar; returns the engine path."""
+    """Build and write the engine and its sidecar; returns the engine path. The profile is optimised for
+    `opt_size`, by default the model's working size (128 for the shipped model, 256 for `paper`)."""
     t = trt()
     ensure_rtx_library_link(t)
     onnx_path = Path(onnx_path)
     onnx_bytes = onnx_path.read_bytes()
+    import onnx
+
+    try:
+        model_meta = {p.key: p.value for p in onnx.load_from_string(onnx_bytes).metadata_props}
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise HarmonizeError(f"{onnx_path}: cannot parse it as ONNX ({type(exc).__name__})") from None
+    opt_size = opt_size or int(model_meta.get("size", 128))
     cc = compute_capability or local_compute_capability()
     if cc is None:
         raise HarmonizeError("no GPU found to build for; name one with --compute-capability (e.g. 86)")
@@ -137,9 +145,6 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
         tmp.write_bytes(bytes(serialized))
     with atomic_path(cache_path) as tmp:
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
-    import onnx
-
-    model_meta = {p.key: p.value for p in onnx.load_from_string(onnx_bytes).metadata_props}
     meta = dict(
         head=model_meta.get("head", "affine"), working_size=int(model_meta.get("size", opt_size)),
         library=f"{t.__name__} {t.__version__}", gpu=gpu_name(), compute_capability=cc,

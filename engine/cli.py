@@ -68,6 +68,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    require("torch", "train")
+    from .authors import import_authors
+
+    print(f"checkpoint: {import_authors(args.checkpoint, args.out)} (the paper configuration; use it with --model)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     require("torch", "export")
     require("onnx", "export")
@@ -345,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     e.set_defaults(func=cmd_eval)
 
+    im = sub.add_parser("import", help="the FMM authors' released checkpoint as a model file (needs 'train')")
+    im.add_argument("checkpoint", help="their network.pth ({'epoch', 'state_dict'}, keys Down1..Up3, FB_FMM)")
+    im.add_argument("-o", "--out", required=True, help="checkpoint to write (.pt), for --model")
+    im.set_defaults(func=cmd_import)
+
     x = sub.add_parser("export", help="checkpoint to ONNX with the harmony custom node (needs 'export')")
     x.add_argument("checkpoint", nargs="?", help="checkpoint (default: the shipped weights)")
     x.add_argument("-o", "--out", help="ONNX file to write")
@@ -396,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     bu.add_argument("-o", "--output", help="engine path (default: engine/engines/<model>-sm<CC>.engine)")
     bu.add_argument("--compute-capability", type=int, help="target such as 86 for sm_86 (default: this GPU)")
     bu.add_argument("--min-size", type=int, default=64, help="smallest working size in the profile")
-    bu.add_argument("--opt-size", type=int, default=128, help="working size to optimise for")
+    bu.add_argument("--opt-size", type=int, help="working size to optimise for (default: the model's)")
     bu.add_argument("--max-size", type=int, default=512, help="largest working size in the profile")
     bu.add_argument("--max-batch", type=int, default=4)
     bu.add_argument("--timing-cache", help="timing cache file (default: beside the engine)")

@@ -21,8 +21,10 @@ INPUT_OFFSET = 0.4462414
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 # NOTE: widths are (c1, c2, c3, c4, bottleneck); decoder is the three decoder convs.
+# NOTE: mask_pool "authors" shrinks the mask as the authors' code does (see downsample_mask).
 CONFIGS: dict[str, dict[str, Any]] = {
-    "paper": dict(widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256),
+    "paper": dict(widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256,
+                  mask_pool="authors"),
     "small": dict(widths=(16, 32, 64, 128, 64), decoder=(64, 32, 32), head="affine", size=128, prior=0.5),
     "tiny": dict(widths=(8, 8, 16, 16, 16), decoder=(16, 8, 8), head="affine", size=64, prior=0.0),
 }
@@ -35,10 +37,15 @@ def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     )
 
 
-def downsample_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Rounded average pool of a {0,1} mask down to a feature map's size."""
+MASK_POOLS = ("average", "authors")
+
+
+def downsample_mask(mask: torch.Tensor, size: tuple[int, int], pool: str = "average") -> torch.Tensor:
+    """A {0,1} mask at a feature map's size: the rounded average of each factor x factor cell
+    ("average"), or, as the authors' released code does, the rounded average of only the 2x2 pixels at
+    each cell's top-left corner ("authors"; at a mask edge inside a cell the two differ)."""
     factor = mask.shape[-1] // size[1]
-    return torch.round(F.avg_pool2d(mask, factor, factor))
+    return torch.round(F.avg_pool2d(mask, factor if pool == "average" else 2, factor))
 
 
 class SelfAttention(nn.Module):
@@ -75,8 +82,9 @@ class AttentionModulationFn(torch.autograd.Function):
 class FMMBlock(nn.Module):
     """Bottleneck: self-attention, then masked fg->bg attention with std-ratio modulation (the op)."""
 
-    def __init__(self, c: int):
+    def __init__(self, c: int, mask_pool: str = "average"):
         super().__init__()
+        self.mask_pool = mask_pool
         self.self_attention = SelfAttention(c)
         self.q = nn.Conv2d(c, c // 8, 1)
         self.k = nn.Conv2d(c, c // 8, 1)
@@ -86,7 +94,7 @@ class FMMBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.self_attention(h)
-        m = downsample_mask(mask, h.shape[-2:])
+        m = downsample_mask(mask, h.shape[-2:], self.mask_pool)
         h_f, h_b = m * h, (1 - m) * h
         args = (h, m, self.q(h_f), self.k(h_b), self.v(h_b), self.gamma)
         if self.export_op:
@@ -102,10 +110,12 @@ class FMMNet(nn.Module):
     """
 
     def __init__(self, widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256,
-                 prior: float = 0.0):
+                 prior: float = 0.0, mask_pool: str = "average"):
         super().__init__()
         if head not in ("image", "affine"):
             raise ValueError(f"head must be 'image' or 'affine', not {head!r}")
+        if mask_pool not in MASK_POOLS:
+            raise ValueError(f"mask_pool must be one of {', '.join(MASK_POOLS)}, not {mask_pool!r}")
         if size % 8:
             raise ValueError(f"working size must be a multiple of 8, not {size}")
         c1, c2, c3, c4, cb = widths
@@ -113,14 +123,15 @@ class FMMNet(nn.Module):
         if not 0.0 <= prior <= 1.0:
             raise ValueError(f"prior must be within 0..1, not {prior}")
         self.head, self.size, self.prior = head, size, prior
-        self.config = dict(widths=tuple(widths), decoder=tuple(decoder), head=head, size=size, prior=prior)
+        self.config = dict(widths=tuple(widths), decoder=tuple(decoder), head=head, size=size, prior=prior,
+                           mask_pool=mask_pool)
         self.enc1 = nn.Sequential(conv_bn_relu(4, c1, 2), conv_bn_relu(c1, c2))  # skip1, 1/2
         self.enc2 = nn.Sequential(conv_bn_relu(c2, c3, 2), conv_bn_relu(c3, c3))  # skip2, 1/4
         self.enc3 = nn.Sequential(
             conv_bn_relu(c3, c4, 2), conv_bn_relu(c4, c4), conv_bn_relu(c4, c4), conv_bn_relu(c4, c4)
         )  # skip3, 1/8
         self.enc4 = conv_bn_relu(c4, cb)
-        self.fmm = FMMBlock(cb)
+        self.fmm = FMMBlock(cb, mask_pool)
         self.dec1 = conv_bn_relu(cb + c4, d1)
         self.dec2 = conv_bn_relu(d1 + c3, d2)
         self.dec3 = conv_bn_relu(d2 + c2, d3)

@@ -56,3 +56,21 @@ def test_unparseable_onnx_is_reported(tmp_path):
     bad.write_bytes(b"not onnx")
     r, _ = build(tmp_path, str(bad))
     assert r.returncode == 2 and "cannot parse it" in r.stderr
+
+
+def test_build_engine_for_an_imported_authors_checkpoint(tmp_path):
+    """`harmonize import` then export --fp16 then build: the paper network (image head, working size 256)
+    gets the same plugin, and the profile is optimised for its working size."""
+    torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
+    pytest.importorskip("onnx", reason="onnx (the 'export' extra) is not installed")
+    from engine.cli import main
+    from test_import import authors_state_dict
+
+    torch.save({"epoch": 1, "state_dict": authors_state_dict()}, tmp_path / "network.pth")
+    assert main(["import", str(tmp_path / "network.pth"), "-o", str(tmp_path / "paper.pt")]) == 0
+    assert main(["export", str(tmp_path / "paper.pt"), "--fp16", "-o", str(tmp_path / "paper-fp16.onnx")]) == 0
+    r, out = build(tmp_path, str(tmp_path / "paper-fp16.onnx"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["head"] == "image" and meta["working_size"] == 256 and meta["profile"]["opt"] == [1, 256, 256]
+    assert meta["plugin_layers"] == 1 and int(meta["plugin_log"][0].split(":")[-1]) > 1000
