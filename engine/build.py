@@ -147,6 +147,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     meta = dict(
         head=model_meta.get("head", "affine"), working_size=int(model_meta.get("size", opt_size)),
+        lab_mix=float(model_meta.get("lab_mix", 0)),
         library=f"{t.__name__} {t.__version__}", gpu=gpu_name(), compute_capability=cc,
         onnx=str(onnx_path), onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(), plugin_version=PLUGIN_VERSION,
         plugin_layers=expected, plugin_log=plugin_layers, build_seconds=round(time.perf_counter() - start, 1),

@@ -35,7 +35,7 @@ def cmd_average(args: argparse.Namespace) -> int:
     for path in args.checkpoints:
         if not Path(path).exists():
             raise InputError(f"{path}: no such checkpoint")
-    print(f"checkpoint: {average_checkpoints(args.checkpoints, args.out)}")
+    print(f"checkpoint: {average_checkpoints(args.checkpoints, args.out, args.lab_mix)}")
     return 0
 
 
@@ -50,7 +50,7 @@ def _backend(args: argparse.Namespace):
 def cmd_eval(args: argparse.Namespace) -> int:
     from .backends import load
     from .data import read_triples
-    from .evaluate import baselines, evaluate, losses, table
+    from .evaluate import baselines, evaluate, losses, peers_table, table
 
     triples = read_triples(args.root, args.split)
     methods = baselines()
@@ -61,6 +61,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         methods[f"FMM {Path(spec).name if spec else 'shipped'} ({backend.name})"] = backend.harmonize
     results = evaluate(triples, methods, progress=not args.quiet)
     print(table(results, triples))
+    if args.peers:
+        print(peers_table(results, args.peers, Path(args.root).resolve().name))
     if args.worst:
         print("\nPSNR full resolution, against the untouched composite:\n" + losses(results, args.worst))
     if args.json:
@@ -339,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("average", help="average the weights of runs fine-tuned from one start (needs 'train')")
     a.add_argument("checkpoints", nargs="+", help="checkpoints of one configuration")
     a.add_argument("-o", "--out", required=True, help="checkpoint to write")
+    a.add_argument("--lab-mix", type=_unit, help="average the network's colour map with the half-strength Lab "
+                   "statistics transfer's at this weight (the shipped model: 0.5)")
     a.set_defaults(func=cmd_average)
 
     e = sub.add_parser("eval", help="MSE, PSNR, fMSE on iHarmony4 or a MANIFEST.csv folder")
@@ -347,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="auto", help="auto, torch or onnxruntime")
     e.add_argument("--split", default="test", help="iHarmony4 list to use (default test)")
     e.add_argument("--json", help="also write per-triple scores here")
+    e.add_argument("--peers", metavar="CSV", help="published models' per-triple scores (e.g. "
+                   "../shared/bench/PEERS.csv) as rows beside ours, on the triples they cover")
     e.add_argument("--models-only", action="store_true", help="leave out the colour-transfer rows (faster)")
     e.add_argument("--worst", type=int, default=3, metavar="N",
                    help="name each method's N triples furthest below the composite (0: none)")

@@ -6,13 +6,16 @@ transfer, and each model. "256" follows the papers: composite, mask and real res
 """
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .data import Triple, load_triple
+from .errors import InputError
 from .metrics import fmse, mse, psnr, reinhard
 from .progress import Progress
 
@@ -90,4 +93,31 @@ def losses(results: dict[str, Scores], worst: int = 3) -> str:
         shown = ", ".join(f"{n} {base[n]['PSNR full']:.2f} -> {scores.rows[n]['PSNR full']:.2f} dB"
                           for _, n in hurt[:worst])
         lines.append(f"{method}: below the composite on {len(hurt)}/{len(drops)}" + (f"; worst: {shown}" if shown else ""))
+    return "\n".join(lines)
+
+
+def peers_table(results: dict[str, Scores], peers_csv: str | Path, set_name: str) -> str:
+    """Published models' full-resolution scores beside ours, on the triples of `set_name` that the CSV
+    covers (columns set, name, then <model>_PSNR and <model>_fMSE pairs, composite_* first)."""
+    try:
+        with open(peers_csv, newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.DictReader(f) if r.get("set") == set_name]
+    except OSError as exc:
+        raise InputError(f"{peers_csv}: cannot read ({exc.strerror})") from None
+    ours = next(iter(results.values())).rows
+    rows = [r for r in rows if r["name"] in ours]
+    if not rows:
+        return f"\npublished models: {peers_csv} has no scores for the triples of {set_name!r}"
+    names = [r["name"] for r in rows]
+    models = [c.removesuffix("_PSNR") for c in rows[0] if c.endswith("_PSNR") and c != "composite_PSNR"]
+    lines = [f"\npublished models, on the {len(names)} of these triples they were scored on (full resolution)\n",
+             "| method | PSNR full | fMSE full |", "|---|---|---|"]
+    for method, scores in results.items():
+        p, f = (np.mean([scores.rows[n][c] for n in names]) for c in ("PSNR full", "fMSE full"))
+        lines.append(f"| {method} | {p:.2f} | {f:.2f} |")
+    for model in models:
+        p, f = (np.mean([float(r[f"{model}_{c}"]) for r in rows]) for c in ("PSNR", "fMSE"))
+        lines.append(f"| {model} (published) | {p:.2f} | {f:.2f} |")
+    gap = max(abs(float(r["composite_PSNR"]) - ours[r["name"]]["PSNR full"]) for r in rows)
+    lines.append(f"\nTheir composite PSNR and ours differ by at most {gap:.2f} dB on these triples.")
     return "\n".join(lines)

@@ -103,7 +103,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, fp16: bool = False, siz
     proto = onnx.load_from_string(buf.getvalue())
     proto.functions.append(op_function())
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
-    meta = dict(head=model.head, size=str(model.size), precision="fp16" if fp16 else "fp32",
+    meta = dict(head=model.head, size=str(model.size), lab_mix=str(model.lab_mix),
+                precision="fp16" if fp16 else "fp32",
                 checkpoint_sha256=digest, producer="fmm-harmonize")
     for key, value in meta.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))

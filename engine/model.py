@@ -110,7 +110,7 @@ class FMMNet(nn.Module):
     """
 
     def __init__(self, widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256,
-                 prior: float = 0.0, mask_pool: str = "average"):
+                 prior: float = 0.0, mask_pool: str = "average", lab_mix: float = 0.0):
         super().__init__()
         if head not in ("image", "affine"):
             raise ValueError(f"head must be 'image' or 'affine', not {head!r}")
@@ -120,11 +120,16 @@ class FMMNet(nn.Module):
             raise ValueError(f"working size must be a multiple of 8, not {size}")
         c1, c2, c3, c4, cb = widths
         d1, d2, d3 = decoder
-        if not 0.0 <= prior <= 1.0:
-            raise ValueError(f"prior must be within 0..1, not {prior}")
-        self.head, self.size, self.prior = head, size, prior
+        for name, value in (("prior", prior), ("lab_mix", lab_mix)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within 0..1, not {value}")
+        if lab_mix and head != "affine":
+            raise ValueError("lab_mix needs the affine head")
+        # NOTE: lab_mix is applied by the backends, not here: the affine head's map is averaged with
+        # fullres.lab_transfer_map at this weight (an ensemble the forward pass and ONNX do not see).
+        self.head, self.size, self.prior, self.lab_mix = head, size, prior, lab_mix
         self.config = dict(widths=tuple(widths), decoder=tuple(decoder), head=head, size=size, prior=prior,
-                           mask_pool=mask_pool)
+                           mask_pool=mask_pool, lab_mix=lab_mix)
         self.enc1 = nn.Sequential(conv_bn_relu(4, c1, 2), conv_bn_relu(c1, c2))  # skip1, 1/2
         self.enc2 = nn.Sequential(conv_bn_relu(c2, c3, 2), conv_bn_relu(c3, c3))  # skip2, 1/4
         self.enc3 = nn.Sequential(

@@ -175,9 +175,10 @@ def train(
     return out
 
 
-def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
+def average_checkpoints(paths: list[str | Path], out: str | Path, lab_mix: float | None = None) -> Path:
     """One network whose weights are the mean of several runs fine-tuned from the same start (a
-    "model soup"): it averages away much of what each run learnt by chance, at no cost at run time."""
+    "model soup"): it averages away much of what each run learnt by chance, at no cost at run time.
+    `lab_mix` sets how much of the Lab statistics transfer's map the soup's answers are averaged with."""
     if len(paths) < 2:
         raise InputError("give at least two checkpoints to average")
     ckpts = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
@@ -185,6 +186,12 @@ def average_checkpoints(paths: list[str | Path], out: str | Path) -> Path:
     for path, ckpt in zip(paths[1:], ckpts[1:]):
         if ckpt["config"] != config:
             raise InputError(f"{path}: configuration {ckpt['config']} differs from {paths[0]}'s {config}")
+    if lab_mix is not None:
+        config = {**config, "lab_mix": lab_mix}
+        try:  # a lab_mix out of range or on the image head is refused before anything is written
+            FMMNet(**config)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     state = {}
     for key, first in ckpts[0]["model"].items():
         if first.is_floating_point():

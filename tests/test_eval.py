@@ -67,3 +67,20 @@ def test_eval_command_on_bench_subset(tmp_path, capsys):
 
     want = np.mean([psnr(c, r) for c, _, r in map(load_triple, read_manifest(folder))])
     assert f"{want:.2f}" in out.split("| composite (untouched) |")[1].split("\n")[0]
+
+
+def test_eval_puts_published_models_beside_ours_on_the_triples_they_cover(iharmony4_root, capsys):
+    """--peers: rows for each published model, means over the triples the CSV scores (here one of two)."""
+    peers = iharmony4_root / "PEERS.csv"
+    peers.write_text("set,name,composite_PSNR,composite_fMSE,DCCF_PSNR,DCCF_fMSE,PCTNet_PSNR,PCTNet_fMSE\n"
+                     f"{iharmony4_root.name},a0002_1_3,20.00,900.0,31.50,120.0,33.25,80.0\n"
+                     f"other-set,a0002_1_3,1,1,1,1,1,1\n")
+    assert main(["eval", str(iharmony4_root), "-q", "--models-only", "--peers", str(peers), "--worst", "0"]) == 0
+    out = capsys.readouterr().out
+    section = out.split("published models, on the 1 of these triples")[1]
+    assert "| DCCF (published) | 31.50 | 120.00 |" in section and "| PCTNet (published) | 33.25 | 80.00 |" in section
+    from engine.data import load_triple, read_iharmony4
+
+    comp, _, real = load_triple(next(t for t in read_iharmony4(iharmony4_root) if t.name == "a0002_1_3"))
+    assert f"| composite (untouched) | {psnr(comp, real):.2f} |" in section
+    assert "Their composite PSNR and ours differ by at most" in section

@@ -1,8 +1,9 @@
 """Full resolution: background bit-identical, foreground a colour transform of its own full-res pixels."""
 import numpy as np
 import pytest
+from PIL import Image
 
-from conftest import ellipse_mask, textured_image
+from conftest import ellipse_mask, scene_photo, textured_image
 from engine.backends import load
 from engine.errors import InputError
 from engine.fullres import apply_affine, apply_residual, blend, to_network
@@ -88,3 +89,50 @@ def test_backend_refuses_bad_input():
             backend.harmonize(textured_image(4, 6), np.zeros((4, 6), np.float32))
         with pytest.raises(InputError, match="uint8"):
             backend.harmonize(textured_image(4, 6).astype(np.float32), np.ones((4, 6), np.float32))
+
+
+def test_lab_transfer_map_is_close_to_the_lab_transfer_it_fits():
+    """The 3x4 map that stands in for the half-strength Lab statistics transfer reproduces it on a paste
+    with a colour cast, and a strided sample of a big picture gives the map of all its pixels."""
+    from engine.fullres import lab_transfer_map
+    from engine.metrics import reinhard
+
+    rgb = scene_photo(200, 260, seed=4)
+    mask = ellipse_mask(200, 260)
+    fg = mask > 0.5
+    rgb[fg] = np.clip(rgb[fg] * np.array([0.6, 0.8, 1.3]), 0, 255).astype(np.uint8)
+    want = reinhard(rgb, mask, 0.5)
+    got = apply_affine(rgb, mask, lab_transfer_map(rgb, mask))
+    assert np.array_equal(got[~fg], rgb[~fg])
+    err = np.abs(got[fg].astype(float) - want[fg]).mean()
+    moved = np.abs(want[fg].astype(float) - rgb[fg]).mean()
+    assert err < 0.1 * moved, f"map off the Lab transfer by {err:.2f} levels where it moves {moved:.1f}"
+    big = np.asarray(Image.fromarray(rgb).resize((1300, 1000), Image.NEAREST))
+    big_mask = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).resize((1300, 1000), Image.NEAREST)) / 255.0
+    import engine.fullres as fullres
+
+    sampled = lab_transfer_map(big, big_mask)
+    saved, fullres.LAB_SAMPLES = fullres.LAB_SAMPLES, 10**9
+    try:
+        every = lab_transfer_map(big, big_mask)
+    finally:
+        fullres.LAB_SAMPLES = saved
+    # The coefficients of nearly collinear channels may trade off; the colours they give must agree.
+    a, b = apply_affine(big, big_mask, sampled), apply_affine(big, big_mask, every)
+    assert np.abs(a.astype(float) - b).mean() < 0.25 and np.abs(a.astype(float) - b).max() <= 3
+
+
+def test_shipped_model_is_the_ensemble_of_its_network_and_the_lab_transfer():
+    """Every backend averages the network's colour map with the Lab transfer's at the model's lab_mix."""
+    from engine.backends import load
+    from engine.fullres import lab_transfer_map, to_network
+
+    rgb = textured_image(90, 120, seed=3)
+    mask = ellipse_mask(90, 120)
+    onnx = load("onnxruntime")
+    assert onnx.lab_mix == 0.5
+    image, m = to_network(rgb, mask, onnx.size)
+    ensemble = 0.5 * onnx.infer(image, m)[0] + 0.5 * lab_transfer_map(rgb, mask)
+    assert np.array_equal(onnx.harmonize(rgb, mask), apply_affine(rgb, mask, ensemble))
+    pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
+    assert load("torch").lab_mix == 0.5, "the shipped checkpoint and its ONNX disagree on lab_mix"

@@ -122,3 +122,7 @@ def test_average_checkpoints_is_the_mean_of_their_weights(iharmony4_root, tmp_pa
     assert main(["average", str(a), str(other), "-o", str(tmp_path / "bad.pt")]) != 0
     assert "other.pt: configuration" in capsys.readouterr().err
     assert not (tmp_path / "bad.pt").exists()
+    # --lab-mix makes the soup an ensemble with the Lab transfer; every backend reads it from the file.
+    assert main(["average", str(a), str(b), "-o", str(tmp_path / "mix.pt"), "--lab-mix", "0.5"]) == 0
+    assert load_checkpoint(tmp_path / "mix.pt").lab_mix == 0.5
+    assert load_checkpoint(tmp_path / "avg.pt").lab_mix == 0.0

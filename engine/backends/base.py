@@ -4,16 +4,18 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..fullres import apply_affine, apply_residual, blend, to_network
+from ..fullres import apply_affine, apply_residual, blend, lab_transfer_map, to_network
 from ..imageio import check_mask
 
 
 class Backend:
-    """A loaded model on one runtime. Subclasses set `size` and `head` and implement `infer`."""
+    """A loaded model on one runtime. Subclasses set `size` and `head` (and `lab_mix` where the model
+    has one) and implement `infer`."""
 
     name = "base"
     size: int
     head: str
+    lab_mix: float = 0.0  # weight of the Lab statistics transfer's map in the affine head's answer
 
     def infer(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Network outputs for float32 inputs (B, 3, S, S) in [0, 1] and (B, 1, S, S) in {0, 1}."""
@@ -30,6 +32,8 @@ class Backend:
         image, m = to_network(rgb, mask, self.size)
         out = self.infer(image, m)[0]
         if self.head == "affine":
+            if self.lab_mix:  # the model is an ensemble: its map averaged with the Lab transfer's
+                out = (1.0 - self.lab_mix) * out + self.lab_mix * lab_transfer_map(rgb, mask)
             result = apply_affine(rgb, mask, out)
         else:
             result = apply_residual(rgb, mask, image[0], out)

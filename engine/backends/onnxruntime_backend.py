@@ -32,7 +32,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise InputError(f"{model}: ONNX Runtime cannot load it ({exc})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.size, self.head = int(meta["size"]), meta["head"]
+        self.size, self.head, self.lab_mix = int(meta["size"]), meta["head"], float(meta.get("lab_mix", 0))
         self.dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.providers = self.session.get_providers()
         log.debug("onnxruntime providers: %s", self.providers)

@@ -39,6 +39,7 @@ class TensorRTBackend(Backend):
         self.stream = cuda_call(driver.cuStreamCreate(0))
         self.size = int(meta.get("working_size", meta["profile"]["opt"][1]))
         self.head = meta.get("head", "affine")
+        self.lab_mix = float(meta.get("lab_mix", 0))
         self.output = self.engine.get_tensor_name(self.engine.num_io_tensors - 1)
         self.dtype = np.float16 if self.engine.get_tensor_dtype("image") == t.DataType.HALF else np.float32
         self.out_dtype = np.float16 if self.engine.get_tensor_dtype(self.output) == t.DataType.HALF else np.float32

@@ -22,7 +22,7 @@ class TorchBackend(Backend):
             raise InputError(f"{model}: no such checkpoint")
         self.device = device
         self.model = load_checkpoint(model).to(device)
-        self.size, self.head = self.model.size, self.model.head
+        self.size, self.head, self.lab_mix = self.model.size, self.model.head, self.model.lab_mix
 
     def infer(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
