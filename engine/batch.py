@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Summary:
     skipped: int = 0
     failed: list[tuple[Path, str]] = field(default_factory=list)
     not_started: int = 0  # left when the run was interrupted
+    seconds: float = 0.0  # spent harmonizing, after the model loaded
 
     def __str__(self) -> str:
         return f"{self.ok} ok / {self.skipped} skipped / {len(self.failed)} failed"
@@ -192,13 +194,9 @@ def _load(job: Job, max_pixels: int) -> tuple[Picture, object]:
     return pic, mask
 
 
-def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, strength: float = 1.0,
-              progress: bool = True, prefetch: int = 2, max_pixels: int = MAX_PIXELS) -> Summary:
-    """Harmonize every job; never raises for one job's failure. Ctrl-C stops after the output being
-    written, and the summary counts what was left (`not_started`)."""
-    summary = Summary()
-    remove_stale_parts(jobs)
-    todo = []
+def triage(jobs: list[Job], overwrite: bool) -> tuple[Summary, list[Job]]:
+    """The jobs still to do; the summary so far counts the rows that failed already and the skips."""
+    summary, todo = Summary(), []
     for job in jobs:
         if job.error:
             summary.fail(job.composite, job.error)
@@ -206,13 +204,22 @@ def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, streng
             summary.skipped += 1
         else:
             todo.append(job)
+    return summary, todo
+
+
+def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, strength: float = 1.0,
+              progress: bool = True, prefetch: int = 2, max_pixels: int = MAX_PIXELS) -> Summary:
+    """Harmonize every job; never raises for one job's failure. Ctrl-C stops after the output being
+    written, and the summary counts what was left (`not_started`)."""
+    summary, todo = triage(jobs, overwrite)
+    remove_stale_parts(jobs)
     bar = Progress(len(todo), "harmonize", enabled=progress)
     errors = (HarmonizeError, OSError, ValueError, MemoryError)
     pool = ThreadPoolExecutor(max_workers=2)
     loads: deque[tuple[Job, Future]] = deque()
     saves: deque[tuple[Job, Future]] = deque()
     queue = iter(todo)
-    done = 0
+    done, start = 0, time.monotonic()
 
     def settle(limit: int) -> None:  # bounds the outputs held in memory while they encode
         while len(saves) > limit:
@@ -254,4 +261,5 @@ def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, streng
         settle(0)  # outputs already being written are finished, never left half-done
         pool.shutdown(cancel_futures=True)
         bar.close()
+        summary.seconds = time.monotonic() - start
     return summary

@@ -136,3 +136,47 @@ def plugin_round_trip(width: int = 4000, height: int = 3000, repeat: int = 3) ->
             server.terminate()
             server.wait(30)
     return {"size": f"{width}x{height}", "seconds": seconds}
+
+
+def ray_throughput(count: int = 120, width: int = 1600, height: int = 1200, actors=(1, 2)) -> list[dict]:
+    """Images per second of `harmonize run` over `count` synthetic composites, plain and on a local Ray
+    with each number of actors, in one run: end to end (Ray's start included) and after start-up."""
+    from .backends import load
+    from .batch import folder_jobs, run_batch
+    from .cluster import run_on_ray
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.ogrid[0:height, 0:width]
+    mask = ((((yy - height * 0.55) / (height * 0.3)) ** 2 + ((xx - width * 0.45) / (width * 0.25)) ** 2) <= 1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src, masks = Path(tmp) / "in", Path(tmp) / "masks"
+        src.mkdir(), masks.mkdir()
+        for i in range(count):
+            small = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+            Image.fromarray(small).resize((width, height), Image.BICUBIC).save(src / f"{i:03d}.jpg", quality=92)
+            Image.fromarray(mask.astype(np.uint8) * 255).save(masks / f"{i:03d}.png")
+
+        def timed(name: str, run) -> None:
+            start = time.perf_counter()
+            summary = run(folder_jobs(src, masks, Path(tmp) / name))
+            total = time.perf_counter() - start
+            rows.append(dict(run=name, images=summary.ok, end_to_end=summary.ok / total,
+                             after_start=summary.ok / max(summary.seconds, 1e-9)))
+
+        with load("onnxruntime") as backend:
+            timed("plain", lambda jobs: run_batch(backend, jobs, progress=False))
+        for n in actors:
+            timed(f"ray, {n} actor{'s' if n > 1 else ''}", lambda jobs, n=n: run_on_ray(
+                jobs, "onnxruntime", actors=n, progress=False))
+    return rows
+
+
+def ray_table(rows: list[dict]) -> str:
+    """Markdown: images per second and the ratio to the plain run, end to end and after start-up."""
+    base = rows[0]
+    lines = ["| run | images | img/s end to end (x plain) | img/s after start-up (x plain) |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {r['images']} | {r['end_to_end']:.2f} ({r['end_to_end'] / base['end_to_end']:.2f}x) "
+                     f"| {r['after_start']:.2f} ({r['after_start'] / base['after_start']:.2f}x) |")
+    return "\n".join(lines)

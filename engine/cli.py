@@ -124,9 +124,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         jobs = [Job(src, Path(args.mask), out)]
     check_plan(jobs)  # before the model loads: a plan that would lose a file never starts
     check_writable(jobs)
-    with _backend(args) as backend:
-        summary = run_batch(backend, jobs, overwrite=args.overwrite, strength=args.strength,
-                            progress=not args.quiet, max_pixels=int(args.max_megapixels * 1e6))
+    max_pixels = int(args.max_megapixels * 1e6)
+    if args.ray is not None:
+        from .cluster import run_on_ray
+
+        summary = run_on_ray(jobs, args.backend, args.model, None if args.ray == "local" else args.ray,
+                             args.actors, args.gpus_per_actor, args.batch_size, args.overwrite, args.strength,
+                             not args.quiet, max_pixels)
+    else:
+        with _backend(args) as backend:
+            summary = run_batch(backend, jobs, overwrite=args.overwrite, strength=args.strength,
+                                progress=not args.quiet, max_pixels=max_pixels)
     for path, why in summary.failed:
         print(f"FAILED {path}: {why}", file=sys.stderr)
     if summary.not_started:
@@ -184,6 +192,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench, table
     from .errors import MissingDependencyError
 
+    if args.ray:
+        from .bench import ray_table, ray_throughput
+
+        rows = ray_throughput()
+        print(json.dumps(rows, indent=1) if args.json else ray_table(rows))
+        return 0
     if args.plugin:
         from .bench import plugin_round_trip
 
@@ -386,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", default="auto", help="auto, onnxruntime or torch")
     r.add_argument("--model", help="model file (default: the shipped one)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    r.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray actors: join the cluster at ADDRESS (e.g. ray://head:10001 or auto), "
+                        "or start a local Ray without one (needs the 'ray' extra); put it after INPUT")
+    r.add_argument("--actors", type=int, default=2, help="Ray actors, each holding one model (default 2)")
+    r.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each Ray actor needs (default 0)")
+    r.add_argument("--batch-size", type=int, default=4, help="jobs per Ray task (default 4)")
     r.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="validate a backend's outputs against PyTorch")
@@ -408,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.add_argument("--plugin", action="store_true",
                    help="time the GIMP plug-in's call on a 4000x3000 layer against a warm server instead")
+    b.add_argument("--ray", action="store_true",
+                   help="images per second of harmonize run, plain and on a local Ray with 1 and 2 actors, instead")
     b.set_defaults(func=cmd_bench)
 
     bu = sub.add_parser("build", help="build a TensorRT FP16 engine with the plugin (needs 'tensorrt')")
