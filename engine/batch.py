@@ -9,7 +9,6 @@ inference in worker threads.
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import time
 from collections import deque
@@ -23,7 +22,6 @@ from .errors import HarmonizeError, InputError
 from .imageio import MAX_PIXELS, Picture, read_image, read_mask, write_image
 from .progress import Progress
 
-log = logging.getLogger("engine")
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 
 
