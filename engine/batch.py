@@ -20,6 +20,7 @@ from .backends.base import Backend
 from .data import iharmony4_names
 from .errors import HarmonizeError, InputError
 from .imageio import MAX_PIXELS, Picture, read_image, read_mask, write_image
+from .paths import as_path, is_local
 from .progress import Progress
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
@@ -96,7 +97,7 @@ def csv_jobs(listing: Path, out: Path, suffix: str | None = None, outside_ok: bo
     to the CSV's folder, or to its sample_dir). A row that cannot be used becomes a failed job; an
     output column may not leave `out` unless `outside_ok`."""
     try:  # utf-8-sig: spreadsheets save a byte-order mark before the header
-        with open(listing, newline="", encoding="utf-8-sig") as f:
+        with listing.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except OSError as exc:
         raise InputError(f"{listing}: cannot read ({exc.strerror})") from None
@@ -117,13 +118,13 @@ def csv_jobs(listing: Path, out: Path, suffix: str | None = None, outside_ok: bo
             jobs.append(Job(where, None, where, f"no {missing} in this row"))
             continue
         base = listing.parent / r.get("sample_dir", "")  # an iHarmony4-samples MANIFEST.csv works as is
-        comp = base / r["composite"]
-        target = out / (r.get("output") or Path(r["composite"]).with_suffix(suffix or comp.suffix).name)
+        comp, mask = (as_path(r[c]) if "://" in r[c] else base / r[c] for c in ("composite", "mask"))
+        target = out / (r.get("output") or comp.with_suffix(suffix or comp.suffix).name)
         if not outside_ok and not _inside(target, out):
-            jobs.append(Job(comp, base / r["mask"], target, f"its output {r['output']!r} is outside {out} "
+            jobs.append(Job(comp, mask, target, f"its output {r['output']!r} is outside {out} "
                             "(--outputs-anywhere allows it)"))
             continue
-        jobs.append(Job(comp, base / r["mask"], target))
+        jobs.append(Job(comp, mask, target))
     return jobs
 
 
@@ -163,7 +164,7 @@ def remove_stale_parts(jobs: list[Job]) -> int:
         by_folder.setdefault(job.output.parent, set()).add(job.output.name)
     removed = 0
     for folder, names in by_folder.items():
-        if not folder.is_dir():
+        if not is_local(folder) or not folder.is_dir():  # a URL's outputs are written in one put
             continue
         for p in folder.glob(".*.part"):
             if p.name[1:].rsplit(".", 2)[0] in names:
@@ -174,14 +175,14 @@ def remove_stale_parts(jobs: list[Job]) -> int:
 
 def check_writable(jobs: list[Job]) -> None:
     """Make each output folder and prove it takes a file, so an unwritable -o fails once, up front."""
-    for folder in sorted({job.output.parent for job in jobs if not job.error}):
+    for folder in sorted({job.output.parent for job in jobs if not job.error}, key=str):
+        probe = folder / f".fmm-write-test-{os.getpid()}.part"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(folder / f".fmm-write-test-{os.getpid()}.part", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-            os.close(fd)
-            os.unlink(folder / f".fmm-write-test-{os.getpid()}.part")
+            probe.write_bytes(b"")
+            probe.unlink()
         except OSError as exc:
-            raise InputError(f"{folder}: cannot write outputs there ({exc.strerror})") from None
+            raise InputError(f"{folder}: cannot write outputs there ({exc.strerror or exc})") from None
 
 
 def _load(job: Job, max_pixels: int) -> tuple[Picture, object]:

@@ -101,27 +101,29 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .batch import Job, check_plan, check_writable, csv_jobs, folder_jobs, run_batch
+    from .paths import as_path
 
-    src = Path(args.input)
+    src = as_path(args.input)  # paths, or URLs such as s3://bucket/list.csv
+    output = as_path(args.output) if args.output else None
     suffix = f".{args.format}" if args.format else None
     if src.is_dir():
-        if not args.masks or not args.output:
+        if not args.masks or not output:
             raise InputError("a folder of composites needs --masks DIR and -o OUTPUT_DIR")
-        jobs = folder_jobs(src, Path(args.masks), Path(args.output), suffix)
+        jobs = folder_jobs(src, as_path(args.masks), output, suffix)
     elif src.suffix.lower() == ".csv":
-        if not args.output:
+        if not output:
             raise InputError("a CSV list needs -o OUTPUT_DIR")
-        jobs = csv_jobs(src, Path(args.output), suffix, outside_ok=args.outputs_anywhere)
+        jobs = csv_jobs(src, output, suffix, outside_ok=args.outputs_anywhere)
     else:
         if not args.mask:
             raise InputError(f"{src}: give its mask with --mask MASK")
-        if not args.output:
+        if not output:
             out = src.with_name(f"{src.stem}_harmonized{suffix or src.suffix}")
-        elif Path(args.output).is_dir() or args.output.endswith(("/", "\\")):  # -o FOLDER: write into it
-            out = Path(args.output) / f"{src.stem}{suffix or src.suffix}"
+        elif output.is_dir() or args.output.endswith(("/", "\\")):  # -o FOLDER: write into it
+            out = output / f"{src.stem}{suffix or src.suffix}"
         else:
-            out = Path(args.output)
-        jobs = [Job(src, Path(args.mask), out)]
+            out = output
+        jobs = [Job(src, as_path(args.mask), out)]
     check_plan(jobs)  # before the model loads: a plan that would lose a file never starts
     check_writable(jobs)
     max_pixels = int(args.max_megapixels * 1e6)

@@ -1,6 +1,7 @@
 """Reading images and masks with clear errors, and writing outputs atomically (numpy and Pillow only)."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_path
 from .errors import InputError
+from .paths import is_local
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # Pillow's own bomb guard; MAX_PIXELS below is checked first
 MAX_PIXELS = 100_000_000  # default limit for one picture: editor images reach 50 MP
@@ -26,25 +28,33 @@ class Picture:
 def _open(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """Decode an image; its size is checked from the header first, so a huge one costs no memory."""
     try:
-        img = Image.open(path)
+        source = path if is_local(path) else path.open("rb")  # a URL is read through its filesystem
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc})") from None
+    try:
+        img = Image.open(source)
+        w, h = img.size
+        if max_pixels is not None and w * h > max_pixels:
+            img.close()
+            raise InputError(
+                f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of {max_pixels / 1e6:.0f} "
+                f"(it would need about {w * h / 1e6 * MB_PER_MEGAPIXEL / 1000:.1f} GB; --max-megapixels raises it)")
+        img.load()
+    except InputError:
+        raise
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except UnidentifiedImageError:  # Pillow's message repeats the path and says no more
         raise InputError(f"{path}: not a readable image (an unknown format, or damaged)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable image ({exc})") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: image too large ({exc})") from None
-    w, h = img.size
-    if max_pixels is not None and w * h > max_pixels:
-        img.close()
-        raise InputError(
-            f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of {max_pixels / 1e6:.0f} "
-            f"(it would need about {w * h / 1e6 * MB_PER_MEGAPIXEL / 1000:.1f} GB; --max-megapixels raises it)")
-    try:
-        img.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from None
+    finally:
+        if source is not path:
+            source.close()
     return ImageOps.exif_transpose(img)
 
 
@@ -98,12 +108,19 @@ SAVE_OPTIONS = {".jpg": dict(quality=95), ".jpeg": dict(quality=95), ".webp": di
 
 def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
     """Write an RGB(A) uint8 image atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
+    path = Path(path) if isinstance(path, str) else path
     ext = path.suffix.lower()
     if ext not in Image.registered_extensions():
         raise InputError(f"{path}: unknown image format {ext!r}")
     img = Image.fromarray(rgb, "RGB")
     if alpha is not None and ext not in (".jpg", ".jpeg"):
         img.putalpha(Image.fromarray(alpha, "L"))
+    options = dict(format=Image.registered_extensions()[ext], **SAVE_OPTIONS.get(ext, {}))
+    if not is_local(path):  # an object store: one put, whole or not at all
+        buf = io.BytesIO()
+        img.save(buf, **options)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(buf.getvalue())
+        return
     with atomic_path(path) as tmp:
-        img.save(tmp, format=Image.registered_extensions()[ext], **SAVE_OPTIONS.get(ext, {}))
+        img.save(tmp, **options)

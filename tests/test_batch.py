@@ -266,3 +266,30 @@ def test_training_verbs_without_their_extra_say_which(verb):
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "pip install 'fmm-harmonize[" in r.stderr
+
+
+def test_urls_in_and_out_give_the_local_runs_files(tmp_path, capsys):
+    """Inputs, a CSV and outputs at fsspec URLs (memory:// here, s3:// and the like alike): the same bytes
+    as the run on local paths, written in one put each."""
+    upath = pytest.importorskip("upath", reason="universal-pathlib (the 'ray' extra) is not installed")
+    make_composite(tmp_path, tmp_path, "a", mask_name="a_mask.png")
+    make_composite(tmp_path, tmp_path, "b", mask_name="b_mask.png", ext=".png")
+    listing = "composite,mask\na.jpg,a_mask.png\nb.png,b_mask.png\n"
+    (tmp_path / "list.csv").write_text(listing)
+    assert run(tmp_path / "list.csv", "-o", tmp_path / "local") == 0
+    remote = upath.UPath("memory:///fmm-test/in")
+    for name in ("a.jpg", "a_mask.png", "b.png", "b_mask.png"):
+        (remote / name).write_bytes((tmp_path / name).read_bytes())
+    (remote / "list.csv").write_text(listing)
+    capsys.readouterr()
+    assert run("memory:///fmm-test/in/list.csv", "-o", "memory:///fmm-test/out") == 0
+    assert "2 ok / 0 skipped / 0 failed" in capsys.readouterr().out
+    out = upath.UPath("memory:///fmm-test/out")
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.png"]
+    for name in ("a.jpg", "b.png"):
+        assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert run("memory:///fmm-test/in/list.csv", "-o", "memory:///fmm-test/out") == 0
+    assert "0 ok / 2 skipped / 0 failed" in capsys.readouterr().out
+    (remote / "b.png").write_bytes(b"broken")
+    assert run("memory:///fmm-test/in/list.csv", "-o", "memory:///fmm-test/out", "--overwrite") == 1
+    assert "b.png: not a readable image" in capsys.readouterr().err

@@ -89,3 +89,13 @@ def test_an_actor_killed_mid_run_loses_and_corrupts_nothing(plain, tmp_path):
     assert proc.returncode == 0, err[-3000:]
     assert "22 ok / 0 skipped / 0 failed" in out and "an actor died" in err
     assert files(tmp_path) == plain, "an output is missing, extra or differs from the plain run's"
+
+
+@needs_bench
+def test_ray_takes_urls_for_inputs_and_outputs(plain, tmp_path):
+    """A file:// URL stands in for s3:// and the like: the jobs cross to the actors as URLs."""
+    pytest.importorskip("upath", reason="universal-pathlib (the 'ray' extra) is not installed")
+    r = harmonize(MANIFEST.as_uri(), "-o", (tmp_path / "out").as_uri(), "--ray", "--batch-size", "8")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "22 ok / 0 skipped / 0 failed" in r.stdout
+    assert files(tmp_path / "out") == plain
