@@ -21,6 +21,7 @@ from .progress import Progress
 
 log = logging.getLogger("engine")
 RETRIES = 2  # runs of a batch after the first, when its actor died under it
+PROBES = 240  # asks, 0.5 s apart, whether a restarting actor is back before it is given up
 
 
 class HarmonizeActor:
@@ -76,36 +77,53 @@ def _drive(ray, todo, summary, backend, model, actors, gpus, batch_size, strengt
     except ray.exceptions.RayActorError as exc:
         raise HarmonizeError(f"a Ray actor could not start: {exc}") from None
     queue = deque((todo[i:i + batch_size], 0) for i in range(0, len(todo), batch_size))
-    running: dict = {}  # object ref -> (actor, batch, tries)
+    running: dict = {}  # object ref -> (actor, batch, tries); batch None: a probe of a restarting actor
     idle = deque(pool)
     bar = Progress(len(todo), "harmonize (ray)", enabled=progress)
     done, start = 0, time.monotonic()  # after the actors are up: what `seconds` reports
+
+    def finish(batch: list[Job], part: Summary) -> None:
+        nonlocal done
+        summary.ok += part.ok
+        summary.failed += part.failed
+        done += len(batch)
+        rate = done / max(time.monotonic() - start, 1e-9)
+        bar.update(done, f"{rate:.1f} img/s" + (f", {len(summary.failed)} failed" if summary.failed else ""))
+
     try:
-        while queue or running:
+        while any(b is not None for _, b, _ in running.values()) or (queue and (idle or running)):
             while idle and queue:
                 actor = idle.popleft()
                 batch, tries = queue.popleft()
                 running[actor.run.remote(batch, strength, max_pixels)] = (actor, batch, tries)
-            ready, _ = ray.wait(list(running), num_returns=1)
-            actor, batch, tries = running.pop(ready[0])
+            ref = ray.wait(list(running), num_returns=1)[0][0]
+            actor, batch, tries = running.pop(ref)
             try:
-                part = ray.get(ready[0])
-            except ray.exceptions.RayActorError as exc:  # the actor died under the batch: Ray restarts it
-                if tries < RETRIES:
-                    log.warning("an actor died running %d jobs; running them again (%s)", len(batch), type(exc).__name__)
-                    queue.appendleft((batch, tries + 1))
-                    idle.append(actor)
-                    continue
-                part = Summary(failed=[(j.composite, "its Ray actor died on every try") for j in batch])
+                part = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # died, or still restarting after a death
+                part = None
+                gone = batch is None and (isinstance(exc, ray.exceptions.ActorDiedError) or tries >= PROBES)
+                if not gone:  # ask again until Ray has it back
+                    time.sleep(0.5)
+                    running[actor.ready.remote()] = (actor, None, tries + 1 if batch is None else 0)
             except ray.exceptions.RayTaskError as exc:  # a bug, not a bad file: report it for these jobs
                 cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-                part = Summary(failed=[(j.composite, f"{type(cause).__name__}: {cause}") for j in batch])
+                part = Summary(failed=[(j.composite, f"{type(cause).__name__}: {cause}") for j in batch or []])
+            if batch is None:  # a probe answered: the actor is back (or gone for good, and left out)
+                if part is not None:
+                    idle.append(actor)
+                continue
+            if part is None:  # the batch's actor died under it
+                if tries < RETRIES:
+                    log.warning("an actor died running %d jobs; running them again", len(batch))
+                    queue.appendleft((batch, tries + 1))
+                else:
+                    finish(batch, Summary(failed=[(j.composite, "its Ray actor died on every try") for j in batch]))
+                continue
             idle.append(actor)
-            summary.ok += part.ok
-            summary.failed += part.failed
-            done += len(batch)
-            rate = done / max(time.monotonic() - start, 1e-9)
-            bar.update(done, f"{rate:.1f} img/s" + (f", {len(summary.failed)} failed" if summary.failed else ""))
+            finish(batch, part)
+        for batch, _ in queue:  # only when every actor is gone
+            finish(batch, Summary(failed=[(j.composite, "no Ray actor is left to run it") for j in batch]))
     except KeyboardInterrupt:
         for ref in running:
             ray.cancel(ref, force=True)
