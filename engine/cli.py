@@ -22,7 +22,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, steps=args.steps, lr=args.lr, optimizer=args.optimizer,
         loss=args.loss, resume=args.resume, device=args.device, workers=args.workers, seed=args.seed,
         size=args.size, init=args.init, strong_edits=args.strong_edits, until=args.until,
-        mild=args.mild, restyle=args.restyle, closeup=args.closeup,
+        mild=args.mild, restyle=args.restyle, closeup=args.closeup, more_data=args.more_data,
     )
     print(f"checkpoint: {path}")
     return 0
@@ -349,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--closeup", type=float, default=0.0,
                    help="share of views cropped close around the object, so that it fills much of "
                         "the picture as pasted layers often do (default 0)")
+    t.add_argument("--more-data", action="store_true",
+                   help="also the permissive photos of coco-more/ (5 times the objects; default: coco/ and photos/)")
     t.add_argument("--device", default="cpu", help="cpu or cuda")
     t.add_argument("--workers", type=int, default=1, help="data loader processes")
     t.add_argument("--seed", type=int, default=0)

@@ -95,17 +95,20 @@ def load_triple(t: Triple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------- synthetic composites
 
 
-def permissive_sources(data_root: str | Path) -> list[tuple[Path, list[Path]]]:
-    """(photo, masks) for the pictures that may train shipped weights (../shared/data/README.md)."""
+def permissive_sources(data_root: str | Path, more: bool = False) -> list[tuple[Path, list[Path]]]:
+    """(photo, masks) for the pictures that may train shipped weights (../shared/data/README.md):
+    coco/ and photos/, and with `more` also coco-more/'s permissive part (312 photos, 531 masks)."""
     root = Path(data_root)
     sources = []
-    with open(root / "coco" / "images.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            if row["commercial_ok"] == "1" and row["derivatives_ok"] == "1":
-                stem = Path(row["file"]).stem
-                masks = sorted((root / "coco" / "masks").glob(f"{stem}_*.png"))
-                sources.append((root / "coco" / "images" / row["file"], masks))
-    sources += [(p, []) for p in sorted((root / "photos").glob("*.jpg"))]
+    for folder in ("coco", "coco-more") if more else ("coco",):
+        with open(root / folder / "images.csv", newline="") as f:
+            for row in csv.DictReader(f):
+                if row["commercial_ok"] == "1" and row["derivatives_ok"] == "1":
+                    stem = Path(row["file"]).stem
+                    masks = sorted((root / folder / "masks").glob(f"{stem}_*.png"))
+                    sources.append((root / folder / "images" / row["file"], masks))
+        if folder == "coco":  # photos/ after coco/, as the shipped runs drew them
+            sources += [(p, []) for p in sorted((root / "photos").glob("*.jpg"))]
     if not sources:
         raise InputError(f"{root}: no permissive training photos found")
     return sources
@@ -204,14 +207,14 @@ class SyntheticComposites:
     """
 
     def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False,
-                 mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0):
+                 mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0, more: bool = False):
         for name, share in (("mild", mild), ("restyle", restyle), ("closeup", closeup)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {share}")
         self.size, self.seed, self.strong, self.mild, self.restyle = size, seed, strong, mild, restyle
         self.closeup = closeup
         self.items = []
-        for photo, masks in permissive_sources(data_root):
+        for photo, masks in permissive_sources(data_root, more):
             img = _resize_short(Image.open(photo).convert("RGB"), 2 * size)
             ms = [np.asarray(_resize_short(Image.open(m).convert("L"), 2 * size), np.uint8) for m in masks]
             self.items.append((np.asarray(img), ms))

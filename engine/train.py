@@ -105,7 +105,7 @@ def train(
     optimizer: str = "adam", loss: str = "fmse", resume: bool = False, device: str = "cpu",
     workers: int = 1, seed: int = 0, save_every: int = 200, size: int | None = None,
     init: str | Path | None = None, strong_edits: bool = False, until: int | None = None,
-    mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0,
+    mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0, more_data: bool = False,
 ) -> Path:
     """Train and checkpoint to `out`; returns its path. The paper's recipe: config=paper, iharmony4=ROOT,
     batch_size=24, optimizer=adadelta, lr=1.0, loss=mse."""
@@ -139,7 +139,7 @@ def train(
     sets: list[Dataset] = []
     if data_root is not None:
         sets.append(SyntheticComposites(data_root, cfg["size"], seed=seed + start, strong=strong_edits,
-                                         mild=mild, restyle=restyle, closeup=closeup))
+                                         mild=mild, restyle=restyle, closeup=closeup, more=more_data))
     if iharmony4 is not None:
         sets.append(IHarmony4Crops(iharmony4, cfg["size"], seed=seed + start))
     if not sets:

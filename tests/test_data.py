@@ -123,3 +123,20 @@ def test_only_permissive_pictures_train():
         if photo.parent.name == "images":
             assert rows[photo.name]["commercial_ok"] == "1" and rows[photo.name]["derivatives_ok"] == "1"
     assert sum(p.parent.name == "images" for p, _ in sources) == 67
+
+
+@needs_data
+def test_more_data_adds_only_coco_mores_permissive_photos():
+    import csv
+
+    from engine.data import permissive_sources
+
+    base, more = permissive_sources(DATA), permissive_sources(DATA, more=True)
+    assert more[: len(base)] == base, "the shipped runs' stream must stay a prefix"
+    added = more[len(base):]
+    rows = {r["file"]: r for r in csv.DictReader(open(DATA / "coco-more" / "images.csv", newline=""))}
+    assert len(added) == 312 and sum(len(m) for _, m in added) == 531
+    for photo, masks in added:
+        assert photo.parent.parent.name == "coco-more"
+        assert rows[photo.name]["commercial_ok"] == "1" and rows[photo.name]["derivatives_ok"] == "1"
+        assert all(m.name.startswith(photo.stem + "_") for m in masks)
