@@ -4,8 +4,8 @@ The driver plans exactly as the plain run does (the same jobs, checks and skips)
 to actors; each actor loads its backend once and runs `batch.run_batch` on its batch, so decoding,
 harmonizing and the atomic writes happen on the actor's node and no pixel travels through the driver. A
 failed file is a failure in the summary, never a failed job; an actor that dies is restarted by Ray and
-its batch is run again (outputs are written by rename, so a killed write leaves no partial output).
-Paths must be readable and writable by every node: a shared filesystem, or one machine.
+its batch is run again (outputs are written by rename, or in one put to an object store, so a killed write
+leaves no partial output). Every node must reach the paths: a shared filesystem, or fsspec URLs.
 """
 from __future__ import annotations
 
