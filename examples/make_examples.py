@@ -2,8 +2,9 @@
 
 Each example is a real photo whose masked object got a colour edit of the kind a pasted layer has
 (a cast, an exposure or a white-balance mismatch with the scene). The untouched photo is kept in
-originals/ as the answer. None of these photos is among the shipped weights' training pictures (they
-trained on ../shared/data/coco and photos/). Run from the repository root:
+originals/ as the answer. The shipped model's last training round drew its own synthetic composites from
+coco-more's permissive photos, these four among them: the examples show what it does, the validation
+triples how it generalizes. Run from the repository root:
 
     python examples/make_examples.py [--data ../shared/data]
 """
