@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .metrics import lab_to_rgb, rgb_to_lab
+from .metrics import lab_to_rgb, move_lab_statistics, rgb_to_lab
 
 LAB_SAMPLES = 65536  # pixels per side for the Lab statistics and the fit: plenty, and fast at 50 MP
 
@@ -78,9 +78,7 @@ def lab_transfer_map(rgb: np.ndarray, mask: np.ndarray, strength: float = 0.5) -
     f, b = sample(np.flatnonzero(fg)), sample(np.flatnonzero(~fg))
     if not len(f) or not len(b):
         return np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], np.float32)
-    lab_f, lab_b = rgb_to_lab(f), rgb_to_lab(b)
-    mf, sf, mb, sb = lab_f.mean(0), lab_f.std(0) + 1e-6, lab_b.mean(0), lab_b.std(0) + 1e-6
-    moved = lab_to_rgb((lab_f - mf) / sf * (sf + strength * (sb - sf)) + mf + strength * (mb - mf))
+    moved = lab_to_rgb(move_lab_statistics(rgb_to_lab(f), rgb_to_lab(b), strength))
     x = np.concatenate([f / 255.0, np.ones((len(f), 1))], 1)
     a, *_ = np.linalg.lstsq(x, moved / 255.0, rcond=None)  # (4, 3): x @ a ~ moved
     return a.T.reshape(12).astype(np.float32)

@@ -50,15 +50,20 @@ def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     return np.clip(c * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
+def move_lab_statistics(lab_f: np.ndarray, lab_b: np.ndarray, strength: float) -> np.ndarray:
+    """Foreground Lab pixels (N, 3) with their mean and std moved `strength` of the way to those of the
+    background pixels (M, 3)."""
+    mf, sf = lab_f.mean(0), lab_f.std(0) + 1e-6
+    mb, sb = lab_b.mean(0), lab_b.std(0) + 1e-6
+    target_m, target_s = mf + strength * (mb - mf), sf + strength * (sb - sf)
+    return (lab_f - mf) / sf * target_s + target_m
+
+
 def reinhard(rgb: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
     """Move the foreground's Lab mean and std `strength` of the way to the background's (Reinhard 2001)."""
     fg = mask > 0.5
     if not fg.any() or fg.all():
         return rgb.copy()
-    lab_f, lab_b = rgb_to_lab(rgb[fg]), rgb_to_lab(rgb[~fg])
-    mf, sf = lab_f.mean(0), lab_f.std(0) + 1e-6
-    mb, sb = lab_b.mean(0), lab_b.std(0) + 1e-6
-    target_m, target_s = mf + strength * (mb - mf), sf + strength * (sb - sf)
     out = rgb.copy()
-    out[fg] = lab_to_rgb((lab_f - mf) / sf * target_s + target_m)
+    out[fg] = lab_to_rgb(move_lab_statistics(rgb_to_lab(rgb[fg]), rgb_to_lab(rgb[~fg]), strength))
     return out
