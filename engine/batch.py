@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends.base import Backend
-from .data import iharmony4_names
+from .datasets import iharmony4_names
 from .errors import HarmonizeError, InputError
 from .imageio import MAX_PIXELS, Picture, read_image, read_mask, write_image
 from .paths import as_path, is_local

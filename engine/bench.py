@@ -64,6 +64,29 @@ def end_to_end(backend: Backend, photo: Path, mask_path: Path, out: Path) -> flo
     return median_seconds(once, repeat=3)
 
 
+def available_backends(reference: str | Path | None, fp16: bool, log: Callable[[str], None] = print) -> dict[str, Backend]:
+    """Every backend this machine can run on the shipped model, by row name: PyTorch (`reference`
+    checkpoint, else the shipped weights) where torch is installed, ONNX Runtime FP32 (and FP16 with
+    `fp16`), and TensorRT FP16 where an engine is built for this GPU; says why any is left out."""
+    from .backends import default_engine_path, default_model_path, load
+    from .errors import MissingDependencyError
+
+    backends = {}
+    try:
+        backends["torch"] = load("torch", reference or default_model_path("torch"))
+    except MissingDependencyError as exc:
+        log(f"bench: skipping torch: {exc}")
+    backends["onnxruntime fp32"] = load("onnxruntime", default_model_path("onnxruntime"))
+    if fp16:
+        backends["onnxruntime fp16"] = load("onnxruntime", default_model_path("onnxruntime", fp16=True))
+    engine = default_engine_path()
+    if engine is not None and engine.exists():
+        backends["tensorrt fp16"] = load("tensorrt")
+    else:
+        log(f"bench: no TensorRT engine for this machine ({engine or 'no TensorRT or no GPU'})")
+    return backends
+
+
 def run_bench(backends: dict[str, Backend], sizes: list[int], batch: int, repeat: int,
               log: Callable[[str], None] = print) -> dict:
     """Time each backend; returns {"network": {name: {size: s}}, "end_to_end_12mp": {name: s}}."""

@@ -3,7 +3,7 @@
 The FP16 ONNX sets the precision (TensorRT 11 and TensorRT for RTX networks are strongly typed). The
 plugin is registered before parsing, so the parser takes it for every `harmony` node; the build log
 must then report each plugin layer's serialized data, which is checked, not assumed. Beside the engine
-a JSON sidecar records what it was built from and for, so a stale or foreign engine is refused.
+a JSON sidecar records what it was built from and for, so a stale or foreign engine is refused (engine/tensorrt_runtime.py).
 """
 from __future__ import annotations
 
@@ -14,44 +14,13 @@ import re
 import time
 from pathlib import Path
 
+from . import cuda_device
 from .atomic import atomic_path
 from .errors import HarmonizeError
-from .tensorrt_plugin import PLUGIN_VERSION, TARGET, register_plugin, trt
+from .tensorrt_plugin import PLUGIN_VERSION, register_plugin, trt
+from .tensorrt_runtime import engine_path, sidecar_path
 
 log = logging.getLogger("engine")
-ENGINES = Path(__file__).resolve().parent / "engines"
-
-
-def sidecar_path(engine: Path) -> Path:
-    return engine.with_suffix(".json")
-
-
-def local_compute_capability() -> int | None:
-    """The first GPU's compute capability as 86 for 8.6, or None without a GPU or cuda.bindings."""
-    try:
-        from cuda.bindings import driver
-
-        if driver.cuInit(0)[0] != driver.CUresult.CUDA_SUCCESS:
-            return None
-        err, dev = driver.cuDeviceGet(0)
-        a = driver.CUdevice_attribute
-        major = driver.cuDeviceGetAttribute(a.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev)[1]
-        minor = driver.cuDeviceGetAttribute(a.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev)[1]
-        return major * 10 + minor
-    except Exception:  # no driver, no device: this machine builds only for a named capability
-        return None
-
-
-def gpu_name() -> str | None:
-    try:
-        from cuda.bindings import driver
-
-        driver.cuInit(0)
-        err, dev = driver.cuDeviceGet(0)
-        name = driver.cuDeviceGetName(64, dev)[1]
-        return name.split(b"\0")[0].decode()
-    except Exception:
-        return None
 
 
 def ensure_rtx_library_link(t) -> None:
@@ -107,12 +76,11 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
     except Exception as exc:  # protobuf's DecodeError and friends
         raise HarmonizeError(f"{onnx_path}: cannot parse it as ONNX ({type(exc).__name__})") from None
     opt_size = opt_size or int(model_meta.get("size", 128))
-    cc = compute_capability or local_compute_capability()
+    cc = compute_capability or cuda_device.compute_capability()
     if cc is None:
         raise HarmonizeError("no GPU found to build for; name one with --compute-capability (e.g. 86)")
-    out = Path(out) if out else ENGINES / f"{onnx_path.stem}-sm{cc}.engine"
-    register_plugin()
-    TARGET["cc"] = cc
+    out = Path(out) if out else engine_path(onnx_path.stem, cc)
+    register_plugin(target_cc=cc)  # the plugins the parser creates compile their PTX for sm_cc
     logger = _Logger(t, verbose)
     builder = t.Builder(logger)
     network = builder.create_network(0)
@@ -148,7 +116,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
     meta = dict(
         head=model_meta.get("head", "affine"), working_size=int(model_meta.get("size", opt_size)),
         lab_mix=float(model_meta.get("lab_mix", 0)),
-        library=f"{t.__name__} {t.__version__}", gpu=gpu_name(), compute_capability=cc,
+        library=f"{t.__name__} {t.__version__}", gpu=cuda_device.gpu_name(), compute_capability=cc,
         onnx=str(onnx_path), onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(), plugin_version=PLUGIN_VERSION,
         plugin_layers=expected, plugin_log=plugin_layers, build_seconds=round(time.perf_counter() - start, 1),
         profile=dict(min=[1, min_size, min_size], opt=[1, opt_size, opt_size], max=[max_batch, max_size, max_size]),
@@ -156,26 +124,3 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
     with atomic_path(sidecar_path(out)) as tmp:
         tmp.write_text(json.dumps(meta, indent=1) + "\n")
     return out
-
-
-def check_engine(engine: Path, onnx_path: Path | None = None) -> dict:
-    """The sidecar of an engine that fits this machine; a clear refusal, with the rebuild command, if not."""
-    rebuild = f"rebuild it with: python build_engine.py {onnx_path or '<model.onnx>'}"
-    side = sidecar_path(engine)
-    if not engine.exists() or not side.exists():
-        raise HarmonizeError(f"no TensorRT engine at {engine}; {rebuild}")
-    meta = json.loads(side.read_text())
-    t = trt()
-    problems = []
-    if meta["library"] != f"{t.__name__} {t.__version__}":
-        problems.append(f"built with {meta['library']}, this is {t.__name__} {t.__version__}")
-    cc = local_compute_capability()
-    if cc is not None and cc != meta["compute_capability"]:
-        problems.append(f"built for sm_{meta['compute_capability']}, this GPU is sm_{cc}")
-    if meta.get("plugin_version") != PLUGIN_VERSION:
-        problems.append(f"plugin version {meta.get('plugin_version')}, this is {PLUGIN_VERSION}")
-    if onnx_path is not None and hashlib.sha256(Path(onnx_path).read_bytes()).hexdigest() != meta["onnx_sha256"]:
-        problems.append(f"built from another {Path(onnx_path).name}")
-    if problems:
-        raise HarmonizeError(f"{engine} is stale or foreign ({'; '.join(problems)}); {rebuild}")
-    return meta

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import Triple, load_triple
+from .datasets import Triple, load_triple
 from .errors import InputError
 from .metrics import fmse, mse, psnr, reinhard
 from .progress import Progress
@@ -30,13 +30,17 @@ class Scores:
     rows: dict[str, dict[str, float]] = field(default_factory=dict)  # triple name -> column -> value
 
 
-def baselines() -> dict[str, Method]:
-    """The reference rows every evaluation table carries."""
-    return {
-        "composite (untouched)": lambda rgb, mask: rgb,
-        "Reinhard transfer": lambda rgb, mask: reinhard(rgb, mask),
-        "half-strength Lab transfer": lambda rgb, mask: reinhard(rgb, mask, 0.5),
-    }
+COMPOSITE = "composite (untouched)"  # the row every other is measured against
+
+
+def baselines(transfers: bool = True) -> dict[str, Method]:
+    """The reference rows of an evaluation table: the untouched composite, and unless `transfers` is
+    False the colour-statistics transfers (slower)."""
+    rows: dict[str, Method] = {COMPOSITE: lambda rgb, mask: rgb}
+    if transfers:
+        rows["Reinhard transfer"] = lambda rgb, mask: reinhard(rgb, mask)
+        rows["half-strength Lab transfer"] = lambda rgb, mask: reinhard(rgb, mask, 0.5)
+    return rows
 
 
 def resize_256(a: np.ndarray) -> np.ndarray:

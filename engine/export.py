@@ -78,11 +78,11 @@ def op_function() -> onnx.FunctionProto:
     )
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, fp16: bool = False, size: int | None = None) -> Path:
+def export_onnx(checkpoint: str | Path, out: str | Path, fp16: bool = False) -> Path:
     """Export a checkpoint to `out` (written atomically); returns the path."""
     model = load_checkpoint(checkpoint)
     model.fmm.export_op = True
-    size = size or model.size
+    size = model.size  # the trace size; height and width stay dynamic
     dtype = torch.float16 if fp16 else torch.float32
     model = model.to(dtype)
     image = torch.rand(1, 3, size, size, dtype=dtype)

@@ -11,7 +11,8 @@ import time
 
 from .errors import HarmonizeError
 from .op import attention_modulation
-from .tensorrt_plugin import PtxKernels, cuda_call
+from . import cuda_device
+from .tensorrt_plugin import PtxKernels
 
 CASES = [(1, 64, 8, 16, 16), (2, 64, 8, 32, 32), (1, 256, 32, 32, 32), (4, 64, 8, 64, 64), (1, 256, 32, 64, 64)]
 MASKS = ("empty", "full", "thin", "random")
@@ -31,16 +32,14 @@ def run(repeat: int = 50) -> tuple[list[str], bool]:
     """Lines of the report and whether every comparison passed."""
     import torch
     import torch.nn.functional as F
-    from cuda.bindings import driver
 
-    from .build import local_compute_capability
     from .triton_op import compile_ptx
 
     if not torch.cuda.is_available():
         raise HarmonizeError("gpu-check needs an NVIDIA GPU with a CUDA build of torch")
     torch.cuda.init()
-    cc = local_compute_capability()
-    cuda_call(driver.cuCtxSetCurrent(cuda_call(driver.cuDevicePrimaryCtxRetain(cuda_call(driver.cuDeviceGet(0))))))
+    cc = cuda_device.compute_capability()
+    cuda_device.retain_primary_context()  # torch's context: the kernels load into it
     lines, ok = [f"GPU {torch.cuda.get_device_name()} sm_{cc}, torch {torch.__version__}"], True
     gen = torch.Generator(device="cuda").manual_seed(0)
     for b, c, cq, h, w in CASES:

@@ -112,6 +112,8 @@ def write_image(path: str | Path, rgb: np.ndarray, alpha: np.ndarray | None = No
     ext = path.suffix.lower()
     if ext not in Image.registered_extensions():
         raise InputError(f"{path}: unknown image format {ext!r}")
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InputError(f"{path}: can only write uint8 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
     img = Image.fromarray(rgb, "RGB")
     if alpha is not None and ext not in (".jpg", ".jpeg"):
         img.putalpha(Image.fromarray(alpha, "L"))

@@ -18,7 +18,6 @@ from .op import attention_modulation
 
 # Subtracted from RGB in [0, 1] before the network, as the authors' code does.
 INPUT_OFFSET = 0.4462414
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 # NOTE: widths are (c1, c2, c3, c4, bottleneck); decoder is the three decoder convs.
 # NOTE: mask_pool "authors" shrinks the mask as the authors' code does (see downsample_mask).

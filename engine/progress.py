@@ -14,10 +14,8 @@ class Progress:
         self.tty = self.stream.isatty()
         self.enabled = enabled
         self.start = self.last = time.monotonic()
-        self.done = initial
 
     def update(self, done: int, extra: str = "") -> None:
-        self.done = done
         now = time.monotonic()
         interval = 0.2 if self.tty else 30.0
         if not self.enabled or (now - self.last < interval and done < self.total):

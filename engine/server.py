@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from plugin import protocol
-from plugin.client import default_address
 
 from .errors import HarmonizeError
+from .fullres import harmonize_over
 
 log = logging.getLogger("engine")
 
@@ -43,6 +43,10 @@ class Engine:
 
     def backend(self, name: str | None):
         """The default backend for "auto", else that backend with its shipped model, loaded once."""
+        from .backends import NAMES
+
+        if name not in (None, *NAMES):
+            raise protocol.ProtocolError(f"unknown backend {name!r}; the engine has {', '.join(NAMES)}")
         if name in (None, "auto"):
             return self.default
         if name not in self.loaded:
@@ -66,30 +70,14 @@ class Engine:
             m8 = np.frombuffer(payload, np.uint8, w * h, offset=W * H * 3 + w * h * 3).reshape(h, w)
             with self.lock:
                 backend = self.backend(header.get("backend"))
-                out = harmonize_layer(backend, canvas, layer, m8, (x, y, w, h), float(header.get("strength", 1.0)))
+                out = harmonize_over(backend.harmonize, canvas, layer, m8, (x, y, w, h),
+                                     float(header.get("strength", 1.0)))
             return protocol.encode({"ok": True, "width": w, "height": h}, out.tobytes())
         except (protocol.ProtocolError, HarmonizeError, ValueError) as exc:
             return protocol.encode({"ok": False, "error": str(exc)})
         except Exception as exc:  # a runtime failure (CUDA, out of memory) still reaches the user as text
             log.exception("request failed")
             return protocol.encode({"ok": False, "error": f"the engine failed: {type(exc).__name__}: {exc}"})
-
-
-def harmonize_layer(backend, canvas: np.ndarray, layer: np.ndarray, mask8: np.ndarray, rect, strength: float):
-    """A layer's new RGB in rect, harmonized against the canvas around it.
-
-    The layer's own colours are mapped wherever its mask is above zero, and GIMP composites the new
-    layer through the same mask: so a feathered edge is not blended twice, and nothing of the
-    background leaks into the layer."""
-    x, y, w, h = rect
-    fg = (mask8 > 0)[..., None]
-    composite = canvas.copy()
-    np.copyto(composite[y:y + h, x:x + w], layer, where=fg)
-    full_mask = np.zeros(canvas.shape[:2], np.float32)
-    full_mask[y:y + h, x:x + w] = fg[..., 0]
-    out = layer.copy()
-    np.copyto(out, backend.harmonize(composite, full_mask, strength)[y:y + h, x:x + w], where=fg)
-    return out
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -161,7 +149,7 @@ def make_server(engine: Engine, address=None, max_connections: int = 8,
                 read_timeout: float = 30.0) -> socketserver.BaseServer:
     """A bound server (not yet serving); refuses to start over a live one or over a file that is not a
     socket."""
-    address = address or default_address()
+    address = address or protocol.default_address()
     if isinstance(address, tuple):
         server = TcpServer(("127.0.0.1", address[1]), _Handler)
     else:

@@ -13,13 +13,12 @@ import logging
 
 import numpy as np
 
+from .cuda_device import cuda_call
 from .errors import MissingDependencyError
 from .op import EPS, OP_DOMAIN, OP_NAME
 
 PLUGIN_VERSION = "1"
 log = logging.getLogger("engine")
-# The compute capability the builder targets; build_engine sets it before building (e.g. 86).
-TARGET = {"cc": None}
 
 
 def trt():
@@ -43,31 +42,22 @@ def trt():
 # ------------------------------------------------------------------------------ PTX launching
 
 
+PTX_TYPES = {"i32": "u32", "fp32": "f32"}  # Triton argument types as PTX params; pointers are u64
+
+
 def kernel_args(kind: str, ptrs: dict[str, int], n: int, cq: int, c: int) -> list[tuple[str, int | float]]:
-    """The declared arguments of one kernel as (ptx type, value), in the PTX entry's order, without
-    the hidden scratch pointers Triton appends (see `launch_args`)."""
-    if kind == "attention_kernel":
-        return [("u64", ptrs["q"]), ("u64", ptrs["k"]), ("u64", ptrs["v"]), ("u64", ptrs["hba"]),
-                ("u32", n), ("u32", cq), ("u32", c)]
-    return [("u64", ptrs["h"]), ("u64", ptrs["mask"]), ("u64", ptrs["hba"]), ("u64", ptrs["gamma"]),
-            ("u64", ptrs["out"]), ("u32", n), ("u32", c), ("f32", EPS)]
+    """The declared arguments of one kernel as (ptx type, value), in the order of its signature
+    (triton_op.ARGUMENTS), without the hidden scratch pointers Triton appends (see `launch_args`)."""
+    from .triton_op import ARGUMENTS
+
+    values = {**ptrs, "n": n, "cq": cq, "c": c, "eps": EPS}
+    return [("u64" if ty.startswith("*") else PTX_TYPES[ty], values[name]) for name, ty in ARGUMENTS[kind]]
 
 
 def launch_args(kind: str, ptrs: dict[str, int], n: int, cq: int, c: int) -> list[tuple[str, int | float]]:
     """Everything the PTX entry takes: the declared arguments, then Triton's global and profile scratch
     pointers (Triton 3.3 and later; null, since these kernels need no scratch)."""
     return kernel_args(kind, ptrs, n, cq, c) + [("u64", 0), ("u64", 0)]
-
-
-def cuda_call(result):
-    """cuda.bindings returns (err, *values): raise on error, naming it; return the values."""
-    from cuda.bindings import driver
-
-    err, *values = result
-    if err != driver.CUresult.CUDA_SUCCESS:
-        name = driver.cuGetErrorName(err)[1]
-        raise RuntimeError(f"CUDA error {name.decode() if isinstance(name, bytes) else name}")
-    return values[0] if len(values) == 1 else values
 
 
 class PtxKernels:
@@ -110,7 +100,7 @@ def _plugin_classes():
     class AttentionModulationPlugin(t.IPluginV3, t.IPluginV3OneCore, t.IPluginV3OneBuild, t.IPluginV3OneRuntime):
         """harmony::AttentionModulation(h, mask, q, k, v, gamma) -> out, shapes and dtype of h."""
 
-        def __init__(self, compiled: dict | None = None):
+        def __init__(self, compiled: dict | None = None, target_cc: int | None = None):
             t.IPluginV3.__init__(self)
             t.IPluginV3OneCore.__init__(self)
             t.IPluginV3OneBuild.__init__(self)
@@ -120,13 +110,14 @@ def _plugin_classes():
             self.plugin_name = OP_NAME
             self.plugin_version = PLUGIN_VERSION
             self.compiled = compiled  # {"fp16"|"fp32": {kernel: {name, ptx, ...}}}
+            self.target_cc = target_cc  # the builder's compute capability (86 for sm_86); None at run time
             self.kernels = None
 
         def get_capability_interface(self, type):
             return self
 
         def clone(self):
-            return AttentionModulationPlugin(self.compiled)
+            return AttentionModulationPlugin(self.compiled, self.target_cc)
 
         def get_output_data_types(self, input_types):
             return [input_types[0]]
@@ -144,14 +135,14 @@ def _plugin_classes():
 
         def configure_plugin(self, inp, out):
             # Build time: the widths and dtype are known now; compile PTX for the builder's target.
-            if TARGET["cc"] is None:
+            if self.target_cc is None:
                 return
             dtype = "fp16" if inp[0].desc.type == t.DataType.HALF else "fp32"
             c, cq = inp[0].desc.dims[1], inp[2].desc.dims[1]
             from .triton_op import compile_ptx
 
-            self.compiled = {dtype: compile_ptx(dtype, cq, c, TARGET["cc"])}
-            log.debug("compiled attention-modulation PTX for sm_%s, %s, C=%d, Cq=%d", TARGET["cc"], dtype, c, cq)
+            self.compiled = {dtype: compile_ptx(dtype, cq, c, self.target_cc)}
+            log.debug("compiled attention-modulation PTX for sm_%s, %s, C=%d, Cq=%d", self.target_cc, dtype, c, cq)
 
         def get_workspace_size(self, inp, out):
             d = inp[0].max
@@ -195,6 +186,7 @@ def _plugin_classes():
             self.name = OP_NAME
             self.plugin_namespace = OP_DOMAIN
             self.plugin_version = PLUGIN_VERSION
+            self.target_cc = None  # set by register_plugin for a build
             self.field_names = t.PluginFieldCollection([
                 t.PluginField("kernels", np.array([], np.int8), t.PluginFieldType.CHAR)])
 
@@ -207,7 +199,7 @@ def _plugin_classes():
                         raise RuntimeError(f"engine built with plugin version {stored.get('plugin_version')}, "
                                            f"this is {PLUGIN_VERSION}: rebuild it with build_engine.py")
                     compiled = stored["kernels"] or None
-            return AttentionModulationPlugin(compiled)
+            return AttentionModulationPlugin(compiled, self.target_cc)
 
     return AttentionModulationPlugin, AttentionModulationCreator
 
@@ -215,13 +207,15 @@ def _plugin_classes():
 _REGISTERED = []
 
 
-def register_plugin() -> None:
-    """Register the creator with TensorRT's plugin registry (once per process)."""
-    if _REGISTERED:
-        return
-    t = trt()
-    _, creator_cls = _plugin_classes()
-    creator = creator_cls()
-    if not t.get_plugin_registry().register_creator(creator, OP_DOMAIN):
-        raise RuntimeError("TensorRT refused to register the harmony::AttentionModulation plugin creator")
-    _REGISTERED.append(creator)  # the registry does not own Python objects: keep it alive
+def register_plugin(target_cc: int | None = None) -> None:
+    """Register the creator with TensorRT's plugin registry (once per process). A builder names its
+    `target_cc` (86 for sm_86): the plugins created while parsing then compile their PTX for it; at
+    run time the PTX comes from the engine."""
+    if not _REGISTERED:
+        t = trt()
+        _, creator_cls = _plugin_classes()
+        creator = creator_cls()
+        if not t.get_plugin_registry().register_creator(creator, OP_DOMAIN):
+            raise RuntimeError("TensorRT refused to register the harmony::AttentionModulation plugin creator")
+        _REGISTERED.append(creator)  # the registry does not own Python objects: keep it alive
+    _REGISTERED[0].target_cc = target_cc

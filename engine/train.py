@@ -6,7 +6,6 @@ so an interrupted run resumes from the last one with `--resume`.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .atomic import atomic_path
-from .data import SyntheticComposites, load_triple, read_iharmony4
+from .datasets import load_triple, read_iharmony4
+from .synthetic import SyntheticComposites
+from .train_config import TrainConfig
 from .errors import InputError
 from .model import FMMNet, create_model
 from .progress import Progress
@@ -99,76 +100,69 @@ def save_checkpoint(path: Path, model: FMMNet, optimizer, step: int, config: dic
                         step=step, seed=seed), tmp)
 
 
-def train(
-    out: str | Path, config: str = "small", data_root: str | Path | None = None,
-    iharmony4: str | Path | None = None, batch_size: int = 16, steps: int = 20000, lr: float = 1e-3,
-    optimizer: str = "adam", loss: str = "fmse", resume: bool = False, device: str = "cpu",
-    workers: int = 1, seed: int = 0, save_every: int = 200, size: int | None = None,
-    init: str | Path | None = None, strong_edits: bool = False, until: int | None = None,
-    mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0, more_data: bool = False,
-) -> Path:
-    """Train and checkpoint to `out`; returns its path. The paper's recipe: config=paper, iharmony4=ROOT,
-    batch_size=24, optimizer=adadelta, lr=1.0, loss=mse."""
+def train(out: str | Path, settings: TrainConfig) -> Path:
+    """Train and checkpoint to `out`; returns its path."""
+    c = settings
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    if resume and out.exists():
+    torch.manual_seed(c.seed)
+    if c.resume and out.exists():
         ckpt = torch.load(out, map_location="cpu", weights_only=True)
         cfg, start, seed = ckpt["config"], ckpt["step"], ckpt["seed"]
         model = FMMNet(**cfg)
         model.load_state_dict(ckpt["model"])
     else:
-        model, start, ckpt = create_model(config, **({"size": size} if size else {})), 0, None
+        model, start, ckpt, seed = create_model(c.config, **({"size": c.size} if c.size else {})), 0, None, c.seed
         cfg = model.config
-        if init is not None:  # fine-tune: weights from another run, this configuration's forward
-            source = torch.load(init, map_location="cpu", weights_only=True)
+        if c.init is not None:  # fine-tune: weights from another run, this configuration's forward
+            source = torch.load(c.init, map_location="cpu", weights_only=True)
             model.load_state_dict(source["model"])
             if source["config"].get("prior", 0.0) != cfg.get("prior", 0.0) and model.head == "affine":
                 with torch.no_grad():  # its corrections were relative to another prior: start again at zero
                     model.out[-1].weight.zero_()
                     model.out[-1].bias.zero_()
-    model.to(device).train()
-    if optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-    elif optimizer == "adadelta":
-        opt = torch.optim.Adadelta(model.parameters(), lr=lr)
+    model.to(c.device).train()
+    if c.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=c.lr)
+    elif c.optimizer == "adadelta":
+        opt = torch.optim.Adadelta(model.parameters(), lr=c.lr)
     else:
-        raise ValueError(f"optimizer must be 'adam' or 'adadelta', not {optimizer!r}")
+        raise InputError(f"optimizer must be 'adam' or 'adadelta', not {c.optimizer!r}")
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
     sets: list[Dataset] = []
-    if data_root is not None:
-        sets.append(SyntheticComposites(data_root, cfg["size"], seed=seed + start, strong=strong_edits,
-                                         mild=mild, restyle=restyle, closeup=closeup, more=more_data))
-    if iharmony4 is not None:
-        sets.append(IHarmony4Crops(iharmony4, cfg["size"], seed=seed + start))
+    if c.data is not None:
+        sets.append(SyntheticComposites(c.data, cfg["size"], seed=seed + start, strong=c.strong_edits,
+                                         mild=c.mild, restyle=c.restyle, closeup=c.closeup, more=c.more_data))
+    if c.iharmony4 is not None:
+        sets.append(IHarmony4Crops(c.iharmony4, cfg["size"], seed=seed + start))
     if not sets:
-        raise ValueError("give training data: --data (synthetic from photos) and/or --iharmony4 ROOT")
+        raise InputError("give training data: --data (synthetic from photos) and/or --iharmony4 ROOT")
     data = sets[0] if len(sets) == 1 else Interleaved(sets)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        drop_last=True, persistent_workers=workers > 0)
-    progress = Progress(steps, "train", initial=start)
+    loader = DataLoader(data, batch_size=c.batch_size, shuffle=False, num_workers=c.workers,
+                        drop_last=True, persistent_workers=c.workers > 0)
+    progress = Progress(c.steps, "train", initial=start)
     step, it = start, iter(loader)
     running = None
-    stop = min(steps, until) if until is not None else steps  # `until` ends early, same schedule
+    stop = min(c.steps, c.until) if c.until is not None else c.steps  # `until` ends early, same schedule
     while step < stop:
         try:
-            comp, mask, real = (t.to(device) for t in next(it))
+            comp, mask, real = (t.to(c.device) for t in next(it))
         except StopIteration:
             it = iter(loader)
             continue
         for group in opt.param_groups:  # cosine decay, a function of the step so resuming keeps it
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            group["lr"] = c.lr * 0.5 * (1 + math.cos(math.pi * step / c.steps))
         pred = model.harmonize(comp, mask)
-        value = loss_value(loss, pred, real, mask)
+        value = loss_value(c.loss, pred, real, mask)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
         step += 1
         running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
-        shown = f"fg PSNR {-10 * running:.2f} dB" if loss == "psnr" else f"loss {running * 255**2:.1f}"
+        shown = f"fg PSNR {-10 * running:.2f} dB" if c.loss == "psnr" else f"loss {running * 255**2:.1f}"
         progress.update(step, shown)
-        if step % save_every == 0 and step < stop:
+        if step % c.save_every == 0 and step < stop:
             save_checkpoint(out, model, opt, step, cfg, seed)
     save_checkpoint(out, model, opt, step, cfg, seed)
     progress.close()

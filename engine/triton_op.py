@@ -17,6 +17,8 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
+from . import op  # noqa: E402
+
 BLOCK_M, BLOCK_N, BLOCK_R = 64, 64, 128
 
 
@@ -133,15 +135,19 @@ def attention_modulation_triton(h, mask, q, k, v, gamma):
     g1, g2 = grids(b, c, n, blocks["BLOCK_C"])
     attention_kernel[g1](q, k, v, hba, n, cq, c, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
                          IEEE=h.dtype == torch.float32, **blocks)
-    modulation_kernel[g2](h, mask, hba, gamma, out, n, c, 1e-5, BLOCK_R=BLOCK_R, BLOCK_C=blocks["BLOCK_C"])
+    modulation_kernel[g2](h, mask, hba, gamma, out, n, c, op.EPS, BLOCK_R=BLOCK_R, BLOCK_C=blocks["BLOCK_C"])
     return out
 
 
 # ---------------------------------------------------------------------------------------- PTX
 
-SIGNATURES = {
-    "attention_kernel": ["*{t}", "*{t}", "*{t}", "*fp32", "i32", "i32", "i32"],
-    "modulation_kernel": ["*{t}", "*{t}", "*fp32", "*{t}", "*{t}", "i32", "i32", "fp32"],
+# Each kernel's runtime arguments in order, as (name, Triton type; "{t}" is the tensors' dtype): the
+# one statement of the signature, which compile_ptx compiles and the plugin's launcher passes.
+ARGUMENTS = {
+    "attention_kernel": (("q", "*{t}"), ("k", "*{t}"), ("v", "*{t}"), ("hba", "*fp32"),
+                         ("n", "i32"), ("cq", "i32"), ("c", "i32")),
+    "modulation_kernel": (("h", "*{t}"), ("mask", "*{t}"), ("hba", "*fp32"), ("gamma", "*{t}"), ("out", "*{t}"),
+                          ("n", "i32"), ("c", "i32"), ("eps", "fp32")),
 }
 
 
@@ -161,9 +167,8 @@ def compile_ptx(dtype: str, cq: int, c: int, cc: int) -> dict[str, dict]:
     out = {}
     for fn in (attention_kernel, modulation_kernel):
         name = fn.__name__
-        names = fn.arg_names
-        types = [s.format(t=dtype) for s in SIGNATURES[name]] + ["constexpr"] * len(constexprs[name])
-        src = ASTSource(fn=fn, signature=dict(zip(names, types)), constexprs=constexprs[name])
+        types = [kind.format(t=dtype) for _, kind in ARGUMENTS[name]] + ["constexpr"] * len(constexprs[name])
+        src = ASTSource(fn=fn, signature=dict(zip(fn.arg_names, types, strict=True)), constexprs=constexprs[name])
         k = triton.compile(src, target=GPUTarget("cuda", cc, 32))
         out[name] = dict(name=k.metadata.name, ptx=k.asm["ptx"], num_warps=k.metadata.num_warps,
                          shared=k.metadata.shared, global_scratch=getattr(k.metadata, "global_scratch_size", 0),

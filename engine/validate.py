@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .backends.base import Backend
-from .data import load_triple, read_manifest
+from .datasets import load_triple, read_manifest
 from .fullres import to_network
 from .metrics import psnr
 
@@ -21,6 +21,16 @@ from .metrics import psnr
 # FP32: reordered float sums only. FP16: weights and activations rounded to 11 bits; a colour-map
 # entry off by 5e-3 moves a 0..1 colour by at most 2e-2 (5 levels of 255), invisible in a photo.
 TOLERANCES = {"fp32": 1e-4, "fp16": 5e-3}
+
+
+def load_under_test(backend: str, model: str | None, fp16: bool) -> tuple[Backend, str]:
+    """The backend to validate and its precision: a TensorRT engine is FP16; ONNX Runtime takes the
+    shipped model of the asked precision unless a model file is named."""
+    from .backends import default_model_path, load
+
+    if model is None and backend == "onnxruntime":
+        model = default_model_path(backend, fp16=fp16)
+    return load(backend, model), "fp16" if fp16 or backend == "tensorrt" else "fp32"
 
 
 @dataclass

@@ -3,7 +3,6 @@ engine's interpreter started for the one call (`harmonize serve --stdio`)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,20 +13,11 @@ try:
 except ImportError:  # installed as plain files beside the plug-in
     import protocol  # type: ignore[no-redef]
 
-TCP_PORT = 47913
 CONFIG_NAME = "engine.json"
 
 
 class EngineError(Exception):
     """The engine could not be reached or refused the request; the message is for the user."""
-
-
-def default_address() -> str | tuple[str, int]:
-    """The server's Unix socket path, or 127.0.0.1:port where AF_UNIX is missing."""
-    if not hasattr(socket, "AF_UNIX"):
-        return ("127.0.0.1", TCP_PORT)
-    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fmm-harmonize", "engine.sock")
 
 
 def read_config(folder: str | Path) -> dict:
@@ -54,7 +44,7 @@ def connect(address) -> socket.socket:
 
 def _address(address) -> str | tuple[str, int]:
     """A configured address (JSON gives a list for host and port), else the default one."""
-    address = address or default_address()
+    address = address or protocol.default_address()
     return tuple(address) if isinstance(address, list) else address
 
 

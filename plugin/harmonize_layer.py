@@ -13,8 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shim and c
 
 import client  # noqa: E402
 from gimpfu_shim import PF_OPTION, PF_SLIDER, UserError, main, register  # noqa: E402
-
-BACKENDS = ["auto", "onnxruntime", "tensorrt", "torch"]
+from protocol import BACKENDS  # noqa: E402
 
 
 def harmonize_layer(host, image, layer, strength=1.0, backend="auto"):
@@ -56,7 +55,7 @@ register(
     "Harmonize Layer", "RGB*",
     [
         (PF_SLIDER, "strength", "Strength", 1.0, (0.0, 1.0, 0.05)),
-        (PF_OPTION, "backend", "Engine backend", 0, BACKENDS),
+        (PF_OPTION, "backend", "Engine backend", 0, list(BACKENDS)),
     ],
     [],
     harmonize_layer,

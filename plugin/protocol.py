@@ -9,6 +9,8 @@ rect (all u8). Replies: {"ok": true, ...} with the layer's new RGB u8, or {"ok":
 from __future__ import annotations
 
 import json
+import os
+import socket
 import struct
 
 MAGIC = b"FMMH"
@@ -17,6 +19,18 @@ PREFIX = struct.Struct(">4sBI")
 MAX_HEADER = 64 * 1024
 MAX_PIXELS = 100_000_000  # 100 megapixels: twice GIMP's usual 50 MP ceiling
 MAX_PAYLOAD = MAX_PIXELS * 4
+TCP_PORT = 47913
+# What a request's "backend" may name: the engine's registry (engine/backends) and "auto", in the
+# plug-in's menu order; a test holds the two equal, since this side cannot import the engine.
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+
+
+def default_address() -> str | tuple[str, int]:
+    """The server's Unix socket path, or 127.0.0.1:port where AF_UNIX is missing."""
+    if not hasattr(socket, "AF_UNIX"):
+        return ("127.0.0.1", TCP_PORT)
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fmm-harmonize", "engine.sock")
 
 
 class ProtocolError(Exception):

@@ -79,3 +79,19 @@ def scene_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
     texture = 0.12 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + rng.normal(0, 0.05, (h, w))
     base = np.array([0.62, 0.48, 0.36], np.float32)
     return np.clip((base + texture[..., None] * np.array([1.0, 0.9, 0.8])) * 255, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def engine_address(tmp_path_factory) -> str:
+    """A live engine server (ONNX Runtime, the shipped model) in this process: its socket path."""
+    import threading
+
+    from engine.server import Engine, make_server
+
+    sock = tmp_path_factory.mktemp("srv") / "engine.sock"
+    srv = make_server(Engine("onnxruntime"), str(sock))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield str(sock)
+    srv.shutdown()
+    srv.server_close()
+

@@ -66,8 +66,11 @@ def test_usage_errors_exit_2(tmp_path, capsys):
     assert main(["run", str(tmp_path / "x.jpg")]) == 2
     assert "give its mask with --mask" in capsys.readouterr().err
     assert main(["run", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
-    assert main(["run", "x.jpg", "--mask", "m.png", "--backend", "magic"]) == 2
-    assert "unknown backend 'magic'" in capsys.readouterr().err
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # argparse refuses it: --backend's choices are the registry's
+        main(["run", "x.jpg", "--mask", "m.png", "--backend", "magic"])
+    assert stop.value.code == 2
+    assert "invalid choice: 'magic' (choose from 'auto', 'onnxruntime', 'tensorrt', 'torch')" in capsys.readouterr().err
 
 
 def test_run_needs_no_torch(tmp_path):
@@ -113,11 +116,11 @@ def run(*args):
 @pytest.fixture
 def loads(monkeypatch):
     """Counts model loads, so a test can prove a refused plan never reached the model."""
-    import engine.cli as cli
+    import engine.backends as backends
 
     calls = []
-    real = cli._backend
-    monkeypatch.setattr(cli, "_backend", lambda args: calls.append(args) or real(args))
+    real = backends.load
+    monkeypatch.setattr(backends, "load", lambda *args, **kw: calls.append(args) or real(*args, **kw))
     return calls
 
 
@@ -229,6 +232,8 @@ def test_settings_are_checked_before_the_model_loads(tmp_path, capsys, loads):
     assert run(tmp_path, "--masks", tmp_path / "m", "-o", tmp_path / "file" / "out") == 2
     err = capsys.readouterr().err
     assert err.count("cannot write outputs there") == 1 and not loads
+    assert run(tmp_path / "c.jpg", "--mask", tmp_path / "m" / "c.png", "-o", tmp_path / "out.png") == 0
+    assert len(loads) == 1, "the counter missed the model load of a run that went ahead"
 
 
 def test_each_failure_is_reported_once_without_repeating_its_path(tmp_path, capsys):

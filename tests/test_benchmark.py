@@ -5,7 +5,7 @@ import pytest
 
 from conftest import BENCH, SHARED, needs_bench
 from engine.backends import load
-from engine.data import load_triple, read_manifest
+from engine.datasets import load_triple, read_manifest
 from engine.metrics import fmse, psnr
 
 VAL = SHARED / "bench" / "iharmony4-val"

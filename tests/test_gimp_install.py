@@ -35,11 +35,23 @@ def test_check_says_what_is_missing_then_install_fixes_it(tmp_path, capsys):
     assert not dest.exists()
 
 
-def test_candidate_folders_cover_native_and_flatpak():
-    dirs = [str(d) for d in candidate_dirs()]
-    assert any(d.endswith(os.path.join("GIMP", "3.0")) for d in dirs)
-    if sys.platform.startswith("linux"):
-        assert any("org.gimp.GIMP" in d for d in dirs)
+def test_candidate_folders_are_native_then_flatpak_and_the_first_that_exists_is_used(tmp_path, monkeypatch):
+    from engine.gimp_install import find_gimp_dir
+
+    monkeypatch.setattr("platform.system", lambda: "Linux")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    native, flatpak = tmp_path / "cfg" / "GIMP" / "3.0", tmp_path / ".var/app/org.gimp.GIMP/config/GIMP/3.0"
+    assert candidate_dirs() == [native, flatpak]
+    assert find_gimp_dir() == native, "with neither present, the usual folder"
+    flatpak.mkdir(parents=True)
+    assert find_gimp_dir() == flatpak, "only the Flatpak's exists"
+    native.mkdir(parents=True)
+    assert find_gimp_dir() == native, "both exist: the native one first"
+    assert find_gimp_dir(tmp_path / "mine") == tmp_path / "mine"
+    monkeypatch.setattr("platform.system", lambda: "Windows")
+    monkeypatch.setenv("APPDATA", str(tmp_path / "Roaming"))
+    assert candidate_dirs() == [tmp_path / "Roaming" / "GIMP" / "3.0"]
 
 
 def test_install_without_gimp_makes_no_gimp_folder(tmp_path, monkeypatch, capsys):

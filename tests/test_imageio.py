@@ -1,4 +1,6 @@
 """Bad input gets a clear error naming the file; conversions are sensible; writes are atomic."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -51,12 +53,22 @@ def test_mask_checks(tmp_path):
     assert read_mask(tmp_path / "alpha.png").sum() == 9
 
 
-def test_write_is_atomic_and_keeps_old_output_on_failure(tmp_path):
+def test_write_is_atomic_and_keeps_old_output_on_failure(tmp_path, monkeypatch):
     out = tmp_path / "o.png"
     write_image(out, textured_image(8, 8))
     before = out.read_bytes()
-    with pytest.raises(Exception):
-        write_image(out, np.zeros((8, 8), np.float64))  # not an RGB uint8 picture
+    with pytest.raises(InputError, match=r"o\.png: can only write uint8 \(H, W, 3\) RGB, got float64 \(8, 8\)"):
+        write_image(out, np.zeros((8, 8), np.float64))
+    save = Image.Image.save
+
+    def disk_full(self, fp, *args, **kwargs):  # half the file written, then the disk fills up
+        save(self, fp, *args, **kwargs)
+        Path(fp).write_bytes(Path(fp).read_bytes()[:40])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_image(out, textured_image(16, 16))
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"], "a partial file was left behind"
     with pytest.raises(InputError, match="unknown image format"):

@@ -1,13 +1,11 @@
 """The plug-in's logic against a fake GIMP host and a real engine server, for every mask source."""
 import sys
-import threading
 
 import numpy as np
 import pytest
 
 from conftest import ROOT, ellipse_mask, scene_photo
 from engine.backends import load
-from engine.server import Engine, make_server
 from fake_gimp import FakeHost, Image, Layer
 
 sys.path.insert(0, str(ROOT / "plugin"))  # as GIMP runs it: the plug-in's folder on the path
@@ -15,20 +13,9 @@ import harmonize_layer as plug  # noqa: E402
 from gimpfu_shim import UserError  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    sock = tmp_path_factory.mktemp("srv") / "engine.sock"
-    srv = make_server(Engine("onnxruntime"), str(sock))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield str(sock)
-    srv.shutdown()
-    srv.server_close()
-
-
 @pytest.fixture
-def host(server, tmp_path):
-    (tmp_path / "engine.json").write_text('{"address": "%s", "python": "/nonexistent/python"}' % server)
+def host(engine_address, tmp_path):
+    (tmp_path / "engine.json").write_text('{"address": "%s", "python": "/nonexistent/python"}' % engine_address)
     return FakeHost(str(tmp_path))
 
 
@@ -150,3 +137,12 @@ def test_an_engine_crash_reaches_the_user_as_text(host, monkeypatch):
     with pytest.raises(UserError, match="RuntimeError: CUDA error: an illegal memory access"):
         plug.harmonize_layer(host, image, layer)
     assert len(image.layers) == 2 and image.undo_depth == 0
+
+
+def test_the_plugin_offers_exactly_the_engine_backends():
+    """The plug-in cannot import the engine; its list (plugin/protocol.py) must be the registry's."""
+    from engine.backends import NAMES
+    from plugin.protocol import BACKENDS
+
+    assert BACKENDS == NAMES
+    assert plug.BACKENDS == BACKENDS

@@ -16,19 +16,9 @@ from engine.errors import HarmonizeError
 from plugin import client, protocol
 
 
-@pytest.fixture(scope="module")
-def address(tmp_path_factory):
-    sock = tmp_path_factory.mktemp("srv") / "engine.sock"
-    srv = make_server(Engine("onnxruntime"), str(sock))
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield str(sock)
-    srv.shutdown()
-    srv.server_close()
-
-
-def raw(address, data: bytes):
+def raw(engine_address, data: bytes):
     with socket.socket(socket.AF_UNIX) as s:
-        s.connect(address)
+        s.connect(engine_address)
         s.sendall(data)
         return protocol.receive(s)
 
@@ -39,13 +29,13 @@ def request_bytes(w=64, h=48):
     return rgb, mask, protocol.harmonize_request(w, h, (0, 0, w, h), rgb.tobytes(), rgb.tobytes(), mask.tobytes())
 
 
-def test_socket_is_private(address):
-    assert stat.S_IMODE(__import__("os").stat(address).st_mode) == 0o600
+def test_socket_is_private(engine_address):
+    assert stat.S_IMODE(__import__("os").stat(engine_address).st_mode) == 0o600
 
 
-def test_refuses_to_start_over_a_live_server(address):
+def test_refuses_to_start_over_a_live_server(engine_address):
     with pytest.raises(HarmonizeError, match="already listening"):
-        make_server(Engine("onnxruntime"), address)
+        make_server(Engine("onnxruntime"), engine_address)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -58,22 +48,22 @@ def test_refuses_to_start_over_a_live_server(address):
     (protocol.encode({"op": "harmonize", "width": 10**6, "height": 10**6, "rect": [0, 0, 1, 1]}), "bad canvas size"),
     (protocol.encode({"op": "explode"}), "unknown op"),
 ])
-def test_malformed_requests_get_errors_and_the_server_keeps_serving(address, data, message):
-    header, _ = raw(address, data)
+def test_malformed_requests_get_errors_and_the_server_keeps_serving(engine_address, data, message):
+    header, _ = raw(engine_address, data)
     assert header["ok"] is False and message in header["error"]
-    assert raw(address, protocol.encode({"op": "ping"}))[0]["ok"]
+    assert raw(engine_address, protocol.encode({"op": "ping"}))[0]["ok"]
 
 
-def test_oversized_payload_is_refused_before_reading_it(address):
+def test_oversized_payload_is_refused_before_reading_it(engine_address):
     head = json.dumps({"op": "harmonize", "payload": protocol.MAX_PAYLOAD + 1}).encode()
-    header, _ = raw(address, struct.pack(">4sBI", b"FMMH", 1, len(head)) + head)
+    header, _ = raw(engine_address, struct.pack(">4sBI", b"FMMH", 1, len(head)) + head)
     assert not header["ok"] and "out of bounds" in header["error"]
 
 
-def test_concurrent_requests_are_all_answered(address):
+def test_concurrent_requests_are_all_answered(engine_address):
     rgb, mask, message = request_bytes()
     results = []
-    threads = [threading.Thread(target=lambda: results.append(client.request(message, {"address": address})))
+    threads = [threading.Thread(target=lambda: results.append(client.request(message, {"address": engine_address})))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -85,13 +75,13 @@ def test_concurrent_requests_are_all_answered(address):
     assert np.array_equal(out[mask == 0], rgb[mask == 0]) and not np.array_equal(out, rgb)
 
 
-def test_stdio_one_shot_answers_like_the_server(address):
+def test_stdio_one_shot_answers_like_the_server(engine_address):
     rgb, mask, message = request_bytes()
     r = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--stdio", "--backend", "onnxruntime"],
                        input=message, capture_output=True, cwd=ROOT)
     header, payload = protocol.receive(protocol.FileStream(__import__("io").BytesIO(r.stdout)))
     assert header["ok"], header
-    assert payload == client.request(message, {"address": address})[1]
+    assert payload == client.request(message, {"address": engine_address})[1]
     r = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--stdio"], input=b"garbage!!", capture_output=True, cwd=ROOT)
     header, _ = protocol.receive(protocol.FileStream(__import__("io").BytesIO(r.stdout)))
     assert not header["ok"] and "bad magic" in header["error"]
@@ -127,13 +117,13 @@ def test_socket_path_that_is_a_file_or_folder_is_left_alone(tmp_path):
 
 @pytest.mark.parametrize("field, value, message", [
     ("backend", 5, "backend 5 is not a name"),
-    ("backend", "warp-drive", "unknown backend 'warp-drive'"),
+    ("backend", "warp-drive", "unknown backend 'warp-drive'; the engine has auto, onnxruntime, tensorrt, torch"),
     ("strength", "max", "strength 'max'"),
 ])
-def test_every_malformed_field_gets_an_error_reply(address, field, value, message):
+def test_every_malformed_field_gets_an_error_reply(engine_address, field, value, message):
     rgb, mask, _ = request_bytes(8, 6)
     header = {"op": "harmonize", "width": 8, "height": 6, "rect": [0, 0, 8, 6], field: value}
-    reply, _ = raw(address, protocol.encode(header, rgb.tobytes() * 2 + mask.tobytes()))
+    reply, _ = raw(engine_address, protocol.encode(header, rgb.tobytes() * 2 + mask.tobytes()))
     assert reply["ok"] is False and message in reply["error"], reply
     r = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--stdio", "--backend", "onnxruntime"],
                        input=protocol.encode(header, rgb.tobytes() * 2 + mask.tobytes()), capture_output=True, cwd=ROOT)
@@ -141,7 +131,7 @@ def test_every_malformed_field_gets_an_error_reply(address, field, value, messag
     assert r.returncode == 0 and reply["ok"] is False and message in reply["error"], r.stderr
 
 
-def test_a_runtime_failure_is_an_error_reply_and_the_plugin_gets_its_text(address, monkeypatch):
+def test_a_runtime_failure_is_an_error_reply_and_the_plugin_gets_its_text(engine_address, monkeypatch):
     from engine.backends.base import Backend
 
     def crash(*args, **kwargs):
@@ -150,9 +140,9 @@ def test_a_runtime_failure_is_an_error_reply_and_the_plugin_gets_its_text(addres
     monkeypatch.setattr(Backend, "harmonize", crash)
     _, _, message = request_bytes()
     with pytest.raises(client.EngineError, match="RuntimeError: CUDA error: an illegal memory access"):
-        client.request(message, {"address": address})
+        client.request(message, {"address": engine_address})
     monkeypatch.undo()
-    assert client.request(message, {"address": address})[0]["ok"]
+    assert client.request(message, {"address": engine_address})[0]["ok"]
 
 
 def test_client_turns_a_dropped_or_silent_engine_into_an_engine_error(tmp_path):
@@ -210,3 +200,4 @@ def test_stalled_clients_cost_little_memory_time_out_and_are_capped(tmp_path):
     assert raw(str(tmp_path / "e.sock"), protocol.encode({"op": "ping"}))[0]["ok"]  # slots were freed
     srv.shutdown()
     srv.server_close()
+

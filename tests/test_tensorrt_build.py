@@ -8,6 +8,7 @@ import pytest
 
 from conftest import ROOT
 from engine.backends import default_model_path
+from engine.tensorrt_plugin import PLUGIN_VERSION
 
 pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx (the 'tensorrt' extra) is not installed")
 pytestmark = pytest.mark.tensorrt
@@ -29,7 +30,7 @@ def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path):
     assert meta["compute_capability"] == 86 and meta["library"].startswith("tensorrt_rtx")
     assert meta["plugin_layers"] == 1 and len(meta["plugin_log"]) == 1
     assert int(meta["plugin_log"][0].split(":")[-1]) > 1000, "the plugin's PTX is not in the engine"
-    assert meta["plugin_version"] == "1" and meta["head"] == "affine"
+    assert meta["plugin_version"] == PLUGIN_VERSION and meta["head"] == "affine"
     import hashlib
 
     assert meta["onnx_sha256"] == hashlib.sha256(default_model_path("onnxruntime", fp16=True).read_bytes()).hexdigest()
@@ -38,7 +39,7 @@ def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path):
 
 
 def test_stale_engine_is_refused_with_the_rebuild_command(tmp_path):
-    from engine.build import check_engine
+    from engine.tensorrt_runtime import check_engine
     from engine.errors import HarmonizeError
 
     engine = tmp_path / "x.engine"

@@ -25,7 +25,7 @@ def test_train_on_iharmony4_layout_and_resume(iharmony4_root, tmp_path):
 
 @needs_data
 def test_train_on_synthetic_composites_lowers_the_loss(tmp_path):
-    from engine.data import SyntheticComposites
+    from engine.synthetic import SyntheticComposites
     from engine.train import foreground_mse
 
     data = SyntheticComposites(DATA, size=32, seed=9)
@@ -41,8 +41,22 @@ def test_train_on_synthetic_composites_lowers_the_loss(tmp_path):
 
 
 def test_train_needs_data(tmp_path, capsys):
-    with pytest.raises(ValueError, match="give training data"):
-        main(["train", "--config", "tiny", "--out", str(tmp_path / "x.pt"), "--workers", "0"])
+    assert main(["train", "--config", "tiny", "--out", str(tmp_path / "x.pt"), "--workers", "0"]) == 2
+    assert "give training data: --data" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_train_options_come_from_the_config_with_one_default_each():
+    """`harmonize train`'s options are TrainConfig's fields; a command line without options is its defaults."""
+    import dataclasses
+
+    from engine.cli import build_parser
+    from engine.train_config import TrainConfig, from_arguments
+
+    args = build_parser().parse_args(["train", "--out", "x.pt"])
+    assert from_arguments(args) == TrainConfig()
+    args = build_parser().parse_args(["train", "--out", "x.pt", "--batch-size", "3", "--strong-edits", "--mild", "0.2"])
+    assert from_arguments(args) == dataclasses.replace(TrainConfig(), batch_size=3, strong_edits=True, mild=0.2)
 
 
 def test_fine_tune_from_another_run(iharmony4_root, tmp_path):

@@ -25,7 +25,16 @@ def test_validate_fails_and_says_so_when_outputs_differ(tmp_path, capsys):
 
 
 def test_bench_reports_ratios_against_pytorch(capsys):
+    """The table's ratios are PyTorch's time over each backend's, from the same run's measurements."""
+    from engine.bench import table
+
     assert main(["bench", "--sizes", "64", "--repeat", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["network"]) >= {"torch", "onnxruntime fp32"}
-    assert result["network"]["onnxruntime fp32"]["64"] > 0 and result["end_to_end_12mp"]["torch"] > 0
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in table(result).splitlines()[2:]}
+    for name, cells in rows.items():
+        t, ref = result["network"][name]["64"], result["network"]["torch"]["64"]
+        assert cells[0] == f"{t * 1000:.1f} ({ref / t:.2f}x)"
+        e, eref = result["end_to_end_12mp"][name], result["end_to_end_12mp"]["torch"]
+        assert cells[1].rstrip(" |") == f"{e:.2f} ({eref / e:.2f}x)"
+    assert rows["torch"][0].endswith("(1.00x)")

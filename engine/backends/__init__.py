@@ -1,7 +1,11 @@
-"""Backends by name, and `load`, which picks one and says which."""
+"""The backend registry: every runtime by name, with its class and default model. `load` and `choose`
+read it, the CLI takes its `--backend` choices from it, the server checks requests against it, and
+the plug-in's list (plugin/protocol.py BACKENDS, standard library only) is tested to match it."""
 from __future__ import annotations
 
+import importlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HarmonizeError, InputError
@@ -10,27 +14,41 @@ from .base import Backend
 log = logging.getLogger("engine")
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 DEFAULT_MODEL = "fmm-small"
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Where a backend's class lives (a module of this package) and what it runs."""
+
+    module: str
+    cls: str
+    summary: str
+
+
+REGISTRY = {
+    "onnxruntime": BackendSpec("onnxruntime_backend", "OnnxRuntimeBackend",
+                               "an ONNX model (default: the shipped FP32 one) on the CPU, or CUDA where installed"),
+    "tensorrt": BackendSpec("tensorrt_backend", "TensorRTBackend",
+                            "a TensorRT FP16 engine (default: the one build_engine.py built for this GPU)"),
+    "torch": BackendSpec("torch_backend", "TorchBackend", "a PyTorch checkpoint (default: the shipped weights)"),
+}
+NAMES = ("auto", *REGISTRY)  # what --backend and a plug-in request may name
 
 
 def default_model_path(backend: str, name: str = DEFAULT_MODEL, fp16: bool = False) -> Path:
-    """The shipped model file a backend loads when none is given."""
+    """The shipped model file a backend loads when none is given (TensorRT builds its engine from the
+    FP16 ONNX file)."""
     if backend == "torch":
         return WEIGHTS / f"{name}.pt"
-    return WEIGHTS / f"{name}{'-fp16' if fp16 else ''}.onnx"
+    return WEIGHTS / f"{name}{'-fp16' if fp16 or backend == 'tensorrt' else ''}.onnx"
 
 
 def default_engine_path() -> Path | None:
-    """The engine build_engine.py writes for this machine's GPU, or None without TensorRT or a GPU."""
-    try:
-        from ..build import ENGINES, local_compute_capability
-        from ..tensorrt_plugin import trt
+    """The engine build_engine.py writes for the shipped model and this machine's GPU, or None without
+    TensorRT or a GPU."""
+    from ..tensorrt_runtime import default_engine_path as engine_for
 
-        trt()
-    except ImportError:
-        return None
-    cc = local_compute_capability()
-    return None if cc is None else ENGINES / f"{DEFAULT_MODEL}-fp16-sm{cc}.engine"
+    return engine_for(DEFAULT_MODEL)
 
 
 def choose(model: str | Path | None = None) -> tuple[str, str]:
@@ -46,27 +64,22 @@ def choose(model: str | Path | None = None) -> tuple[str, str]:
 
 
 def load(backend: str = "auto", model: str | Path | None = None, **options) -> Backend:
-    """A loaded backend by name (`auto`: see `choose`), logging the choice and why."""
+    """A loaded backend by registry name (`auto`: see `choose`), logging the choice and why."""
     if backend == "auto":
         backend, why = choose(model)
         log.info("backend: %s (auto: %s)", backend, why)
-    if backend == "torch":
-        from .torch_backend import TorchBackend
-
-        return TorchBackend(model or default_model_path("torch"), **options)
-    if backend == "onnxruntime":
-        from .onnxruntime_backend import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(model or default_model_path("onnxruntime"), **options)
-    if backend == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend
-
-        engine = model or default_engine_path()
-        if engine is None:
+    if backend not in REGISTRY:
+        raise InputError(f"unknown backend {backend!r}; choose from {', '.join(NAMES)}")
+    spec = REGISTRY[backend]
+    cls = getattr(importlib.import_module(f".{spec.module}", __name__), spec.cls)
+    if model is None and backend == "tensorrt":
+        model = default_engine_path()
+        if model is None:
             raise HarmonizeError("TensorRT needs tensorrt (or tensorrt_rtx), cuda-python and an NVIDIA GPU; "
                                  "see: harmonize doctor")
-        return TensorRTBackend(engine, **options)
-    raise InputError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
+        options.setdefault("onnx", default_model_path("tensorrt"))  # a stale engine of older weights is refused
+    return cls(model or default_model_path(backend), **options)
 
 
-__all__ = ["Backend", "BACKENDS", "HarmonizeError", "choose", "default_engine_path", "default_model_path", "load"]
+__all__ = ["NAMES", "REGISTRY", "Backend", "HarmonizeError", "choose", "default_engine_path",
+           "default_model_path", "load"]

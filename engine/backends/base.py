@@ -1,24 +1,51 @@
-"""The backend contract: load a model once, `infer` at the working size, `harmonize` at full size."""
+"""The backend contract: load a model once, `infer` at the working size, `harmonize` at full size.
+
+As Polygraphy's runners: the public `infer` checks what goes in and comes out, a subclass's
+`infer_impl` computes; `close` releases once, however often it is called."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import HarmonizeError, InputError
 from ..fullres import apply_affine, apply_residual, blend, lab_transfer_map, to_network
 from ..imageio import check_mask
 
 
+def check_network_inputs(image: np.ndarray, mask: np.ndarray) -> None:
+    """Raise InputError unless image is float32 (B, 3, H, W) and mask float32 (B, 1, H, W)."""
+    for what, a, channels in (("image", image, 3), ("mask", mask, 1)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != 4 or a.shape[1] != channels:
+            got = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise InputError(f"{what} must be float32 (B, {channels}, H, W), got {got}")
+    if mask.shape[0] != image.shape[0] or mask.shape[2:] != image.shape[2:]:
+        raise InputError(f"mask {mask.shape} does not match image {image.shape}")
+
+
 class Backend:
     """A loaded model on one runtime. Subclasses set `size` and `head` (and `lab_mix` where the model
-    has one) and implement `infer`."""
+    has one) and implement `infer_impl` (and `close_impl` if they hold resources)."""
 
     name = "base"
     size: int
     head: str
     lab_mix: float = 0.0  # weight of the Lab statistics transfer's map in the affine head's answer
+    closed: bool = False
 
     def infer(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Network outputs for float32 inputs (B, 3, S, S) in [0, 1] and (B, 1, S, S) in {0, 1}."""
+        """Network outputs, float32 (B, 12) for the affine head or (B, 3, H, W) for the image head, for
+        float32 inputs (B, 3, H, W) in [0, 1] and (B, 1, H, W) in {0, 1}; both sides checked."""
+        check_network_inputs(image, mask)
+        if self.closed:
+            raise HarmonizeError(f"the {self.name} backend is closed")
+        out = self.infer_impl(image, mask)
+        expected = (image.shape[0], 12) if self.head == "affine" else image.shape
+        if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != expected:
+            got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+            raise HarmonizeError(f"the {self.name} backend returned {got}, expected float32 {expected}")
+        return out
+
+    def infer_impl(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The runtime's computation behind `infer`, on checked inputs."""
         raise NotImplementedError
 
     def harmonize(self, rgb: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
@@ -40,7 +67,13 @@ class Backend:
         return blend(rgb, result, mask, strength)
 
     def close(self) -> None:
-        """Release the runtime's resources."""
+        """Release the runtime's resources; safe to call again."""
+        if not self.closed:
+            self.closed = True
+            self.close_impl()
+
+    def close_impl(self) -> None:
+        """What `close` releases, called once."""
 
     def __enter__(self):
         return self

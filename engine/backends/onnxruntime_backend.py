@@ -37,6 +37,6 @@ class OnnxRuntimeBackend(Backend):
         self.providers = self.session.get_providers()
         log.debug("onnxruntime providers: %s", self.providers)
 
-    def infer(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def infer_impl(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feed = {"image": image.astype(self.dtype), "mask": mask.astype(self.dtype)}
         return self.session.run(None, feed)[0].astype(np.float32)

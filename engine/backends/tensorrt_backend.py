@@ -1,6 +1,8 @@
 """TensorRT backend: an engine from build_engine.py, run through cuda.bindings (no pycuda, no torch).
 
-One stream; device buffers sized for the profile's largest shapes, allocated once and reused.
+As TensorRT's common_runtime.py: every I/O tensor's device buffer is sized from the engine's own
+shapes and types (the profile's largest input shapes, and the output shape they give), allocated
+once and reused on one stream.
 """
 from __future__ import annotations
 
@@ -8,14 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..build import check_engine
+from .. import cuda_device
+from ..cuda_device import cuda_call
 from ..errors import HarmonizeError
-from ..tensorrt_plugin import cuda_call, register_plugin, trt
+from ..tensorrt_plugin import register_plugin, trt
+from ..tensorrt_runtime import check_engine
 from .base import Backend
 
 
 class TensorRTBackend(Backend):
-    """An FP16 engine whose sidecar matches this machine (library, GPU, plugin version)."""
+    """An FP16 engine whose sidecar matches this machine (library, GPU, plugin version, and the ONNX
+    model it was built from when `onnx` is given)."""
 
     name = "tensorrt"
 
@@ -23,50 +28,57 @@ class TensorRTBackend(Backend):
         from cuda.bindings import driver
 
         self.driver = driver
+        self.buffers, self.stream, self.ctx = {}, None, None
         t = trt()
         engine_path = Path(model)
         meta = check_engine(engine_path, Path(onnx) if onnx else None)
-        cuda_call(driver.cuInit(0))
-        self.ctx = cuda_call(driver.cuDevicePrimaryCtxRetain(cuda_call(driver.cuDeviceGet(0))))
-        cuda_call(driver.cuCtxSetCurrent(self.ctx))
+        self.ctx = cuda_device.retain_primary_context()
         register_plugin()
         self.logger = t.Logger(t.Logger.WARNING)
         self.runtime = t.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
+            self.close()
             raise HarmonizeError(f"{engine_path}: TensorRT could not load it; rebuild with build_engine.py")
         self.context = self.engine.create_execution_context()
         self.stream = cuda_call(driver.cuStreamCreate(0))
         self.size = int(meta.get("working_size", meta["profile"]["opt"][1]))
         self.head = meta.get("head", "affine")
         self.lab_mix = float(meta.get("lab_mix", 0))
-        self.output = self.engine.get_tensor_name(self.engine.num_io_tensors - 1)
-        self.dtype = np.float16 if self.engine.get_tensor_dtype("image") == t.DataType.HALF else np.float32
-        self.out_dtype = np.float16 if self.engine.get_tensor_dtype(self.output) == t.DataType.HALF else np.float32
-        maxb, maxs = meta["profile"]["max"][0], meta["profile"]["max"][1]
-        itemsize = np.dtype(self.dtype).itemsize
-        sizes = {"image": maxb * 3 * maxs * maxs * itemsize, "mask": maxb * maxs * maxs * itemsize,
-                 self.output: maxb * 3 * maxs * maxs * 4}
-        self.buffers = {name: cuda_call(driver.cuMemAlloc(n)) for name, n in sizes.items()}
-        for name, ptr in self.buffers.items():
-            self.context.set_tensor_address(name, int(ptr))
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == t.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if n not in self.inputs]
+        self.dtypes = {n: np.dtype(t.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+        for n in self.inputs:  # the largest shapes the profile allows, so one allocation serves every call
+            self.context.set_input_shape(n, tuple(self.engine.get_tensor_profile_shape(n, 0)[2]))
+        for n in names:
+            nbytes = int(np.prod(tuple(self.context.get_tensor_shape(n)))) * self.dtypes[n].itemsize
+            self.buffers[n] = cuda_call(driver.cuMemAlloc(nbytes))
+            self.context.set_tensor_address(n, int(self.buffers[n]))
 
-    def infer(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def infer_impl(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         d = self.driver
-        feeds = {"image": np.ascontiguousarray(image, self.dtype), "mask": np.ascontiguousarray(mask, self.dtype)}
-        for name, arr in feeds.items():
-            self.context.set_input_shape(name, arr.shape)
+        feeds = {"image": image, "mask": mask}
+        for name in self.inputs:
+            arr = np.ascontiguousarray(feeds[name], self.dtypes[name])
+            feeds[name] = arr  # kept alive until the stream has copied it
+            if not self.context.set_input_shape(name, arr.shape):
+                raise HarmonizeError(f"{name} {arr.shape} is outside the engine's profile; rebuild it with "
+                                     "build_engine.py --max-size/--max-batch")
             cuda_call(d.cuMemcpyHtoDAsync(self.buffers[name], arr.ctypes.data, arr.nbytes, self.stream))
-        out = np.empty(tuple(self.context.get_tensor_shape(self.output)), self.out_dtype)
+        output = self.outputs[0]
+        out = np.empty(tuple(self.context.get_tensor_shape(output)), self.dtypes[output])
         if not self.context.execute_async_v3(int(self.stream)):
             raise HarmonizeError("TensorRT failed to run the engine")
-        cuda_call(d.cuMemcpyDtoHAsync(out.ctypes.data, self.buffers[self.output], out.nbytes, self.stream))
+        cuda_call(d.cuMemcpyDtoHAsync(out.ctypes.data, self.buffers[output], out.nbytes, self.stream))
         cuda_call(d.cuStreamSynchronize(self.stream))
         return out.astype(np.float32)
 
-    def close(self) -> None:
+    def close_impl(self) -> None:
         for ptr in self.buffers.values():
             cuda_call(self.driver.cuMemFree(ptr))
         self.buffers = {}
-        cuda_call(self.driver.cuStreamDestroy(self.stream))
-        cuda_call(self.driver.cuDevicePrimaryCtxRelease(cuda_call(self.driver.cuDeviceGet(0))))
+        if self.stream is not None:
+            cuda_call(self.driver.cuStreamDestroy(self.stream))
+        if self.ctx is not None:
+            cuda_device.release_primary_context()

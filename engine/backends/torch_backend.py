@@ -24,7 +24,7 @@ class TorchBackend(Backend):
         self.model = load_checkpoint(model).to(device)
         self.size, self.head, self.lab_mix = self.model.size, self.model.head, self.model.lab_mix
 
-    def infer(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def infer_impl(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
             t = lambda a: self.torch.from_numpy(a).to(self.device)  # noqa: E731
             return self.model(t(image), t(mask)).float().cpu().numpy()

@@ -1,13 +1,12 @@
-"""Data: iHarmony4 triples (dataset layout or a MANIFEST.csv folder) and synthetic composites.
+"""Synthetic training composites from the permissive photos of ../shared/data.
 
-Synthetic composites follow the HCOCO recipe of iHarmony4: take a real photo, recolour one masked
-object the ways real composites go wrong, and ask the network to undo it; the photo is the target.
-numpy and Pillow only, deterministic per (seed, index).
+They follow the HCOCO recipe of iHarmony4: take a real photo, recolour one masked object the ways
+real composites go wrong (the named edits of EDITS), and ask the network to undo it; the photo is
+the target. numpy and Pillow only, deterministic per (seed, index).
 """
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,84 +14,6 @@ from PIL import Image
 
 from .errors import InputError
 from .fullres import foreground_box
-from .imageio import read_image, read_mask
-
-SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
-
-
-@dataclass(frozen=True)
-class Triple:
-    """One harmonization example: a composite, its foreground mask and the real photograph."""
-
-    name: str
-    subset: str
-    composite: Path
-    mask: Path
-    real: Path
-
-
-def iharmony4_names(composite_name: str) -> tuple[str, str]:
-    """The mask and real file names of an iHarmony4 composite `<id>_<obj>_<k>.jpg`."""
-    parts = Path(composite_name).stem.split("_")
-    if len(parts) < 3:
-        raise InputError(f"{composite_name}: not an iHarmony4 composite name <id>_<obj>_<k>.jpg")
-    image_id = "_".join(parts[:-2])
-    return f"{image_id}_{parts[-2]}.png", f"{image_id}.jpg"
-
-
-def read_iharmony4(root: str | Path, split: str = "test", subsets=SUBSETS) -> list[Triple]:
-    """Triples of the iHarmony4 layout: <root>/<subset>/{composite_images,masks,real_images} + lists."""
-    root = Path(root)
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    triples = []
-    for subset in subsets:
-        listing = root / subset / f"{subset}_{split}.txt"
-        if not listing.exists():
-            continue
-        for line in listing.read_text().split():
-            mask_name, real_name = iharmony4_names(line)
-            d = root / subset
-            triples.append(Triple(Path(line).stem, subset, d / "composite_images" / Path(line).name,
-                                  d / "masks" / mask_name, d / "real_images" / real_name))
-    if not triples:
-        raise InputError(f"{root}: no {split} list of {', '.join(subsets)} found (e.g. HCOCO/HCOCO_{split}.txt)")
-    return triples
-
-
-def read_manifest(folder: str | Path) -> list[Triple]:
-    """Triples listed in <folder>/MANIFEST.csv (columns sample_dir, subset, composite, mask, real)."""
-    folder = Path(folder)
-    manifest = folder / "MANIFEST.csv"
-    if not manifest.exists():
-        raise InputError(f"{folder}: no MANIFEST.csv")
-    with open(manifest, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [
-        Triple(Path(r["composite"]).stem, r["subset"], folder / r["sample_dir"] / r["composite"],
-               folder / r["sample_dir"] / r["mask"], folder / r["sample_dir"] / r["real"])
-        for r in rows
-    ]
-
-
-def read_triples(path: str | Path, split: str = "test") -> list[Triple]:
-    """A MANIFEST.csv folder or an iHarmony4 root, whichever `path` is."""
-    if (Path(path) / "MANIFEST.csv").exists():
-        return read_manifest(path)
-    return read_iharmony4(path, split)
-
-
-def load_triple(t: Triple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Composite and real as uint8 RGB, mask as float32 in [0, 1], all checked to one size."""
-    comp = read_image(t.composite).rgb
-    real = read_image(t.real).rgb
-    size = (comp.shape[1], comp.shape[0])
-    if real.shape != comp.shape:
-        raise InputError(f"{t.real}: real is {real.shape[1]}x{real.shape[0]}, composite is {size[0]}x{size[1]}")
-    return comp, read_mask(t.mask, size), real
-
-
-# ---------------------------------------------------------------------------- synthetic composites
 
 
 def permissive_sources(data_root: str | Path, more: bool = False) -> list[tuple[Path, list[Path]]]:
@@ -131,36 +52,59 @@ RANGES = {
 }
 
 
+def _transfer(x, reference, r, rng):  # colour statistics transferred (partly) from another photo
+    a = rng.uniform(*r["transfer"])
+    mu, sd = x.mean(0), x.std(0) + 1e-3
+    rmu, rsd = reference.mean(0), reference.std(0) + 1e-3
+    return x + a * (((x - mu) / sd * rsd + rmu) - x)
+
+
+def _white_balance(x, reference, r, rng):
+    return x * rng.uniform(*r["gain"], size=3).astype(np.float32)
+
+
+def _exposure(x, reference, r, rng):
+    return x * np.float32(2.0 ** rng.uniform(*r["stops"]))
+
+
+def _gamma(x, reference, r, rng):  # a tone curve
+    return np.clip(x, 0, 1) ** np.float32(rng.uniform(*r["gamma"]))
+
+
+def _saturation(x, reference, r, rng):
+    y = _luma(x)[:, None]
+    return y + np.float32(rng.uniform(*r["saturation"])) * (x - y)
+
+
+def _hue(x, reference, r, rng):  # a rotation about the grey axis
+    t = np.deg2rad(rng.uniform(*r["hue"]))
+    k = np.ones(3, np.float32) / np.sqrt(3)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], np.float32)
+    rot = np.eye(3, dtype=np.float32) + np.sin(t) * kx + (1 - np.cos(t)) * kx @ kx
+    return x @ rot.T
+
+
+def _contrast(x, reference, r, rng):
+    m = x.mean(0)
+    return m + np.float32(rng.uniform(*r["contrast"])) * (x - m)
+
+
+# The ways a pasted object's colours go wrong, by name; each takes (pixels (N, 3), reference pixels,
+# this draw's ranges, rng). Their order is part of the random streams: append, never reorder.
+EDITS = {
+    "transfer": _transfer, "white balance": _white_balance, "exposure": _exposure, "gamma": _gamma,
+    "saturation": _saturation, "hue": _hue, "contrast": _contrast,
+}
+
+
 def recolour(fg: np.ndarray, reference: np.ndarray, rng: np.random.Generator, strong: bool = False) -> np.ndarray:
-    """Recolour foreground pixels (N, 3) in [0, 1] by random edits of how composites go wrong: 1 to 3
+    """Recolour foreground pixels (N, 3) in [0, 1] by random EDITS, of how composites go wrong: 1 to 3
     edits, or with `strong` 2 to 4 edits over wider ranges."""
     x = fg.astype(np.float32)
     r = {k: v[int(strong)] for k, v in RANGES.items()}
-    edits = rng.choice(7, size=rng.integers(2, 5) if strong else rng.integers(1, 4), replace=False)
-    for e in edits:
-        if e == 0:  # colour statistics transferred (partly) from another photo
-            a = rng.uniform(*r["transfer"])
-            mu, sd = x.mean(0), x.std(0) + 1e-3
-            rmu, rsd = reference.mean(0), reference.std(0) + 1e-3
-            x = x + a * (((x - mu) / sd * rsd + rmu) - x)
-        elif e == 1:  # white balance
-            x = x * rng.uniform(*r["gain"], size=3).astype(np.float32)
-        elif e == 2:  # exposure
-            x = x * np.float32(2.0 ** rng.uniform(*r["stops"]))
-        elif e == 3:  # gamma / tone curve
-            x = np.clip(x, 0, 1) ** np.float32(rng.uniform(*r["gamma"]))
-        elif e == 4:  # saturation
-            y = _luma(x)[:, None]
-            x = y + np.float32(rng.uniform(*r["saturation"])) * (x - y)
-        elif e == 5:  # hue rotation about the grey axis
-            t = np.deg2rad(rng.uniform(*r["hue"]))
-            k = np.ones(3, np.float32) / np.sqrt(3)
-            kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], np.float32)
-            rot = np.eye(3, dtype=np.float32) + np.sin(t) * kx + (1 - np.cos(t)) * kx @ kx
-            x = x @ rot.T
-        else:  # contrast
-            m = x.mean(0)
-            x = m + np.float32(rng.uniform(*r["contrast"])) * (x - m)
+    edits = list(EDITS.values())
+    for e in rng.choice(len(edits), size=rng.integers(2, 5) if strong else rng.integers(1, 4), replace=False):
+        x = edits[e](x, reference, r, rng)
     return np.clip(x, 0, 1).astype(np.float32)  # float64 scalars (the hue rotation) promote
 
 

@@ -1,42 +1,14 @@
-"""Data readers on a fixture in the exact iHarmony4 layout, and the synthetic generator."""
+"""Synthetic training composites (engine/synthetic.py): deterministic, the object alone recoloured,
+each recipe option doing what it says, and only permissively licensed pictures."""
 import numpy as np
 import pytest
 
-from conftest import BENCH, DATA, needs_bench, needs_data
-from engine.data import iharmony4_names, load_triple, read_iharmony4, read_manifest, read_triples
-from engine.errors import InputError
-
-
-def test_iharmony4_reader(iharmony4_root):
-    train = read_iharmony4(iharmony4_root, "train")
-    test = read_iharmony4(iharmony4_root, "test")
-    assert [t.name for t in test] == ["a0002_1_3", "f0002_1_3"]
-    assert len(train) == 4 and {t.subset for t in train} == {"HAdobe5k", "HFlickr"}
-    comp, mask, real = load_triple(test[0])
-    assert comp.shape == real.shape == (24, 32, 3) and mask.shape == (24, 32)
-    assert test[0].mask.name == "a0002_1.png" and test[0].real.name == "a0002.jpg"
-    assert read_triples(iharmony4_root)[0] == test[0]
-
-
-def test_iharmony4_errors(tmp_path):
-    with pytest.raises(InputError, match="no test list"):
-        read_iharmony4(tmp_path)
-    with pytest.raises(InputError, match="not an iHarmony4 composite name"):
-        iharmony4_names("photo.jpg")
-    assert iharmony4_names("d17664-20120114-145839_1_4.jpg") == ("d17664-20120114-145839_1.png",
-                                                               "d17664-20120114-145839.jpg")
-
-
-@needs_bench
-def test_manifest_reader_finds_all_bench_triples():
-    triples = read_manifest(BENCH)
-    assert len(triples) == 22
-    assert all(t.composite.exists() and t.mask.exists() and t.real.exists() for t in triples)
+from conftest import DATA, needs_data
 
 
 @needs_data
 def test_synthetic_composites_are_deterministic_and_recolour_only_the_object():
-    from engine.data import SyntheticComposites
+    from engine.synthetic import SyntheticComposites
 
     a = SyntheticComposites(DATA, size=64, seed=3)
     comp, mask, real = a[5]
@@ -52,12 +24,12 @@ def test_synthetic_composites_are_deterministic_and_recolour_only_the_object():
 
 @needs_data
 def test_mild_composites_keep_at_most_30_percent_of_their_edit():
-    from engine.data import SyntheticComposites
+    from engine.synthetic import SyntheticComposites
 
     normal = SyntheticComposites(DATA, size=64, seed=3)
     mild = SyntheticComposites(DATA, size=64, seed=3, mild=1.0)
     for i in range(6):
-        (c0, m0, r0), (c1, m1, r1) = normal[i], mild[i]
+        (c0, _, r0), (c1, _, r1) = normal[i], mild[i]
         # the same object and edit, then scaled; the flip may differ, so compare flip-free errors
         assert np.array_equal(np.sort(r0.ravel()), np.sort(r1.ravel()))
         err0 = np.sum((c0 - r0) ** 2)
@@ -68,7 +40,7 @@ def test_mild_composites_keep_at_most_30_percent_of_their_edit():
 
 @needs_data
 def test_restyled_composites_target_an_edited_photo_with_the_composites_background():
-    from engine.data import SyntheticComposites
+    from engine.synthetic import SyntheticComposites
 
     plain = SyntheticComposites(DATA, size=64, seed=4)
     restyled = SyntheticComposites(DATA, size=64, seed=4, restyle=1.0)
@@ -84,7 +56,7 @@ def test_restyled_composites_target_an_edited_photo_with_the_composites_backgrou
 
 
 def test_closeup_views_hold_the_whole_object():
-    from engine.data import _view_around
+    from engine.synthetic import _view_around
 
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -101,7 +73,7 @@ def test_closeup_views_hold_the_whole_object():
 
 @needs_data
 def test_closeup_composites_show_larger_objects():
-    from engine.data import SyntheticComposites
+    from engine.synthetic import SyntheticComposites
 
     plain = SyntheticComposites(DATA, size=64, seed=4)
     close = SyntheticComposites(DATA, size=64, seed=4, closeup=1.0)
@@ -115,7 +87,7 @@ def test_closeup_composites_show_larger_objects():
 def test_only_permissive_pictures_train():
     import csv
 
-    from engine.data import permissive_sources
+    from engine.synthetic import permissive_sources
 
     rows = {r["file"]: r for r in csv.DictReader(open(DATA / "coco" / "images.csv"))}
     sources = permissive_sources(DATA)
@@ -129,7 +101,7 @@ def test_only_permissive_pictures_train():
 def test_more_data_adds_only_coco_mores_permissive_photos():
     import csv
 
-    from engine.data import permissive_sources
+    from engine.synthetic import permissive_sources
 
     base, more = permissive_sources(DATA), permissive_sources(DATA, more=True)
     assert more[: len(base)] == base, "the shipped runs' stream must stay a prefix"
@@ -140,3 +112,20 @@ def test_more_data_adds_only_coco_mores_permissive_photos():
         assert photo.parent.parent.name == "coco-more"
         assert rows[photo.name]["commercial_ok"] == "1" and rows[photo.name]["derivatives_ok"] == "1"
         assert all(m.name.startswith(photo.stem + "_") for m in masks)
+
+
+def test_each_named_edit_changes_colours_and_strong_edits_reach_further():
+    """Every entry of EDITS is an edit (it moves the pixels); strong ranges move them further on average."""
+    from engine.synthetic import EDITS, RANGES
+
+    rng = np.random.default_rng(0)
+    fg = rng.uniform(0.2, 0.8, (400, 3)).astype(np.float32)
+    reference = rng.uniform(0.0, 0.4, (400, 3)).astype(np.float32)
+    for name, edit in EDITS.items():
+        moved = {}
+        for strong in (0, 1):
+            r = {k: v[strong] for k, v in RANGES.items()}
+            moved[strong] = np.mean([np.abs(edit(fg, reference, r, np.random.default_rng(s)) - fg).mean()
+                                     for s in range(40)])
+        assert moved[0] > 1e-3, f"{name} left the pixels as they were"
+        assert moved[1] > moved[0], f"strong {name} moved pixels {moved[1]:.4f}, normal {moved[0]:.4f}"

@@ -1,0 +1,63 @@
+"""`harmonize` verbs, one module per group; each module's `register(sub)` adds its verbs to the parser.
+Options several verbs share are declared once here. Heavy imports stay inside the verb that needs them."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def add_verb(sub, name: str, func: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+    """A verb's parser; its --help names the file that holds the verb's code."""
+    where = Path(func.__code__.co_filename).resolve()
+    where = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
+    p = sub.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}. (code: {where})")
+    p.set_defaults(func=func)
+    return p
+
+
+def add_backend(p: argparse.ArgumentParser, default: str = "auto", auto: bool = True) -> None:
+    """--backend, its choices from the backend registry (engine/backends)."""
+    from ..backends import NAMES, REGISTRY
+
+    names = NAMES if auto else tuple(REGISTRY)
+    lines = ["auto: TensorRT where an engine is built for this GPU, else ONNX Runtime"] if auto else []
+    lines += [f"{name}: {spec.summary}" for name, spec in REGISTRY.items()]
+    p.add_argument("--backend", choices=names, default=default, help=f"(default {default}) " + "; ".join(lines))
+
+
+def add_model(p: argparse.ArgumentParser, help: str = "model file (default: the shipped one)", **kwargs) -> None:
+    p.add_argument("--model", help=help, **kwargs)
+
+
+def add_reference(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reference", help="PyTorch checkpoint (default: the shipped weights)")
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+
+def unit(text: str) -> float:
+    """argparse type: a number in 0..1."""
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not within 0..1")
+    return value
+
+
+def positive(text: str) -> float:
+    """argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not above 0")
+    return value
+
+
+def reference_backend(args: argparse.Namespace):
+    """The PyTorch reference `--reference` names, else the shipped weights."""
+    from ..backends import default_model_path, load
+
+    return load("torch", args.reference or default_model_path("torch"))

@@ -1,0 +1,47 @@
+"""`harmonize bench`: latency of every available backend in one run, ratios against PyTorch; or the
+plug-in's engine call, or images per second on Ray."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import add_reference, add_verb
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.ray:
+        from ..bench import ray_table, ray_throughput
+
+        rows = ray_throughput()
+        print(json.dumps(rows, indent=1) if args.json else ray_table(rows))
+        return 0
+    if args.plugin:
+        from ..bench import plugin_round_trip
+
+        result = plugin_round_trip()
+        print(json.dumps(result) if args.json else
+              f"GIMP plug-in engine call, {result['size']} layer, warm server: {result['seconds']:.2f} s")
+        return 0
+    from ..bench import available_backends, run_bench, table
+
+    to_stderr = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    backends = available_backends(args.reference, args.fp16, log=to_stderr)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = run_bench(backends, sizes, args.batch, args.repeat, log=to_stderr if args.json else print)
+    print(json.dumps(results, indent=1) if args.json else "\n" + table(results))
+    return 0
+
+
+def register(sub) -> None:
+    b = add_verb(sub, "bench", cmd_bench, "latency of every available backend, ratios against PyTorch")
+    b.add_argument("--sizes", default="256,512,1024", help="working resolutions (default 256,512,1024)")
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("--fp16", action="store_true", help="also the FP16 ONNX model")
+    add_reference(b)
+    b.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    b.add_argument("--plugin", action="store_true",
+                   help="time the GIMP plug-in's call on a 4000x3000 layer against a warm server instead")
+    b.add_argument("--ray", action="store_true",
+                   help="images per second of harmonize run, plain and on a local Ray with 1 and 2 actors, instead")

@@ -1,0 +1,44 @@
+"""`harmonize eval`: MSE, PSNR and fMSE tables on iHarmony4 triples, published models beside ours."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from . import add_backend, add_quiet, add_verb
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..backends import load
+    from ..datasets import read_triples
+    from ..evaluate import baselines, evaluate, losses, peers_table, table
+
+    triples = read_triples(args.root, args.split)
+    methods = baselines(transfers=not args.models_only)
+    for spec in args.model or [None]:
+        backend = load(args.backend, spec)
+        methods[f"FMM {Path(spec).name if spec else 'shipped'} ({backend.name})"] = backend.harmonize
+    results = evaluate(triples, methods, progress=not args.quiet)
+    print(table(results, triples))
+    if args.peers:
+        print(peers_table(results, args.peers, Path(args.root).resolve().name))
+    if args.worst:
+        print("\nPSNR full resolution, against the untouched composite:\n" + losses(results, args.worst))
+    if args.json:
+        Path(args.json).write_text(json.dumps({m: s.rows for m, s in results.items()}, indent=1))
+    return 0
+
+
+def register(sub) -> None:
+    e = add_verb(sub, "eval", cmd_eval, "MSE, PSNR, fMSE on iHarmony4 or a MANIFEST.csv folder")
+    e.add_argument("root", help="iHarmony4 root or a folder with MANIFEST.csv")
+    e.add_argument("--model", action="append", help="model file (.pt or .onnx); repeat to compare")
+    add_backend(e)
+    e.add_argument("--split", default="test", help="iHarmony4 list to use (default test)")
+    e.add_argument("--json", help="also write per-triple scores here")
+    e.add_argument("--peers", metavar="CSV", help="published models' per-triple scores (e.g. "
+                   "../shared/bench/PEERS.csv) as rows beside ours, on the triples they cover")
+    e.add_argument("--models-only", action="store_true", help="leave out the colour-transfer rows (faster)")
+    e.add_argument("--worst", type=int, default=3, metavar="N",
+                   help="name each method's N triples furthest below the composite (0: none)")
+    add_quiet(e)

@@ -1,0 +1,91 @@
+"""`harmonize run`: harmonize an image, a folder or a CSV list, headless, here or on Ray actors."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..errors import InputError
+from . import add_backend, add_model, add_quiet, add_verb, positive, unit
+
+log = logging.getLogger("engine")
+
+
+def jobs_of(args: argparse.Namespace) -> list:
+    """The jobs a command line asks for: one composite, a folder with a mask folder, or a CSV list."""
+    from ..batch import Job, csv_jobs, folder_jobs
+    from ..paths import as_path
+
+    src = as_path(args.input)  # paths, or URLs such as s3://bucket/list.csv
+    output = as_path(args.output) if args.output else None
+    suffix = f".{args.format}" if args.format else None
+    if src.is_dir():
+        if not args.masks or not output:
+            raise InputError("a folder of composites needs --masks DIR and -o OUTPUT_DIR")
+        return folder_jobs(src, as_path(args.masks), output, suffix)
+    if src.suffix.lower() == ".csv":
+        if not output:
+            raise InputError("a CSV list needs -o OUTPUT_DIR")
+        return csv_jobs(src, output, suffix, outside_ok=args.outputs_anywhere)
+    if not args.mask:
+        raise InputError(f"{src}: give its mask with --mask MASK")
+    if not output:
+        out = src.with_name(f"{src.stem}_harmonized{suffix or src.suffix}")
+    elif output.is_dir() or args.output.endswith(("/", "\\")):  # -o FOLDER: write into it
+        out = output / f"{src.stem}{suffix or src.suffix}"
+    else:
+        out = output
+    return [Job(src, as_path(args.mask), out)]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ..batch import check_plan, check_writable, run_batch
+
+    jobs = jobs_of(args)
+    check_plan(jobs)  # before the model loads: a plan that would lose a file never starts
+    check_writable(jobs)
+    max_pixels = int(args.max_megapixels * 1e6)
+    if args.ray is not None:
+        from ..cluster import run_on_ray
+
+        summary = run_on_ray(jobs, args.backend, args.model, None if args.ray == "local" else args.ray,
+                             args.actors, args.gpus_per_actor, args.batch_size, args.overwrite, args.strength,
+                             not args.quiet, max_pixels)
+    else:
+        from ..backends import load
+
+        with load(args.backend, args.model) as backend:
+            log.info("model: %s on %s", args.model or "shipped default", backend.name)
+            summary = run_batch(backend, jobs, overwrite=args.overwrite, strength=args.strength,
+                                progress=not args.quiet, max_pixels=max_pixels)
+    for path, why in summary.failed:
+        print(f"FAILED {path}: {why}", file=sys.stderr)
+    if summary.not_started:
+        print(f"interrupted: {summary}, {summary.not_started} not started (run it again to finish)")
+        return 130
+    print(summary)
+    return 1 if summary.failed else 0
+
+
+def register(sub) -> None:
+    r = add_verb(sub, "run", cmd_run, "harmonize an image, a folder or a CSV list, headless")
+    r.add_argument("input", help="composite image, folder of composites, or CSV (composite,mask[,output])")
+    r.add_argument("--mask", help="the mask of a single composite (white = object)")
+    r.add_argument("--masks", help="folder of masks, matched to composites by name")
+    r.add_argument("-o", "--output", help="output file, or folder mirroring the input")
+    r.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output type (default: input's)")
+    r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    r.add_argument("--strength", type=unit, default=1.0, help="0..1 blend towards the harmonized colours")
+    r.add_argument("--max-megapixels", type=positive, default=100.0,
+                   help="refuse larger pictures, read from their header (default 100; about 20 MB each)")
+    r.add_argument("--outputs-anywhere", action="store_true",
+                   help="let a CSV's output column write outside -o (absolute paths, '..')")
+    add_backend(r)
+    add_model(r)
+    add_quiet(r)
+    r.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray actors: join the cluster at ADDRESS (e.g. ray://head:10001 or auto), "
+                        "or start a local Ray without one (needs the 'ray' extra); put it after INPUT")
+    r.add_argument("--actors", type=int, default=2, help="Ray actors, each holding one model (default 2)")
+    r.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs each Ray actor needs (default 0)")
+    r.add_argument("--batch-size", type=int, default=4, help="jobs per Ray task (default 4)")

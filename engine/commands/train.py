@@ -1,0 +1,54 @@
+"""`harmonize train`, `average` and `import`: making model files (need the 'train' extra)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError, require
+from . import add_verb, unit
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    require("torch", "train")
+    from ..train import train
+    from ..train_config import from_arguments
+
+    print(f"checkpoint: {train(args.out, from_arguments(args))}")
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    require("torch", "train")
+    from ..train import average_checkpoints
+
+    for path in args.checkpoints:
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such checkpoint")
+    print(f"checkpoint: {average_checkpoints(args.checkpoints, args.out, args.lab_mix)}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    require("torch", "train")
+    from ..authors import import_authors
+
+    print(f"checkpoint: {import_authors(args.checkpoint, args.out)} (the paper configuration; use it with --model)")
+    return 0
+
+
+def register(sub) -> None:
+    from ..train_config import add_arguments
+
+    t = add_verb(sub, "train", cmd_train, "train a configuration (needs the 'train' extra)")
+    t.add_argument("--out", required=True, help="checkpoint path, rewritten atomically")
+    add_arguments(t)
+
+    a = add_verb(sub, "average", cmd_average, "average the weights of runs fine-tuned from one start (needs 'train')")
+    a.add_argument("checkpoints", nargs="+", help="checkpoints of one configuration")
+    a.add_argument("-o", "--out", required=True, help="checkpoint to write")
+    a.add_argument("--lab-mix", type=unit, help="average the network's colour map with the half-strength Lab "
+                   "statistics transfer's at this weight (the shipped model: 0.5)")
+
+    im = add_verb(sub, "import", cmd_import, "the FMM authors' released checkpoint as a model file (needs 'train')")
+    im.add_argument("checkpoint", help="their network.pth ({'epoch', 'state_dict'}, keys Down1..Up3, FB_FMM)")
+    im.add_argument("-o", "--out", required=True, help="checkpoint to write (.pt), for --model")

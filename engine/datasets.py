@@ -1,0 +1,87 @@
+"""Datasets on disk: iHarmony4 triples (its own layout, or a folder with a MANIFEST.csv) and its file
+naming, read by `run`, `eval`, `validate` and training. Synthetic training composites are made in
+engine/synthetic.py."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .imageio import read_image, read_mask
+
+SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
+
+
+@dataclass(frozen=True)
+class Triple:
+    """One harmonization example: a composite, its foreground mask and the real photograph."""
+
+    name: str
+    subset: str
+    composite: Path
+    mask: Path
+    real: Path
+
+
+def iharmony4_names(composite_name: str) -> tuple[str, str]:
+    """The mask and real file names of an iHarmony4 composite `<id>_<obj>_<k>.jpg`."""
+    parts = Path(composite_name).stem.split("_")
+    if len(parts) < 3:
+        raise InputError(f"{composite_name}: not an iHarmony4 composite name <id>_<obj>_<k>.jpg")
+    image_id = "_".join(parts[:-2])
+    return f"{image_id}_{parts[-2]}.png", f"{image_id}.jpg"
+
+
+def read_iharmony4(root: str | Path, split: str = "test", subsets=SUBSETS) -> list[Triple]:
+    """Triples of the iHarmony4 layout: <root>/<subset>/{composite_images,masks,real_images} + lists."""
+    root = Path(root)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    triples = []
+    for subset in subsets:
+        listing = root / subset / f"{subset}_{split}.txt"
+        if not listing.exists():
+            continue
+        for line in listing.read_text().split():
+            mask_name, real_name = iharmony4_names(line)
+            d = root / subset
+            triples.append(Triple(Path(line).stem, subset, d / "composite_images" / Path(line).name,
+                                  d / "masks" / mask_name, d / "real_images" / real_name))
+    if not triples:
+        raise InputError(f"{root}: no {split} list of {', '.join(subsets)} found (e.g. HCOCO/HCOCO_{split}.txt)")
+    return triples
+
+
+def read_manifest(folder: str | Path) -> list[Triple]:
+    """Triples listed in <folder>/MANIFEST.csv (columns sample_dir, subset, composite, mask, real)."""
+    folder = Path(folder)
+    manifest = folder / "MANIFEST.csv"
+    if not manifest.exists():
+        raise InputError(f"{folder}: no MANIFEST.csv")
+    with open(manifest, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [
+        Triple(Path(r["composite"]).stem, r["subset"], folder / r["sample_dir"] / r["composite"],
+               folder / r["sample_dir"] / r["mask"], folder / r["sample_dir"] / r["real"])
+        for r in rows
+    ]
+
+
+def read_triples(path: str | Path, split: str = "test") -> list[Triple]:
+    """A MANIFEST.csv folder or an iHarmony4 root, whichever `path` is."""
+    if (Path(path) / "MANIFEST.csv").exists():
+        return read_manifest(path)
+    return read_iharmony4(path, split)
+
+
+def load_triple(t: Triple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Composite and real as uint8 RGB, mask as float32 in [0, 1], all checked to one size."""
+    comp = read_image(t.composite).rgb
+    real = read_image(t.real).rgb
+    size = (comp.shape[1], comp.shape[0])
+    if real.shape != comp.shape:
+        raise InputError(f"{t.real}: real is {real.shape[1]}x{real.shape[0]}, composite is {size[0]}x{size[1]}")
+    return comp, read_mask(t.mask, size), real

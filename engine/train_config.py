@@ -1,0 +1,64 @@
+"""A training run's settings as data: `TrainConfig` is what `train()` takes, and its fields, with
+their defaults and help, are `harmonize train`'s options (no torch needed to read them)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+
+def _option(default, help: str, **argparse_kwargs):
+    return field(default=default, metadata=dict(help=help, **argparse_kwargs))
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs but its output path. The paper's recipe: config="paper",
+    iharmony4=ROOT, batch_size=24, optimizer="adadelta", lr=1.0, loss="mse"."""
+
+    config: str = _option("small", "paper, small or tiny")
+    data: str | None = _option(None, "folder of training photos and masks (../shared/data layout)")
+    iharmony4: str | None = _option(None, "iHarmony4 root: train on its *_train.txt lists")
+    batch_size: int = _option(16, "samples per step")
+    steps: int = _option(4000, "length of the learning-rate schedule")
+    until: int | None = _option(None, "stop at this step (the schedule still spans --steps)")
+    lr: float = _option(1e-3, "peak learning rate (cosine decay over --steps)")
+    optimizer: str = _option("adam", "adam or adadelta (the paper's)", choices=("adam", "adadelta"))
+    loss: str = _option("fmse", "foreground MSE per sample, whole-image MSE (the paper's), or log foreground "
+                        "MSE (the scale of mean PSNR)", choices=("fmse", "mse", "psnr"))
+    size: int | None = _option(None, "working resolution (default: the configuration's)")
+    resume: bool = _option(False, "continue from --out if it exists")
+    init: str | None = _option(None, "start from this checkpoint's weights (fine-tuning)")
+    strong_edits: bool = _option(False, "synthetic composites about as far off as real ones (2-4 wider edits)")
+    mild: float = _option(0.0, "share of synthetic composites whose edit is scaled down to 0-30 %%")
+    restyle: float = _option(0.0, "share of synthetic composites made the HAdobe5k way: photo and object each "
+                             "get their own edit, the edited photo is the target")
+    closeup: float = _option(0.0, "share of views cropped close around the object, so that it fills much of "
+                             "the picture as pasted layers often do")
+    more_data: bool = _option(False, "also the permissive photos of coco-more/ (5 times the objects; "
+                              "default: coco/ and photos/)")
+    device: str = _option("cpu", "cpu or cuda")
+    workers: int = _option(1, "data loader processes")
+    seed: int = _option(0, "seed of the weights and of the synthetic stream")
+    save_every: int = _option(200, "steps between checkpoints")
+
+
+_TYPES = {"str": str, "int": int, "float": float}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (`batch_size` -> `--batch-size`), with its default and help."""
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kwargs = dict(f.metadata)
+        if f.type == "bool":
+            parser.add_argument(flag, action="store_true", **kwargs)
+            continue
+        if f.default is not None:
+            kwargs["help"] += f" (default {f.default})"
+        parser.add_argument(flag, type=_TYPES[f.type.split(" |")[0]], default=f.default, **kwargs)
+
+
+def from_arguments(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig a parsed `harmonize train` command line gives."""
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})

@@ -1,0 +1,72 @@
+"""The backend contract (engine/backends/base.py): `infer` checks both sides, `close` releases once."""
+import numpy as np
+import pytest
+
+from engine.backends import NAMES, REGISTRY, load
+from engine.backends.base import Backend
+from engine.errors import HarmonizeError, InputError
+
+
+class Recording(Backend):
+    """A backend that returns what it is told to and counts its releases."""
+
+    name, size, head = "recording", 16, "affine"
+
+    def __init__(self, answer):
+        self.answer, self.released = answer, 0
+
+    def infer_impl(self, image, mask):
+        return self.answer(image)
+
+    def close_impl(self):
+        self.released += 1
+
+
+def inputs(b=2, s=16):
+    return np.zeros((b, 3, s, s), np.float32), np.zeros((b, 1, s, s), np.float32)
+
+
+def test_infer_refuses_malformed_inputs_before_the_runtime_sees_them():
+    backend = Recording(lambda image: pytest.fail("the runtime was called"))
+    image, mask = inputs()
+    with pytest.raises(InputError, match=r"image must be float32 \(B, 3, H, W\), got float64"):
+        backend.infer(image.astype(np.float64), mask)
+    with pytest.raises(InputError, match=r"mask must be float32 \(B, 1, H, W\), got float32 \(2, 3, 16, 16\)"):
+        backend.infer(image, image)
+    with pytest.raises(InputError, match="does not match image"):
+        backend.infer(image, mask[:1])
+
+
+def test_infer_refuses_an_answer_of_the_wrong_shape_or_type():
+    image, mask = inputs()
+    assert Recording(lambda x: np.zeros((len(x), 12), np.float32)).infer(image, mask).shape == (2, 12)
+    with pytest.raises(HarmonizeError, match=r"returned float32 \(2, 3\), expected float32 \(2, 12\)"):
+        Recording(lambda x: np.zeros((len(x), 3), np.float32)).infer(image, mask)
+    with pytest.raises(HarmonizeError, match=r"returned float16 \(2, 12\)"):
+        Recording(lambda x: np.zeros((len(x), 12), np.float16)).infer(image, mask)
+
+
+def test_close_releases_once_and_a_closed_backend_says_so():
+    backend = Recording(lambda x: np.zeros((len(x), 12), np.float32))
+    with backend:
+        pass
+    backend.close()
+    assert backend.released == 1
+    with pytest.raises(HarmonizeError, match="the recording backend is closed"):
+        backend.infer(*inputs())
+
+
+def test_real_backends_keep_the_contract():
+    """The shipped model on ONNX Runtime answers (B, 12) float32, and closes twice without error."""
+    image, mask = inputs(b=2, s=64)
+    mask[:, :, 16:40, 16:40] = 1
+    backend = load("onnxruntime")
+    assert backend.infer(image, mask).shape == (2, 12)
+    backend.close()
+    backend.close()
+
+
+def test_unknown_backend_names_the_registry():
+    assert NAMES == ("auto", *REGISTRY)
+    with pytest.raises(InputError, match="unknown backend 'cudnn'; choose from auto, onnxruntime, tensorrt, torch"):
+        load("cudnn")
