@@ -64,7 +64,8 @@ def end_to_end(backend: Backend, photo: Path, mask_path: Path, out: Path) -> flo
     return median_seconds(once, repeat=3)
 
 
-def available_backends(reference: str | Path | None, fp16: bool, log: Callable[[str], None] = print) -> dict[str, Backend]:
+def available_backends(reference: str | Path | None, fp16: bool,
+                       log: Callable[[str], None] = print) -> dict[str, Backend]:
     """Every backend this machine can run on the shipped model, by row name: PyTorch (`reference`
     checkpoint, else the shipped weights) where torch is installed, ONNX Runtime FP32 (and FP16 with
     `fp16`), and TensorRT FP16 where an engine is built for this GPU; says why any is left out."""

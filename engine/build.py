@@ -3,7 +3,8 @@
 The FP16 ONNX sets the precision (TensorRT 11 and TensorRT for RTX networks are strongly typed). The
 plugin is registered before parsing, so the parser takes it for every `harmony` node; the build log
 must then report each plugin layer's serialized data, which is checked, not assumed. Beside the engine
-a JSON sidecar records what it was built from and for, so a stale or foreign engine is refused (engine/tensorrt_runtime.py).
+a JSON sidecar records what it was built from and for, so that engine/tensorrt_runtime.py refuses a
+stale or foreign engine.
 """
 from __future__ import annotations
 
