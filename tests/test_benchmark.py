@@ -13,10 +13,11 @@ VAL = SHARED / "bench" / "iharmony4-val"
 # Measured when the current weights shipped (harmonize eval, ONNX Runtime FP32), each floor about 0.05 dB and
 # 1 % of fMSE under it. For scale, the half-strength Lab transfer alone: validation 26.50 dB / 834,
 # benchmark 26.17 dB / 1184; the first soup alone (chosen on the benchmark itself): validation 25.80 / 1107,
-# benchmark 27.29 / 975. Issue #12's bar for validation is 27.5 dB and fMSE 700, met here.
+# benchmark 27.29 / 975. Issue #12's bar for validation is 27.5 dB and fMSE 700, met here; for the benchmark
+# 28.0 dB and 900, its fMSE met and its PSNR not.
 FLOORS = {  # set: (triples, mean PSNR at least, mean fMSE at most, fMSE below the composite's on at least)
-    "validation": (VAL, 10, 27.60, 665.0, 7),   # shipped: 27.67 dB, 658.8, 7/10
-    "benchmark": (BENCH, 22, 27.15, 868.0, 17),  # shipped: 27.22 dB, 858.6, 17/22
+    "validation": (VAL, 10, 28.19, 667.0, 7),   # shipped: 28.24 dB, 660.4, 7/10
+    "benchmark": (BENCH, 22, 27.24, 888.0, 17),  # shipped: 27.29 dB, 879.1, 17/22
 }
 
 

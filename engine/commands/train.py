@@ -47,7 +47,7 @@ def register(sub) -> None:
     a.add_argument("checkpoints", nargs="+", help="checkpoints of one configuration")
     a.add_argument("-o", "--out", required=True, help="checkpoint to write")
     a.add_argument("--lab-mix", type=unit, help="average the network's colour map with the half-strength Lab "
-                   "statistics transfer's at this weight (the shipped model: 0.5)")
+                   "statistics transfer's at this weight (the shipped model: 0.3)")
 
     im = add_verb(sub, "import", cmd_import, "the FMM authors' released checkpoint as a model file (needs 'train')")
     im.add_argument("checkpoint", help="their network.pth ({'epoch', 'state_dict'}, keys Down1..Up3, FB_FMM)")
