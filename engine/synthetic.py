@@ -35,6 +35,61 @@ def permissive_sources(data_root: str | Path, more: bool = False) -> list[tuple[
     return sources
 
 
+def heldout_sources(data_root: str | Path) -> list[tuple[Path, list[Path]]]:
+    """(photo, masks) of coco-more/'s pictures that no shipped weights may train on (not commercial_ok
+    and derivatives_ok), which makes them a fair held-out set for choosing models."""
+    root = Path(data_root) / "coco-more"
+    with open(root / "images.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if not (r["commercial_ok"] == "1" and r["derivatives_ok"] == "1")]
+    return [(root / "images" / r["file"], sorted((root / "masks").glob(f"{Path(r['file']).stem}_*.png")))
+            for r in rows]
+
+
+def write_heldout(data_root: str | Path, out: str | Path, count: int = 120, seed: int = 2026) -> Path:
+    """`count` full-resolution composites from `heldout_sources`, one object (3 to 60 % of the photo) of
+    each recoloured by strong edits towards another held-out photo, written as a MANIFEST.csv folder
+    that `harmonize eval` reads; returns the manifest. The manifest is written last, so a folder
+    without one is unfinished."""
+    from .atomic import atomic_path
+
+    out = Path(out)
+    if (out / "MANIFEST.csv").exists():
+        raise InputError(f"{out}: already holds a MANIFEST.csv; give an empty folder")
+    sources = heldout_sources(data_root)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(sources)
+    rows = []
+    for photo_path, masks in sources:
+        if len(rows) >= count:
+            break
+        if not masks:
+            continue
+        photo = np.asarray(Image.open(photo_path).convert("RGB"))
+        m = Image.open(masks[rng.integers(len(masks))]).convert("L").resize(photo.shape[1::-1], Image.NEAREST)
+        m = np.asarray(m) > 127
+        if not 0.03 <= m.mean() <= 0.6:
+            continue
+        ref = np.asarray(Image.open(sources[rng.integers(len(sources))][0]).convert("RGB"))
+        real = photo.astype(np.float32) / 255
+        comp = real.copy()
+        comp[m] = recolour(real[m], ref.reshape(-1, 3)[::97].astype(np.float32) / 255, rng, strong=True)
+        folder = out / photo_path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((comp * 255 + 0.5).astype(np.uint8)).save(folder / "composite.png")
+        Image.fromarray(photo).save(folder / "real.png")
+        Image.fromarray(m.astype(np.uint8) * 255).save(folder / "mask.png")
+        rows.append(dict(sample_dir=photo_path.stem, subset="heldout", composite="composite.png", mask="mask.png",
+                         real="real.png"))
+    if not rows:
+        raise InputError(f"{data_root}: no held-out photo with a usable object mask")
+    with atomic_path(out / "MANIFEST.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return out / "MANIFEST.csv"
+
+
 def _resize_short(img: Image.Image, short: int) -> Image.Image:
     s = short / min(img.size)
     return img if s >= 1 else img.resize((round(img.width * s), round(img.height * s)), Image.BICUBIC)

@@ -129,3 +129,29 @@ def test_each_named_edit_changes_colours_and_strong_edits_reach_further():
                                      for s in range(40)])
         assert moved[0] > 1e-3, f"{name} left the pixels as they were"
         assert moved[1] > moved[0], f"strong {name} moved pixels {moved[1]:.4f}, normal {moved[0]:.4f}"
+
+
+@needs_data
+def test_heldout_composites_use_only_non_permissive_photos_and_change_only_the_object(tmp_path, capsys):
+    import csv
+
+    from engine.cli import main
+    from engine.datasets import load_triple, read_triples
+    from engine.synthetic import heldout_sources, permissive_sources
+
+    assert main(["heldout", "--data", str(DATA), "-o", str(tmp_path / "h"), "--count", "3"]) == 0
+    assert f"harmonize eval {tmp_path / 'h'}" in capsys.readouterr().out
+    triples = read_triples(tmp_path / "h")
+    assert len(triples) == 3
+    trainable = {p.stem for p, _ in permissive_sources(DATA, more=True)}
+    held = {p.stem for p, _ in heldout_sources(DATA)}
+    for t in triples:
+        assert t.composite.parent.name not in trainable and t.composite.parent.name in held
+        comp, mask, real = load_triple(t)
+        assert 0.03 <= mask.mean() <= 0.6
+        assert np.array_equal(comp[mask == 0], real[mask == 0]), "the background was changed"
+        assert np.abs(comp[mask == 1].astype(int) - real[mask == 1]).mean() > 1, "the object was not recoloured"
+    with open(tmp_path / "h" / "MANIFEST.csv") as f:
+        assert [r["subset"] for r in csv.DictReader(f)] == ["heldout"] * 3
+    assert main(["heldout", "--data", str(DATA), "-o", str(tmp_path / "h")]) == 2  # never over a finished set
+    assert "already holds a MANIFEST.csv" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""`harmonize eval`: MSE, PSNR and fMSE tables on iHarmony4 triples, published models beside ours."""
+"""`harmonize eval`: MSE, PSNR and fMSE tables on iHarmony4 triples, published models beside ours; and
+`harmonize heldout`: synthetic composites from photos no shipped weights train on, for eval."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_heldout(args: argparse.Namespace) -> int:
+    from ..synthetic import write_heldout
+
+    manifest = write_heldout(args.data, args.out, args.count, args.seed)
+    print(f"wrote {manifest}; score models on it with: harmonize eval {args.out} --model FILE")
+    return 0
+
+
 def register(sub) -> None:
     e = add_verb(sub, "eval", cmd_eval, "MSE, PSNR, fMSE on iHarmony4 or a MANIFEST.csv folder")
     e.add_argument("root", help="iHarmony4 root or a folder with MANIFEST.csv")
@@ -42,3 +51,10 @@ def register(sub) -> None:
     e.add_argument("--worst", type=int, default=3, metavar="N",
                    help="name each method's N triples furthest below the composite (0: none)")
     add_quiet(e)
+
+    h = add_verb(sub, "heldout", cmd_heldout,
+                 "synthetic composites from held-out photos (coco-more's non-permissive ones), to choose models on")
+    h.add_argument("--data", required=True, help="the ../shared/data folder")
+    h.add_argument("-o", "--out", required=True, help="empty folder to write the composites and MANIFEST.csv into")
+    h.add_argument("--count", type=int, default=120, help="composites to make (default 120)")
+    h.add_argument("--seed", type=int, default=2026, help="(default 2026, the set the README's figures used)")
