@@ -16,33 +16,39 @@ from .errors import InputError
 from .fullres import foreground_box
 
 
+def _licensed(root: Path, folder: str, permissive: bool) -> list[tuple[Path, list[Path]]]:
+    """(photo, masks) of one licence-listed folder (coco/, coco-more/) whose pictures may train shipped
+    weights (commercial_ok and derivatives_ok), or, with `permissive` False, those that may not."""
+    with open(root / folder / "images.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f)
+                if (r["commercial_ok"] == "1" and r["derivatives_ok"] == "1") == permissive]
+    masks = root / folder / "masks"
+    return [(root / folder / "images" / r["file"], sorted(masks.glob(f"{Path(r['file']).stem}_*.png"))) for r in rows]
+
+
 def permissive_sources(data_root: str | Path, more: bool = False) -> list[tuple[Path, list[Path]]]:
     """(photo, masks) for the pictures that may train shipped weights (../shared/data/README.md):
     coco/ and photos/, and with `more` also coco-more/'s permissive part (312 photos, 531 masks)."""
     root = Path(data_root)
-    sources = []
-    for folder in ("coco", "coco-more") if more else ("coco",):
-        with open(root / folder / "images.csv", newline="") as f:
-            for row in csv.DictReader(f):
-                if row["commercial_ok"] == "1" and row["derivatives_ok"] == "1":
-                    stem = Path(row["file"]).stem
-                    masks = sorted((root / folder / "masks").glob(f"{stem}_*.png"))
-                    sources.append((root / folder / "images" / row["file"], masks))
-        if folder == "coco":  # photos/ after coco/, as the shipped runs drew them
-            sources += [(p, []) for p in sorted((root / "photos").glob("*.jpg"))]
+    sources = _licensed(root, "coco", True)
+    sources += [(p, []) for p in sorted((root / "photos").glob("*.jpg"))]  # after coco/, as the shipped runs drew them
+    if more:
+        sources += _licensed(root, "coco-more", True)
     if not sources:
         raise InputError(f"{root}: no permissive training photos found")
     return sources
 
 
 def heldout_sources(data_root: str | Path) -> list[tuple[Path, list[Path]]]:
-    """(photo, masks) of coco-more/'s pictures that no shipped weights may train on (not commercial_ok
-    and derivatives_ok), which makes them a fair held-out set for choosing models."""
-    root = Path(data_root) / "coco-more"
-    with open(root / "images.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if not (r["commercial_ok"] == "1" and r["derivatives_ok"] == "1")]
-    return [(root / "images" / r["file"], sorted((root / "masks").glob(f"{Path(r['file']).stem}_*.png")))
-            for r in rows]
+    """(photo, masks) of coco-more/'s pictures that no shipped weights may train on, which makes them a
+    fair held-out set for choosing models."""
+    return _licensed(Path(data_root), "coco-more", False)
+
+
+def reference_pixels(photo: np.ndarray) -> np.ndarray:
+    """A sparse sample of a uint8 photo's pixels as float (N, 3) in [0, 1]: the colours an edit moves
+    an object towards."""
+    return photo.reshape(-1, 3)[::97].astype(np.float32) / 255
 
 
 def write_heldout(data_root: str | Path, out: str | Path, count: int = 120, seed: int = 2026) -> Path:
@@ -72,7 +78,7 @@ def write_heldout(data_root: str | Path, out: str | Path, count: int = 120, seed
         ref = np.asarray(Image.open(sources[rng.integers(len(sources))][0]).convert("RGB"))
         real = photo.astype(np.float32) / 255
         comp = real.copy()
-        comp[m] = recolour(real[m], ref.reshape(-1, 3)[::97].astype(np.float32) / 255, rng, strong=True)
+        comp[m] = recolour(real[m], reference_pixels(ref), rng, strong=True)
         folder = out / photo_path.stem
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((comp * 255 + 0.5).astype(np.uint8)).save(folder / "composite.png")
@@ -254,7 +260,7 @@ class SyntheticComposites:
         if not 0.01 <= m.mean() <= 0.8:
             return None
         ref_img = self.items[rng.integers(len(self.items))][0]
-        reference = ref_img.reshape(-1, 3)[:: 97].astype(np.float32) / 255
+        reference = reference_pixels(ref_img)
         photo = real
         if self.restyle and rng.random() < self.restyle:  # drawn only when asked, as for mild
             real = recolour(photo.reshape(-1, 3), reference, rng).reshape(photo.shape)
