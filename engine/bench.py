@@ -74,10 +74,10 @@ def available_backends(reference: str | Path | None, fp16: bool,
 
     backends = {}
     try:
-        backends["torch"] = load("torch", reference or default_model_path("torch"))
+        backends["torch"] = load("torch", reference)
     except MissingDependencyError as exc:
         log(f"bench: skipping torch: {exc}")
-    backends["onnxruntime fp32"] = load("onnxruntime", default_model_path("onnxruntime"))
+    backends["onnxruntime fp32"] = load("onnxruntime")
     if fp16:
         backends["onnxruntime fp16"] = load("onnxruntime", default_model_path("onnxruntime", fp16=True))
     engine = default_engine_path()

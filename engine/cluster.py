@@ -36,7 +36,7 @@ class HarmonizeActor:
                 from .backends import default_model_path
                 from .build import build_engine
 
-                build_engine(default_model_path("onnxruntime", fp16=True), engine)
+                build_engine(default_model_path("tensorrt"), engine)
         name = choose(model)[0] if backend == "auto" else backend
         # ONNX Runtime would take every core of the node for each actor; give it the actor's share.
         self.backend = load(name, model, **({"threads": cpus} if name == "onnxruntime" else {}))

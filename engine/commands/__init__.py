@@ -58,6 +58,6 @@ def positive(text: str) -> float:
 
 def reference_backend(args: argparse.Namespace):
     """The PyTorch reference `--reference` names, else the shipped weights."""
-    from ..backends import default_model_path, load
+    from ..backends import load
 
-    return load("torch", args.reference or default_model_path("torch"))
+    return load("torch", args.reference)
