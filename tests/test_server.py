@@ -117,7 +117,7 @@ def test_socket_path_that_is_a_file_or_folder_is_left_alone(tmp_path):
 
 @pytest.mark.parametrize("field, value, message", [
     ("backend", 5, "backend 5 is not a name"),
-    ("backend", "warp-drive", "unknown backend 'warp-drive'; the engine has auto, onnxruntime, tensorrt, torch"),
+    ("backend", "warp-drive", "unknown backend 'warp-drive'; choose from auto, onnxruntime, tensorrt, torch"),
     ("strength", "max", "strength 'max'"),
 ])
 def test_every_malformed_field_gets_an_error_reply(engine_address, field, value, message):
