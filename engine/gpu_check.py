@@ -66,11 +66,15 @@ def run(repeat: int = 50) -> tuple[list[str], bool]:
                 launch = lambda: kernels.launch(ptrs, b, c, cq, n, stream)  # noqa: E731
                 launch()
                 torch.cuda.synchronize()
-                ref = attention_modulation(*args)
-                err = (out.float() - ref).abs().max().item()
-                passed = err < tol
+                # The reference sees the same rounded inputs; a thin mask makes outputs of 20 or more,
+                # where an fp16 step is 0.016, so the tolerance scales with the value.
+                ref = attention_modulation(*(a.float() for a in x))
+                diff = (out.float() - ref).abs()
+                err, worst = diff.max().item(), (diff / (1 + ref.abs())).max().item()
+                passed = worst <= tol
                 ok &= passed
-                line = f"{'PASSED' if passed else 'FAILED'} | {b}x{c}x{h}x{w} cq {cq} {name} {kind:<6} | max abs {err:.2e} (tol {tol:.0e})"
+                line = (f"{'PASSED' if passed else 'FAILED'} | {b}x{c}x{h}x{w} cq {cq} {name} {kind:<6} | max abs {err:.2e}"
+                        f", max abs / (1 + |ref|) {worst:.2e} (tol {tol:.0e})")
                 if kind == "random":
                     ours = _timed(launch, torch.cuda.synchronize, repeat)
                     eager = _timed(lambda: attention_modulation(*x), torch.cuda.synchronize, repeat)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from .errors import InputError
 from .fullres import foreground_box
+from .metrics import lab_to_rgb, move_lab_statistics, rgb_to_lab
 
 
 def _licensed(root: Path, folder: str, permissive: bool) -> list[tuple[Path, list[Path]]]:
@@ -37,6 +38,16 @@ def permissive_sources(data_root: str | Path, more: bool = False) -> list[tuple[
     if not sources:
         raise InputError(f"{root}: no permissive training photos found")
     return sources
+
+
+def mask_categories(data_root: str | Path) -> dict[Path, str]:
+    """Each object mask's COCO category (masks.csv of coco/ and coco-more/), by the mask's path."""
+    root, categories = Path(data_root), {}
+    for folder in ("coco", "coco-more"):
+        if (root / folder / "masks.csv").exists():
+            with open(root / folder / "masks.csv", newline="") as f:
+                categories.update({root / folder / "masks" / r["mask"]: r["category"] for r in csv.DictReader(f)})
+    return categories
 
 
 def heldout_sources(data_root: str | Path) -> list[tuple[Path, list[Path]]]:
@@ -207,23 +218,34 @@ class SyntheticComposites:
     the object another (two retouchers' versions), so the target is no longer always a natural
     photo and only the background tells the network which style is right. A `closeup` share are
     viewed close around the object (its box 1 to 1.6 times over each way), so that it fills much of
-    the picture as pasted layers often do.
+    the picture as pasted layers often do. A `same_category` share are made as iHarmony4's HCOCO
+    was: the object takes the Lab colour statistics of an object of the same COCO category in
+    another photo (a person's those of another person), the edit real pastes most resemble.
     Returns (composite, mask, real) as float32 (3|1, size, size).
     """
 
     def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False,
-                 mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0, more: bool = False):
-        for name, share in (("mild", mild), ("restyle", restyle), ("closeup", closeup)):
+                 mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0, more: bool = False,
+                 same_category: float = 0.0):
+        for name, share in (("mild", mild), ("restyle", restyle), ("closeup", closeup),
+                            ("same_category", same_category)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {share}")
         self.size, self.seed, self.strong, self.mild, self.restyle = size, seed, strong, mild, restyle
-        self.closeup = closeup
-        self.items = []
+        self.closeup, self.same_category = closeup, same_category
+        self.items, self.categories = [], []
+        categories = mask_categories(data_root)
         for photo, masks in permissive_sources(data_root, more):
             img = _resize_short(Image.open(photo).convert("RGB"), 2 * size)
             ms = [np.asarray(_resize_short(Image.open(m).convert("L"), 2 * size), np.uint8) for m in masks]
             self.items.append((np.asarray(img), ms))
+            self.categories.append([categories.get(m) for m in masks])
         self.object_masks = [m for _, ms in self.items for m in ms]
+        self.by_category: dict[str, list[tuple[int, int]]] = {}  # category -> (item, mask) of each object
+        for i, cats in enumerate(self.categories):
+            for k, cat in enumerate(cats):
+                if cat is not None:
+                    self.by_category.setdefault(cat, []).append((i, k))
 
     def __len__(self) -> int:
         return 10**9  # an endless stream; the trainer counts steps
@@ -237,10 +259,13 @@ class SyntheticComposites:
         raise RuntimeError("could not draw a synthetic composite with a usable mask")
 
     def _try(self, rng: np.random.Generator):
-        img, masks = self.items[rng.integers(len(self.items))]
+        item = rng.integers(len(self.items))
+        img, masks = self.items[item]
         h, w = img.shape[:2]
+        category = None
         if masks:
-            mask = masks[rng.integers(len(masks))] > 127
+            k = rng.integers(len(masks))
+            mask, category = masks[k] > 127, self.categories[item][k]
         elif rng.random() < 0.5 or not self.object_masks:
             mask = random_blob_mask(h, w, rng)
         else:  # an object's outline from another photo, stretched onto this one
@@ -265,10 +290,26 @@ class SyntheticComposites:
         if self.restyle and rng.random() < self.restyle:  # drawn only when asked, as for mild
             real = recolour(photo.reshape(-1, 3), reference, rng).reshape(photo.shape)
         comp = real.copy()
-        comp[m] = recolour(photo[m], reference, rng, self.strong)
+        donor = self._same_category_pixels(category, item, rng) if self.same_category else None
+        if donor is not None:
+            comp[m] = lab_to_rgb(move_lab_statistics(rgb_to_lab(photo[m]), rgb_to_lab(donor), 1.0)) / np.float32(255)
+        else:
+            comp[m] = recolour(photo[m], reference, rng, self.strong)
         if self.mild and rng.random() < self.mild:  # drawn only when asked, so mild=0 streams are unchanged
             comp[m] = real[m] + np.float32(rng.uniform(0.0, 0.3)) * (comp[m] - real[m])
         if rng.random() < 0.5:
             comp, m, real = comp[:, ::-1], m[:, ::-1], real[:, ::-1]
         chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1))  # noqa: E731
         return chw(comp), m[None].astype(np.float32).copy(), chw(real)
+
+    def _same_category_pixels(self, category: str | None, item: int, rng: np.random.Generator):
+        """A sample of the pixels of an object of `category` in another photo, drawn with probability
+        `same_category`; None when not drawn or when no other photo has one."""
+        if rng.random() >= self.same_category:
+            return None
+        donors = [(i, k) for i, k in self.by_category.get(category, ()) if i != item]
+        if not donors:
+            return None
+        i, k = donors[rng.integers(len(donors))]
+        img, masks = self.items[i]
+        return img[masks[k] > 127][::7].astype(np.float32) / 255

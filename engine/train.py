@@ -6,6 +6,7 @@ so an interrupted run resumes from the last one with `--resume`.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +94,12 @@ def loss_value(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.
     raise ValueError(f"loss must be fmse, mse or psnr, not {kind!r}")
 
 
-def save_checkpoint(path: Path, model: FMMNet, optimizer, step: int, config: dict, seed: int) -> None:
-    """Write a checkpoint atomically (temporary file, then rename)."""
+def save_checkpoint(path: Path, model: FMMNet, optimizer, step: int, config: dict, seed: int,
+                    elapsed: float = 0.0) -> None:
+    """Write a checkpoint atomically (temporary file, then rename); `elapsed` is the training time so far."""
     with atomic_path(path) as tmp:
         torch.save(dict(config=config, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        step=step, seed=seed), tmp)
+                        step=step, seed=seed, elapsed=elapsed), tmp)
 
 
 def train(out: str | Path, settings: TrainConfig) -> Path:
@@ -133,7 +135,8 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
     sets: list[Dataset] = []
     if c.data is not None:
         sets.append(SyntheticComposites(c.data, cfg["size"], seed=seed + start, strong=c.strong_edits,
-                                         mild=c.mild, restyle=c.restyle, closeup=c.closeup, more=c.more_data))
+                                         mild=c.mild, restyle=c.restyle, closeup=c.closeup, more=c.more_data,
+                                         same_category=c.same_category))
     if c.iharmony4 is not None:
         sets.append(IHarmony4Crops(c.iharmony4, cfg["size"], seed=seed + start))
     if not sets:
@@ -141,18 +144,25 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
     data = sets[0] if len(sets) == 1 else Interleaved(sets)
     loader = DataLoader(data, batch_size=c.batch_size, shuffle=False, num_workers=c.workers,
                         drop_last=True, persistent_workers=c.workers > 0)
-    progress = Progress(c.steps, "train", initial=start)
+    budget = c.minutes * 60 if c.minutes else None
+    spent = ckpt.get("elapsed", 0.0) if ckpt is not None else 0.0
+    clock = time.monotonic()
+    elapsed = lambda: spent + time.monotonic() - clock  # noqa: E731
+    # With a time budget the schedule runs on the clock: how far through is the time spent, not the step.
+    progress = Progress(round(budget), "train (s)", initial=round(spent)) if budget else \
+        Progress(c.steps, "train", initial=start)
     step, it = start, iter(loader)
     running = None
     stop = min(c.steps, c.until) if c.until is not None else c.steps  # `until` ends early, same schedule
-    while step < stop:
+    while step < stop and (budget is None or elapsed() < budget):
         try:
             comp, mask, real = (t.to(c.device) for t in next(it))
         except StopIteration:
             it = iter(loader)
             continue
-        for group in opt.param_groups:  # cosine decay, a function of the step so resuming keeps it
-            group["lr"] = c.lr * 0.5 * (1 + math.cos(math.pi * step / c.steps))
+        done = min(elapsed() / budget, 1.0) if budget else step / c.steps
+        for group in opt.param_groups:  # cosine decay, a function of the step (or time) so resuming keeps it
+            group["lr"] = c.lr * 0.5 * (1 + math.cos(math.pi * done))
         pred = model.harmonize(comp, mask)
         value = loss_value(c.loss, pred, real, mask)
         opt.zero_grad(set_to_none=True)
@@ -161,10 +171,13 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
         step += 1
         running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
         shown = f"fg PSNR {-10 * running:.2f} dB" if c.loss == "psnr" else f"loss {running * 255**2:.1f}"
-        progress.update(step, shown)
+        if budget:
+            progress.update(min(round(elapsed()), round(budget)), f"step {step} {shown}")
+        else:
+            progress.update(step, shown)
         if step % c.save_every == 0 and step < stop:
-            save_checkpoint(out, model, opt, step, cfg, seed)
-    save_checkpoint(out, model, opt, step, cfg, seed)
+            save_checkpoint(out, model, opt, step, cfg, seed, elapsed())
+    save_checkpoint(out, model, opt, step, cfg, seed, elapsed())
     progress.close()
     return out
 

@@ -16,12 +16,14 @@ class TrainConfig:
     """Everything a run needs but its output path. The paper's recipe: config="paper",
     iharmony4=ROOT, batch_size=24, optimizer="adadelta", lr=1.0, loss="mse"."""
 
-    config: str = _option("small", "paper, small or tiny")
+    config: str = _option("small", "paper, medium, small or tiny")
     data: str | None = _option(None, "folder of training photos and masks (../shared/data layout)")
     iharmony4: str | None = _option(None, "iHarmony4 root: train on its *_train.txt lists")
     batch_size: int = _option(16, "samples per step")
     steps: int = _option(4000, "length of the learning-rate schedule")
     until: int | None = _option(None, "stop at this step (the schedule still spans --steps)")
+    minutes: float | None = _option(None, "train this long instead (wall clock, resumes included): the schedule "
+                                    "spans the time, and --steps only caps the steps")
     lr: float = _option(1e-3, "peak learning rate (cosine decay over --steps)")
     optimizer: str = _option("adam", "adam or adadelta (the paper's)", choices=("adam", "adadelta"))
     loss: str = _option("fmse", "foreground MSE per sample, whole-image MSE (the paper's), or log foreground "
@@ -35,6 +37,8 @@ class TrainConfig:
                              "get their own edit, the edited photo is the target")
     closeup: float = _option(0.0, "share of views cropped close around the object, so that it fills much of "
                              "the picture as pasted layers often do")
+    same_category: float = _option(0.0, "share of synthetic composites made as iHarmony4's HCOCO was: the object "
+                                   "takes the Lab statistics of an object of the same category in another photo")
     more_data: bool = _option(False, "also the permissive photos of coco-more/ (5 times the objects; "
                               "default: coco/ and photos/)")
     device: str = _option("cpu", "cpu or cuda")

@@ -155,3 +155,66 @@ def test_heldout_composites_use_only_non_permissive_photos_and_change_only_the_o
         assert [r["subset"] for r in csv.DictReader(f)] == ["heldout"] * 3
     assert main(["heldout", "--data", str(DATA), "-o", str(tmp_path / "h")]) == 2  # never over a finished set
     assert "already holds a MANIFEST.csv" in capsys.readouterr().err
+
+
+def _tiny_coco(root, objects):
+    """A coco/ folder of permissive 64 x 64 photos, one object each: {stem: (background, object, category)}."""
+    import csv
+
+    from PIL import Image
+
+    (root / "coco" / "images").mkdir(parents=True)
+    (root / "coco" / "masks").mkdir()
+    images, masks = [], []
+    for stem, (background, colour, category) in objects.items():
+        rng = np.random.default_rng(len(images))
+        img = np.clip(np.array(background, np.float32) + rng.normal(0, 12, (64, 64, 3)), 0, 255)
+        m = np.zeros((64, 64), np.uint8)
+        m[12:52, 16:48] = 255
+        img[m > 0] = np.clip(np.array(colour, np.float32) + rng.normal(0, 20, (1280, 3)), 0, 255)
+        Image.fromarray(img.astype(np.uint8)).save(root / "coco" / "images" / f"{stem}.png")
+        Image.fromarray(m).save(root / "coco" / "masks" / f"{stem}_0.png")
+        images.append(dict(file=f"{stem}.png", commercial_ok=1, derivatives_ok=1))
+        masks.append(dict(mask=f"{stem}_0.png", image=f"{stem}.png", category=category))
+    for name, rows in (("images.csv", images), ("masks.csv", masks)):
+        with open(root / "coco" / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def test_same_category_composites_take_the_colours_of_the_same_kind_of_object_in_another_photo(tmp_path):
+    """HCOCO's recipe: a person takes the Lab mean of the other photo's person; the only car has no
+    other car, so it gets an ordinary edit; the background stays the photo's."""
+    from PIL import Image
+
+    from engine.metrics import rgb_to_lab
+    from engine.synthetic import SyntheticComposites
+
+    objects = {"a": ((40, 160, 40), (200, 120, 90), "person"), "b": ((40, 40, 160), (90, 110, 200), "person"),
+               "c": ((160, 160, 40), (120, 120, 120), "car")}
+    _tiny_coco(tmp_path, objects)
+    data = SyntheticComposites(tmp_path, size=32, seed=1, same_category=1.0)
+
+    def object_lab(stem):  # the donor's pixels as the dataset samples them
+        img = np.asarray(Image.open(tmp_path / "coco" / "images" / f"{stem}.png"), np.float32) / 255
+        m = np.asarray(Image.open(tmp_path / "coco" / "masks" / f"{stem}_0.png")) > 127
+        return rgb_to_lab(img[m][::7]).mean(0)
+
+    seen = set()
+    for i in range(30):
+        comp, mask, real = data[i]
+        fg, bg = mask[0] > 0.5, mask[0] < 0.5
+        assert np.array_equal(comp[:, bg], real[:, bg])
+        photo = min(objects, key=lambda s: np.abs(real[:, bg].mean(1) * 255 - objects[s][0]).sum())
+        seen.add(photo)
+        got = rgb_to_lab(comp[:, fg].T).mean(0)
+        if photo == "c":
+            assert np.abs(comp - real).max() > 0.01, "the car must still be recoloured"
+            continue
+        donor = {"a": "b", "b": "a"}[photo]
+        assert np.abs(got - object_lab(donor)).max() < 2.0, f"sample {i}: {photo}'s person, Lab mean {got}"
+        assert np.abs(got - object_lab(photo)).max() > 10.0
+    assert seen == set(objects)
+    with pytest.raises(ValueError, match="same_category"):
+        SyntheticComposites(tmp_path, size=32, same_category=-0.1)

@@ -23,6 +23,27 @@ def test_train_on_iharmony4_layout_and_resume(iharmony4_root, tmp_path):
     assert not list(tmp_path.glob(".ck.pt*")), "a temporary checkpoint was left behind"
 
 
+
+def test_a_time_budget_ends_the_run_and_its_schedule_and_resumes_with_what_is_left(iharmony4_root, tmp_path,
+                                                                                   monkeypatch):
+    import itertools
+    import time
+
+    ticks = itertools.count()
+    monkeypatch.setattr(time, "monotonic", lambda: 0.05 * next(ticks))  # a clock that moves 50 ms a reading
+    out = tmp_path / "ck.pt"
+    args = ["train", "--config", "tiny", "--size", "16", "--iharmony4", str(iharmony4_root), "--out", str(out),
+            "--batch-size", "2", "--workers", "0", "--steps", "1000000", "--lr", "0.01", "--minutes"]
+    assert main(args + ["0.03"]) == 0
+    first = torch.load(out, weights_only=True)
+    assert 1.8 <= first["elapsed"] < 2.0 and 3 <= first["step"] < 20
+    assert first["optimizer"]["param_groups"][0]["lr"] < 0.05 * 0.01, "the cosine schedule must end with the time"
+    assert main(args + ["0.03", "--resume"]) == 0
+    assert torch.load(out, weights_only=True)["step"] == first["step"], "a spent budget trains no further"
+    assert main(args + ["0.06", "--resume"]) == 0
+    second = torch.load(out, weights_only=True)
+    assert second["step"] > first["step"] + 3 and 3.6 <= second["elapsed"] < 3.8
+
 @needs_data
 def test_train_on_synthetic_composites_lowers_the_loss(tmp_path):
     from engine.synthetic import SyntheticComposites
