@@ -13,7 +13,7 @@ from .base import Backend
 
 log = logging.getLogger("engine")
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-DEFAULT_MODEL = "fmm-small"
+DEFAULT_MODEL = "fmm-medium"
 
 
 @dataclass(frozen=True)
