@@ -105,6 +105,8 @@ def save_checkpoint(path: Path, model: FMMNet, optimizer, step: int, config: dic
 def train(out: str | Path, settings: TrainConfig) -> Path:
     """Train and checkpoint to `out`; returns its path."""
     c = settings
+    if c.minutes is not None and c.minutes <= 0:
+        raise InputError(f"--minutes must be more than 0, not {c.minutes}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(c.seed)
@@ -134,9 +136,12 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
         opt.load_state_dict(ckpt["optimizer"])
     sets: list[Dataset] = []
     if c.data is not None:
-        sets.append(SyntheticComposites(c.data, cfg["size"], seed=seed + start, strong=c.strong_edits,
-                                         mild=c.mild, restyle=c.restyle, closeup=c.closeup, more=c.more_data,
-                                         same_category=c.same_category))
+        try:
+            sets.append(SyntheticComposites(c.data, cfg["size"], seed=seed + start, strong=c.strong_edits,
+                                             mild=c.mild, restyle=c.restyle, closeup=c.closeup, more=c.more_data,
+                                             same_category=c.same_category))
+        except ValueError as exc:  # a share out of 0..1
+            raise InputError(f"--{str(exc).replace('_', '-')}") from None
     if c.iharmony4 is not None:
         sets.append(IHarmony4Crops(c.iharmony4, cfg["size"], seed=seed + start))
     if not sets:

@@ -24,7 +24,7 @@ class TrainConfig:
     until: int | None = _option(None, "stop at this step (the schedule still spans --steps)")
     minutes: float | None = _option(None, "train this long instead (wall clock, resumes included): the schedule "
                                     "spans the time, and --steps only caps the steps")
-    lr: float = _option(1e-3, "peak learning rate (cosine decay over --steps)")
+    lr: float = _option(1e-3, "peak learning rate (cosine decay over --steps, or --minutes)")
     optimizer: str = _option("adam", "adam or adadelta (the paper's)", choices=("adam", "adadelta"))
     loss: str = _option("fmse", "foreground MSE per sample, whole-image MSE (the paper's), or log foreground "
                         "MSE (the scale of mean PSNR)", choices=("fmse", "mse", "psnr"))

@@ -44,6 +44,17 @@ def test_a_time_budget_ends_the_run_and_its_schedule_and_resumes_with_what_is_le
     second = torch.load(out, weights_only=True)
     assert second["step"] > first["step"] + 3 and 3.6 <= second["elapsed"] < 3.8
 
+
+@needs_data
+def test_train_refuses_a_share_out_of_range_and_a_budget_of_nothing(tmp_path, capsys):
+    base = ["train", "--config", "tiny", "--data", str(DATA), "--out", str(tmp_path / "x.pt"), "--workers", "0"]
+    assert main(base + ["--same-category", "1.5"]) == 2
+    assert "--same-category must be within 0..1, not 1.5" in capsys.readouterr().err
+    assert main(base + ["--minutes", "0"]) == 2
+    assert "--minutes must be more than 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
 @needs_data
 def test_train_on_synthetic_composites_lowers_the_loss(tmp_path):
     from engine.synthetic import SyntheticComposites
