@@ -73,8 +73,8 @@ def run(repeat: int = 50) -> tuple[list[str], bool]:
                 err, worst = diff.max().item(), (diff / (1 + ref.abs())).max().item()
                 passed = worst <= tol
                 ok &= passed
-                line = (f"{'PASSED' if passed else 'FAILED'} | {b}x{c}x{h}x{w} cq {cq} {name} {kind:<6} | max abs {err:.2e}"
-                        f", max abs / (1 + |ref|) {worst:.2e} (tol {tol:.0e})")
+                line = (f"{'PASSED' if passed else 'FAILED'} | {b}x{c}x{h}x{w} cq {cq} {name} {kind:<6} | "
+                        f"max abs {err:.2e}, max abs / (1 + |ref|) {worst:.2e} (tol {tol:.0e})")
                 if kind == "random":
                     ours = _timed(launch, torch.cuda.synchronize, repeat)
                     eager = _timed(lambda: attention_modulation(*x), torch.cuda.synchronize, repeat)

@@ -220,7 +220,7 @@ class SyntheticComposites:
     viewed close around the object (its box 1 to 1.6 times over each way), so that it fills much of
     the picture as pasted layers often do. A `same_category` share are made as iHarmony4's HCOCO
     was: the object takes the Lab colour statistics of an object of the same COCO category in
-    another photo (a person's those of another person), the edit real pastes most resemble.
+    another photo (a person takes those of another person), the edit real pastes most resemble.
     Returns (composite, mask, real) as float32 (3|1, size, size).
     """
 

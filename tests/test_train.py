@@ -23,7 +23,6 @@ def test_train_on_iharmony4_layout_and_resume(iharmony4_root, tmp_path):
     assert not list(tmp_path.glob(".ck.pt*")), "a temporary checkpoint was left behind"
 
 
-
 def test_a_time_budget_ends_the_run_and_its_schedule_and_resumes_with_what_is_left(iharmony4_root, tmp_path,
                                                                                    monkeypatch):
     import itertools
