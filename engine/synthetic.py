@@ -290,7 +290,7 @@ class SyntheticComposites:
         if self.restyle and rng.random() < self.restyle:  # drawn only when asked, as for mild
             real = recolour(photo.reshape(-1, 3), reference, rng).reshape(photo.shape)
         comp = real.copy()
-        donor = self._same_category_pixels(category, item, rng) if self.same_category else None
+        donor = self._same_category_pixels(category, item, rng)
         if donor is not None:
             comp[m] = lab_to_rgb(move_lab_statistics(rgb_to_lab(photo[m]), rgb_to_lab(donor), 1.0)) / np.float32(255)
         else:
@@ -305,7 +305,7 @@ class SyntheticComposites:
     def _same_category_pixels(self, category: str | None, item: int, rng: np.random.Generator):
         """A sample of the pixels of an object of `category` in another photo, drawn with probability
         `same_category`; None when not drawn or when no other photo has one."""
-        if rng.random() >= self.same_category:
+        if not self.same_category or rng.random() >= self.same_category:  # drawn only when asked, as for mild
             return None
         donors = [(i, k) for i, k in self.by_category.get(category, ()) if i != item]
         if not donors:
