@@ -65,7 +65,8 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
                  min_size: int = 64, opt_size: int | None = None, max_size: int = 512, max_batch: int = 4,
                  timing_cache: str | Path | None = None, verbose: bool = False) -> Path:
     """Build and write the engine and its sidecar; returns the engine path. The profile is optimised for
-    `opt_size`, by default the model's working size (256 for the shipped `medium` model and for `paper`, 128 for `small`)."""
+    `opt_size`, by default the model's working size (256 for the shipped `medium` model and for `paper`,
+    128 for `small`)."""
     t = trt()
     ensure_rtx_library_link(t)
     onnx_path = Path(onnx_path)

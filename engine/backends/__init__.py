@@ -1,6 +1,7 @@
-"""The backend registry: every runtime by name, with its class and default model. `load` and `choose`
-read it, the CLI takes its `--backend` choices from it, the server checks requests against it, and
-the plug-in's list (plugin/protocol.py BACKENDS, standard library only) is tested to match it."""
+"""The backend registry: every runtime by name, with its class and what it runs. `load` and `choose`
+read it (so `load` refuses any other name, for the CLI and the server alike), the CLI takes its
+`--backend` choices from it, and the plug-in's list (plugin/protocol.py BACKENDS, standard library
+only) is tested to match it."""
 from __future__ import annotations
 
 import importlib
