@@ -1,141 +1,231 @@
 """`harmonize gimp install|--check|--uninstall`: put the plug-in where GIMP 3 looks for it.
 
-The plug-in's files are copied into `<GIMP config>/plug-ins/harmonize_layer/` (GIMP wants the folder
-named like the executable file), with an `engine.json` that points the plug-in at this interpreter.
+Every GIMP 3.x profile is found where each packaging keeps it (native, Flatpak, Snap, Windows, macOS);
+a future 3.x needs no change here. The plug-in goes into the newest profile of each packaging found,
+which is the one that GIMP reads (`--all-profiles` also into older ones, for a GIMP kept beside a newer
+one). Its files are copied into `<profile>/plug-ins/harmonize_layer/` (GIMP wants the folder named like
+the executable file), with an `engine.json` that points it at this interpreter and an `engine.key` only
+this user may read.
 """
 from __future__ import annotations
 
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import plugin
+from plugin import client, protocol, rendezvous
 
 from .errors import InputError
 
 NAME = "harmonize_layer"
-FILES = ("harmonize_layer.py", "gimpfu_shim.py", "client.py", "protocol.py")
+FILES = ("harmonize_layer.py", "gimpfu_shim.py", "client.py", "protocol.py", "rendezvous.py")
+PROFILE = re.compile(r"3\.(\d+)")
 
 
-def candidate_dirs() -> list[Path]:
-    """GIMP 3 configuration folders for this platform, the usual one first."""
+@dataclass(frozen=True)
+class Profile:
+    """One GIMP profile folder: `GIMP/3.x` as one packaging of GIMP keeps it."""
+
+    path: Path
+    version: tuple[int, int]
+    packaging: str  # native, flatpak, snap, windows or macos
+
+    @property
+    def label(self) -> str:
+        return f"GIMP {self.version[0]}.{self.version[1]} ({self.packaging})"
+
+
+def profile_roots() -> list[tuple[str, Path]]:
+    """(packaging, the folder holding its `3.x` profiles) for this platform, the usual one first."""
     home = Path.home()
     system = platform.system()
     if system == "Windows":
-        return [Path(os.environ.get("APPDATA", home / "AppData" / "Roaming")) / "GIMP" / "3.0"]
+        return [("windows", Path(os.environ.get("APPDATA", home / "AppData" / "Roaming")) / "GIMP")]
     if system == "Darwin":
-        return [home / "Library" / "Application Support" / "GIMP" / "3.0"]
-    config = Path(os.environ.get("XDG_CONFIG_HOME", home / ".config"))
-    return [config / "GIMP" / "3.0", home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0"]
+        return [("macos", home / "Library" / "Application Support" / "GIMP")]
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return [("native", config / "GIMP"),
+            ("flatpak", home / ".var" / "app" / rendezvous.FLATPAK_APP / "config" / "GIMP"),
+            ("snap", home / "snap" / "gimp" / "current" / ".config" / "GIMP")]
 
 
-def find_gimp_dir(explicit: str | Path | None = None) -> Path:
-    """The GIMP 3 configuration folder: the given one, else the first that exists, else the usual one."""
-    if explicit:
-        return Path(explicit)
-    for d in candidate_dirs():
-        if d.exists():
-            return d
-    return candidate_dirs()[0]
+def find_profiles() -> list[Profile]:
+    """Every GIMP 3.x profile on this machine, newest first (the usual packaging first within a version)."""
+    found = []
+    for order, (packaging, root) in enumerate(profile_roots()):
+        for d in root.iterdir() if root.is_dir() else ():
+            m = PROFILE.fullmatch(d.name)
+            if m and d.is_dir():
+                found.append((-int(m[1]), order, Profile(d, (3, int(m[1])), packaging)))
+    return [p for *_, p in sorted(found, key=lambda t: t[:2])]
 
 
-def plugin_dir(gimp_dir: Path) -> Path:
-    return gimp_dir / "plug-ins" / NAME
+def targets(profiles: list[Profile], all_profiles: bool = False) -> list[Profile]:
+    """The profiles to install into: the newest of each packaging (the one its GIMP reads), or all."""
+    if all_profiles:
+        return list(profiles)
+    newest: dict[str, Profile] = {}
+    for p in profiles:
+        newest.setdefault(p.packaging, p)
+    return [p for p in profiles if newest[p.packaging] is p]
 
 
-def install(gimp_dir: Path, python: str = sys.executable, address: str | None = None) -> Path:
-    """Copy the plug-in and write its engine config; returns the plug-in folder."""
-    dest = plugin_dir(gimp_dir)
+def plugin_dir(profile_path: Path) -> Path:
+    return Path(profile_path) / "plug-ins" / NAME
+
+
+def engine_config(dest: Path, flatpak: bool, address: str | None = None) -> dict:
+    """What the plug-in in `dest` needs to reach this engine."""
+    from . import __version__
+    from .backends import devices
+
+    config = {"python": sys.executable, "version": __version__, "devices": list(devices()),
+              "idle_minutes": client.IDLE_MINUTES, "key_file": str(dest / "engine.key")}
+    if address:
+        config["address"] = address
+    elif flatpak:  # the sandbox does not share $XDG_RUNTIME_DIR: meet under the home folder
+        config["address"] = rendezvous.flatpak_socket()
+    return config
+
+
+def install(profile_path: Path, address: str | None = None, flatpak: bool = False, python: str | None = None) -> Path:
+    """Copy the plug-in and write its engine config and key; returns the plug-in folder."""
+    dest = plugin_dir(profile_path)
     dest.mkdir(parents=True, exist_ok=True)
     src = Path(plugin.__file__).parent
     for name in FILES:
         shutil.copyfile(src / name, dest / name)
     (dest / f"{NAME}.py").chmod(0o755)
-    config = {"python": python}
-    if address:
-        config["address"] = address
-    (dest / "engine.json").write_text(json.dumps(config, indent=1) + "\n")
+    config = engine_config(dest, flatpak, address)
+    if python:
+        config["python"] = python
+    rendezvous.write_key(dest / "engine.key")
+    (dest / client.CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
     return dest
 
 
-def uninstall(gimp_dir: Path) -> bool:
+def uninstall(profile_path: Path) -> bool:
     """Remove the plug-in folder; False when it was not there."""
-    dest = plugin_dir(gimp_dir)
+    dest = plugin_dir(profile_path)
     if not dest.exists():
         return False
     shutil.rmtree(dest)
     return True
 
 
-def check(gimp_dir: Path) -> list[tuple[bool, str]]:
-    """(ok, message) for each thing the plug-in needs; a failed message says how to fix it."""
-    from plugin import client, protocol
-
-    results = []
-    dest = plugin_dir(gimp_dir)
-    fix = "run: harmonize gimp install" + (f" --gimp-dir {gimp_dir}" if gimp_dir not in candidate_dirs() else "")
-    results.append((gimp_dir.exists(), f"GIMP 3 folder {gimp_dir}" + ("" if gimp_dir.exists() else
-                    " not found: is GIMP 3 installed and started once? Or give --gimp-dir")))
+def _files_current(dest: Path) -> str | None:
+    """Why the copy in `dest` is not this package's plug-in, or None when it is."""
     src = Path(plugin.__file__).parent
     for name in FILES:
         f = dest / name
         if not f.exists():
-            results.append((False, f"{f} missing; {fix}"))
-        elif f.read_bytes() != (src / name).read_bytes():
-            results.append((False, f"{f} is from another version; {fix}"))
-    exe = dest / f"{NAME}.py"
-    if exe.exists() and not os.access(exe, os.X_OK):
-        results.append((False, f"{exe} is not executable; {fix}"))
-    if all(ok for ok, _ in results[1:]) and exe.exists():
-        results.append((True, f"plug-in installed in {dest}"))
+            return f"{f.name} is missing"
+        if f.read_bytes() != (src / name).read_bytes():
+            return f"{f.name} is from another version of fmm-harmonize"
+    if not os.access(dest / f"{NAME}.py", os.X_OK):
+        return f"{NAME}.py is not executable"
+    return None
+
+
+def check_profile(profile_path: Path, read_by: str | None = None) -> list[tuple[str, str]]:
+    """(status, message) lines for the plug-in in one profile: status "ok", "MISSING", "STALE" or
+    "stale" (a copy in an older profile, which `read_by` names the newer one of)."""
+    dest = plugin_dir(profile_path)
+    fix = f"run: harmonize gimp install --gimp-dir {profile_path}"
+    if read_by is not None:
+        if not dest.exists():
+            return []
+        return [("stale", f"{dest}: an older profile; {read_by} reads its own instead. Kept for that older "
+                          f"GIMP; remove with: harmonize gimp --uninstall --gimp-dir {profile_path}")]
+    if not Path(profile_path).is_dir():
+        return [("MISSING", f"GIMP 3 profile {profile_path} not found: is GIMP 3 installed and started once?")]
+    if not dest.exists():
+        return [("MISSING", f"plug-in not installed in {dest}; {fix}")]
+    why = _files_current(dest)
+    if why:
+        return [("STALE", f"plug-in in {dest}: {why}; {fix}")]
+    lines = [("ok", f"plug-in installed and current in {dest}")]
     try:
         config = client.read_config(dest)
     except client.EngineError as exc:
-        config = {}
-        results.append((False, str(exc)))
+        return [*lines, ("MISSING", str(exc))]
     python = config.get("python")
     if not python:
-        results.append((False, f"no engine interpreter configured in {dest / 'engine.json'}; {fix}"))
-    else:
-        try:
-            r = subprocess.run([python, "-c", "import engine.backends, onnxruntime"], capture_output=True, text=True)
-            ok, why = r.returncode == 0, (r.stderr.strip().splitlines() or ["it failed"])[-1]
-        except OSError as exc:
-            ok, why = False, exc.strerror
-        results.append((ok, f"engine interpreter {python}" + ("" if ok else
-                        f" cannot import the engine ({why}); reinstall with the harmonize of the environment"
-                        " that should serve GIMP: harmonize gimp install")))
+        return [*lines, ("MISSING", f"no engine interpreter configured in {dest / client.CONFIG_NAME}; {fix}")]
     try:
-        header = client.ping(config.get("address"))
-        results.append((True, f"engine server running ({header.get('backend')}, version {header.get('version')})"))
+        r = subprocess.run([python, "-c", "import engine.backends, onnxruntime"], capture_output=True, text=True)
+        ok, why = r.returncode == 0, (r.stderr.strip().splitlines() or ["it failed"])[-1]
+    except OSError as exc:
+        ok, why = False, exc.strerror
+    lines.append(("ok" if ok else "MISSING", f"engine interpreter {python}" + ("" if ok else
+                  f" cannot import the engine ({why}); reinstall with the harmonize of the environment that "
+                  f"should serve GIMP: harmonize gimp install")))
+    return lines
+
+
+def check_server(config: dict) -> tuple[str, str]:
+    """Whether an engine server answers where the plug-in would look."""
+    try:
+        header = client.ping(config)
+        return "ok", (f"engine server running (pid {header.get('pid')}, {header.get('backend')} on "
+                      f"{header.get('device')}, version {header.get('version')})")
     except (client.EngineError, OSError, protocol.ProtocolError):
-        results.append((True, "no engine server running: each call starts the engine (start "
-                              "'harmonize serve' for about a second per call instead)"))
-    return results
+        return "ok", ("no engine server running: the first Harmonize Layer call starts one, and it stops "
+                      f"after {config.get('idle_minutes', client.IDLE_MINUTES)} idle minutes")
 
 
-def main(action: str, gimp_dir: str | None, address: str | None = None) -> int:
+def main(action: str, gimp_dir: str | None, address: str | None = None, all_profiles: bool = False) -> int:
     """The CLI's entry: prints what it did; the exit status follows --check's verdict."""
-    d = find_gimp_dir(gimp_dir)
+    profiles = find_profiles()
+    if gimp_dir:
+        chosen = [Profile(Path(gimp_dir), (3, 0), "given")]
+    else:
+        chosen = targets(profiles, all_profiles)
     if action == "install":
-        if not gimp_dir and not d.exists():  # never make GIMP's folder ourselves: --check would then trust it
-            looked = ", ".join(str(c) for c in candidate_dirs())
-            raise InputError(f"no GIMP 3 configuration folder found (looked in {looked}); start GIMP 3 once "
-                             "so that it makes one, or give --gimp-dir")
-        dest = install(d, address=address)
-        print(f"installed Filters > Harmonize Layer in {dest} (engine: {sys.executable})")
-        print("restart GIMP to see it")
+        if not chosen:  # never make GIMP's folder ourselves: --check would then trust it
+            looked = ", ".join(str(root / "3.x") for _, root in profile_roots())
+            raise InputError(f"no GIMP 3 profile found (looked in {looked}); start GIMP 3 once so that it "
+                             "makes one, or give --gimp-dir")
+        for p in chosen:
+            dest = install(p.path, address, flatpak=p.packaging == "flatpak")
+            print(f"installed Filters > Harmonize Layer for {p.label if gimp_dir is None else p.path} in {dest}")
+        print(f"engine: {sys.executable}; restart GIMP to see it")
+        if any(p.packaging == "flatpak" for p in chosen):
+            print(f"Flatpak GIMP cannot start the engine itself: start it with '{Path(sys.executable).parent}"
+                  f"/harmonize serve --flatpak' before using Harmonize Layer there")
         return 0
     if action == "uninstall":
-        print(f"removed {plugin_dir(d)}" if uninstall(d) else f"nothing installed in {plugin_dir(d)}")
+        for p in profiles if not gimp_dir else chosen:
+            if uninstall(p.path):
+                print(f"removed {plugin_dir(p.path)}")
         return 0
     if action == "check":
-        results = check(d)
-        for ok, message in results:
-            print(f"{'ok     ' if ok else 'MISSING'} {message}")
-        return 0 if all(ok for ok, _ in results) else 1
+        return _print_check(profiles, chosen, gimp_dir is not None)
     raise InputError(f"unknown action {action!r}")
+
+
+def _print_check(profiles: list[Profile], chosen: list[Profile], given: bool) -> int:
+    lines: list[tuple[str, str]] = []
+    if not given:
+        names = ", ".join(f"{p.label} at {p.path}" for p in profiles) or "none"
+        lines.append(("ok" if profiles else "MISSING", f"GIMP 3 profiles found: {names}" + (
+            "" if profiles else " (is GIMP 3 installed and started once? Or give --gimp-dir)")))
+    newest = {p.packaging: p for p in reversed(chosen)}
+    for p in chosen:
+        lines += check_profile(p.path)
+    for p in profiles if not given else ():
+        if p not in chosen:
+            lines += check_profile(p.path, read_by=newest[p.packaging].label)
+    configs = [client.read_config(plugin_dir(p.path)) for p in chosen if (plugin_dir(p.path) / client.CONFIG_NAME).exists()]
+    for config in configs[:1]:
+        lines.append(check_server(config))
+    for status, message in lines:
+        print(f"{status:7} {message}")
+    return 0 if lines and all(s in ("ok", "stale") for s, _ in lines) else 1

@@ -1,19 +1,24 @@
-"""The GIMP side's way to the engine (standard library only): a running `harmonize serve`, else the
-engine's interpreter started for the one call (`harmonize serve --stdio`)."""
+"""The GIMP side's way to the engine (standard library only): a running `harmonize serve`, started in
+the background by the first call that finds none, reused by later calls until it exits after an idle
+time. Two calls at once start one server; a stale socket is replaced by the server that starts."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 try:
-    from . import protocol
+    from . import protocol, rendezvous
 except ImportError:  # installed as plain files beside the plug-in
     import protocol  # type: ignore[no-redef]
+    import rendezvous  # type: ignore[no-redef]
 
 CONFIG_NAME = "engine.json"
+IDLE_MINUTES = 10  # a server the plug-in starts exits after this long without a request
+START_TIMEOUT = 120.0  # seconds for a new server to load its model and answer
 
 
 class EngineError(Exception):
@@ -21,7 +26,8 @@ class EngineError(Exception):
 
 
 def read_config(folder: str | Path) -> dict:
-    """The config the installer wrote beside the plug-in: the engine's interpreter and address."""
+    """The config the installer wrote beside the plug-in: the engine's interpreter, address, key file,
+    devices and idle time."""
     path = Path(folder) / CONFIG_NAME
     try:
         return json.loads(path.read_text())
@@ -31,21 +37,41 @@ def read_config(folder: str | Path) -> dict:
         raise EngineError(f"{path} is damaged ({exc}); run: harmonize gimp install") from None
 
 
-def connect(address) -> socket.socket:
+def address_of(config: dict) -> str | tuple[str, int]:
+    """The configured address (JSON gives a list for host and port), else the default one."""
+    address = config.get("address") or rendezvous.default_address()
+    return tuple(address) if isinstance(address, list) else address
+
+
+def _key(config: dict) -> bytes:
+    path = config.get("key_file")
+    if not path:
+        raise EngineError("the engine listens on TCP, which needs the key in engine.key; run: harmonize gimp install")
+    try:
+        return rendezvous.read_key(path)
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"cannot read the engine's key {path} ({exc}); run: harmonize gimp install") from None
+
+
+def connect(address, config: dict | None = None, timeout: float = 30.0) -> socket.socket:
+    """A connection to a listening server; over TCP, one that proved it holds the user's key. OSError
+    when nothing listens there."""
     family = socket.AF_INET if isinstance(address, tuple) else socket.AF_UNIX
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        sock.settimeout(timeout)
         sock.connect(address if family == socket.AF_INET else str(address))
-    except OSError:
+        if family == socket.AF_INET:
+            verdict = protocol.answer(sock, _key(config or {}))
+            if not verdict.get("ok"):
+                raise EngineError(verdict.get("error", "the engine refused the connection"))
+    except protocol.ProtocolError as exc:
+        sock.close()
+        raise EngineError(f"something other than the engine answers at {address} ({exc})") from None
+    except BaseException:
         sock.close()
         raise
     return sock
-
-
-def _address(address) -> str | tuple[str, int]:
-    """A configured address (JSON gives a list for host and port), else the default one."""
-    address = address or protocol.default_address()
-    return tuple(address) if isinstance(address, list) else address
 
 
 def _exchange(sock: socket.socket, message: bytes, timeout: float) -> tuple[dict, bytes]:
@@ -55,62 +81,117 @@ def _exchange(sock: socket.socket, message: bytes, timeout: float) -> tuple[dict
             sock.sendall(message)
             reply = protocol.receive(sock)
         except socket.timeout:
-            raise EngineError(f"the engine did not answer within {timeout:.0f} s") from None
-        except protocol.ProtocolError as exc:  # Closed included: the engine went away mid-request
-            raise EngineError(f"the engine broke off the request ({exc})") from None
-        except OSError as exc:
-            raise EngineError(f"lost the connection to the engine ({exc.strerror or exc})") from None
-    return _reply(reply)
-
-
-def request(message: bytes, config: dict | None = None, timeout: float = 600.0) -> tuple[dict, bytes]:
-    """Send one message to the engine and return its reply (header, payload)."""
-    config = config or {}
-    try:
-        sock = connect(_address(config.get("address")))
-    except OSError:
-        return _one_shot(message, config, timeout)
-    return _exchange(sock, message, timeout)
-
-
-def ping(address=None, timeout: float = 600.0) -> dict:
-    """A running server's reply to ping; OSError when none listens, EngineError when it fails to answer
-    (it starts no engine)."""
-    return _exchange(connect(_address(address)), protocol.encode({"op": "ping"}), timeout)[0]
-
-
-def _one_shot(message: bytes, config: dict, timeout: float) -> tuple[dict, bytes]:
-    python = config.get("python") or sys.executable
-    cmd = [python, "-m", "engine.cli", "serve", "--stdio"]
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as exc:
-        raise EngineError(f"cannot start the engine ({python}): {exc}; run: harmonize gimp install") from None
-    try:
-        proc.stdin.write(message)
-        proc.stdin.close()
-        reply = protocol.receive(protocol.FileStream(proc.stdout))
-    except (protocol.ProtocolError, OSError) as exc:
-        proc.kill()
-        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
-        raise EngineError(f"the engine failed: {err[-1] if err else exc}") from None
-    finally:
-        proc.wait(timeout)
-    return _reply(reply)
-
-
-def _reply(reply: tuple[dict, bytes]) -> tuple[dict, bytes]:
+            raise EngineError(f"the engine did not answer within {timeout:g} s") from None
+        except (protocol.ProtocolError, OSError) as exc:  # Closed included: it went away mid-request
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise EngineError(f"the engine stopped during the request ({why}); the next call starts it "
+                              "again") from None
     header, payload = reply
     if not header.get("ok"):
         raise EngineError(header.get("error", "the engine failed without saying why"))
     return header, payload
 
 
-def harmonize(width: int, height: int, rect, background: bytes, rgb: bytes, mask: bytes,
-              strength: float = 1.0, backend: str = "auto", config: dict | None = None) -> bytes:
-    """The layer's harmonized RGB u8 in `rect`, given the canvas without it and its RGB and mask there."""
-    message = protocol.harmonize_request(width, height, rect, background, rgb, mask, strength, backend)
-    header, payload = request(message, config)
+def request(message: bytes, config: dict | None = None, timeout: float = 600.0, status=None) -> tuple[dict, bytes]:
+    """Send one message to the engine, starting a server when none runs, and return its reply (header,
+    payload). `status(text)` hears what is going on ("Starting the engine")."""
+    config = config or {}
+    sock = open_engine(config, status)
+    if status:
+        status("Harmonize Layer: harmonizing")
+    return _exchange(sock, message, timeout)
+
+
+def ping(config: dict | None = None, timeout: float = 30.0) -> dict:
+    """A running server's reply to ping; OSError when none listens (it starts no server)."""
+    config = config or {}
+    return _exchange(connect(address_of(config), config), protocol.encode({"op": "ping"}), timeout)[0]
+
+
+def open_engine(config: dict, status=None) -> socket.socket:
+    """A connection to the engine server, starting one in the background when none answers."""
+    address = address_of(config)
+    try:
+        return connect(address, config)
+    except OSError:
+        pass
+    if rendezvous.in_flatpak():
+        raise EngineError(flatpak_message(config, address))
+    starting = rendezvous.FileLock(rendezvous.start_lock_path(address))
+    if not starting.acquire(timeout=START_TIMEOUT):
+        raise EngineError(f"another call has been starting the engine for {START_TIMEOUT:.0f} s; see "
+                          f"{rendezvous.log_path(address)}")
+    try:
+        try:  # the call that held the lock may have started it meanwhile
+            return connect(address, config)
+        except OSError:
+            pass
+        if status:
+            status("Harmonize Layer: starting the engine (the first call loads the model)")
+        return _wait_for_server(_start_server(config, address), address, config)
+    finally:
+        starting.release()
+
+
+def flatpak_message(config: dict, address) -> str:
+    """What GIMP shows when it runs in a Flatpak sandbox and no server answers."""
+    python = config.get("python")
+    harmonize = str(Path(python).with_name("harmonize")) if python else "harmonize"
+    return ("GIMP runs as a Flatpak, whose sandbox cannot start the engine. Start it outside GIMP, in a "
+            f"terminal, and keep it running: {harmonize} serve --flatpak (it listens on {address})")
+
+
+def _start_server(config: dict, address) -> subprocess.Popen:
+    python = config.get("python")
+    if not python:
+        raise EngineError("no engine interpreter is configured; run: harmonize gimp install")
+    cmd = [python, "-m", "engine.cli", "serve", "--idle-minutes", str(config.get("idle_minutes", IDLE_MINUTES))]
+    if isinstance(address, tuple):
+        cmd += ["--port", str(address[1]), "--key-file", str(config.get("key_file", ""))]
+    else:
+        cmd += ["--socket", str(address)]
+    log = rendezvous.log_path(address)
+    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if os.name == "nt":  # no console window, and not ended with GIMP's
+        detach = dict(creationflags=subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP)
+    else:
+        detach = dict(start_new_session=True)
+    try:
+        with open(log, "wb") as out:
+            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    close_fds=True, **detach)
+    except OSError as exc:
+        raise EngineError(f"cannot start the engine ({python}): {exc.strerror or exc}; run: harmonize gimp "
+                          "install") from None
+
+
+def _wait_for_server(proc: subprocess.Popen, address, config: dict) -> socket.socket:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            return connect(address, config)
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            try:  # it may have found another server that had just started: use that one
+                return connect(address, config)
+            except OSError:
+                pass
+            lines = rendezvous.log_path(address).read_text(errors="replace").strip().splitlines()
+            raise EngineError(f"the engine did not start: {lines[-1] if lines else f'exit status {proc.returncode}'}"
+                              f" (log: {rendezvous.log_path(address)})")
+        if time.monotonic() > deadline:
+            raise EngineError(f"the engine did not answer within {START_TIMEOUT:.0f} s of starting (log: "
+                              f"{rendezvous.log_path(address)})")
+        time.sleep(0.05)
+
+
+def harmonize(width: int, height: int, rect, background: bytes, rgb: bytes, mask: bytes, strength: float = 1.0,
+              device: str = "auto", config: dict | None = None, status=None) -> tuple[bytes, dict]:
+    """The layer's harmonized RGB u8 in `rect`, given the canvas without it and its RGB and mask there,
+    and the reply's header (which backend and device did the work)."""
+    message = protocol.harmonize_request(width, height, rect, background, rgb, mask, strength, device)
+    header, payload = request(message, config, status=status)
     if len(payload) != rect[2] * rect[3] * 3:
         raise EngineError(f"the engine returned {len(payload)} bytes for a {rect[2]}x{rect[3]} layer")
-    return payload
+    return payload, header

@@ -54,9 +54,10 @@ else:
             procedure.add_double_argument(nick, label, label, lo, hi, default, GObject.ParamFlags.READWRITE)
         elif kind == PF_OPTION:
             choice = Gimp.Choice.new()
-            for i, option in enumerate(extra):
-                choice.add(option, i, option, "")
-            procedure.add_choice_argument(nick, label, label, choice, extra[default], GObject.ParamFlags.READWRITE)
+            for i, option in enumerate(extra):  # the label's lower case is the value a script passes
+                choice.add(option.lower(), i, option, "")
+            procedure.add_choice_argument(nick, label, label, choice, extra[default].lower(),
+                                          GObject.ParamFlags.READWRITE)
         else:
             procedure.add_string_argument(nick, label, label, default, GObject.ParamFlags.READWRITE)
 
@@ -224,6 +225,12 @@ class GimpHost:
         if text is not None:
             Gimp.progress_init(text)
         Gimp.progress_update(fraction)
+
+    def progress_text(self, text: str) -> None:
+        Gimp.progress_set_text(text)
+
+    def progress_pulse(self) -> None:
+        Gimp.progress_pulse()
 
     def plugin_folder(self) -> str:
         import os

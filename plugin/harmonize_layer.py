@@ -1,25 +1,37 @@
 #!/usr/bin/env python3
 """Filters > Harmonize Layer: recolour the selected layer to match the image under it.
 
-The object is the layer's mask, else the selection, else the layer's alpha. The engine (a running
-`harmonize serve`, else the engine's interpreter for this one call) does the work; this side reads
-pixels, writes the new layer above the source in one undo step, and shows progress and errors.
-Standard library only: GIMP's Python has no numpy.
+The object is the layer's mask, else the selection, else the layer's alpha. The engine (a `harmonize
+serve` that the first call starts and later calls reuse) does the work; this side reads pixels, writes
+the new layer above the source in one undo step, and shows progress and errors. Standard library only:
+GIMP's Python has no numpy.
 """
 import os
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shim and client sit beside this file
 
 import client  # noqa: E402
 from gimpfu_shim import PF_OPTION, PF_SLIDER, UserError, main, register  # noqa: E402
-from protocol import BACKENDS  # noqa: E402
+from protocol import DEVICES  # noqa: E402
+
+LABELS = {"auto": "Auto", "cpu": "CPU", "gpu": "GPU"}
 
 
-def harmonize_layer(host, image, layer, strength=1.0, backend="auto"):
+def offered_devices(folder: str) -> list:
+    """The devices this engine can run (recorded by `harmonize gimp install`), in menu order."""
+    try:
+        recorded = client.read_config(folder).get("devices") or ()
+    except client.EngineError:
+        recorded = ()
+    return [d for d in DEVICES if d in recorded] or ["auto", "cpu"]
+
+
+def harmonize_layer(host, image, layer, strength=1.0, device="auto"):
     """Add a harmonized copy of `layer` directly above it; returns the new layer."""
-    if isinstance(backend, int):  # gimpfu's PF_OPTION gives an index
-        backend = BACKENDS[backend]
+    if isinstance(device, int):  # gimpfu's PF_OPTION gives an index
+        device = offered_devices(host.plugin_folder())[device]
     if not host.is_rgb(image):
         raise UserError("Harmonize Layer needs an RGB image; convert it with Image > Mode > RGB.")
     rect = host.canvas_region(image, layer)
@@ -33,17 +45,45 @@ def harmonize_layer(host, image, layer, strength=1.0, backend="auto"):
     background = host.read_background(image, layer)
     host.progress(0.25)
     config = client.read_config(host.plugin_folder())
+    width, height = host.canvas_size(image)
     try:
-        width, height = host.canvas_size(image)
-        out = client.harmonize(width, height, rect, background, rgb, mask, strength, backend, config)
+        out, reply = while_pulsing(host, "Harmonize Layer: waiting for the engine", lambda status: client.harmonize(
+            width, height, rect, background, rgb, mask, strength, device, config, status))
     except client.EngineError as exc:
         raise UserError(f"Harmonize Layer: {exc}") from None
     host.progress(0.8)
+    where = LABELS.get(reply.get("device"), "?")
     with host.undo_group(image):
-        new = host.add_copy_above(image, layer, f"{host.name(layer)} (harmonized)")
+        new = host.add_copy_above(image, layer, f"{host.name(layer)} (harmonized, {where})")
         host.write_rgb(new, rect, out)
     host.progress(1.0)
+    host.progress_text(f"Harmonized on the {where} ({reply.get('backend')})")
     return new
+
+
+def while_pulsing(host, text, work):
+    """`work(status)` on a thread while GIMP's progress bar pulses (GIMP is only called from this thread);
+    the bar shows `text`, then whatever `status` was last told."""
+    texts, result = [text], {}
+
+    def target():
+        try:
+            result["value"] = work(texts.append)
+        except BaseException as exc:  # re-raised below, on GIMP's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    shown = None
+    while thread.is_alive():
+        if texts[-1] != shown:
+            shown = texts[-1]
+            host.progress_text(shown)
+        host.progress_pulse()
+        thread.join(0.1)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
 
 
 register(
@@ -55,7 +95,8 @@ register(
     "Harmonize Layer", "RGB*",
     [
         (PF_SLIDER, "strength", "Strength", 1.0, (0.0, 1.0, 0.05)),
-        (PF_OPTION, "backend", "Engine backend", 0, list(BACKENDS)),
+        (PF_OPTION, "device", "Device", 0,
+         [LABELS[d] for d in offered_devices(os.path.dirname(os.path.abspath(__file__)))]),
     ],
     [],
     harmonize_layer,

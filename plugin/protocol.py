@@ -3,34 +3,32 @@
 A message is: magic b"FMMH", version (1 byte), header length (4 bytes, big-endian), a JSON header, then
 `header["payload"]` raw bytes. Sizes are bounded so a malformed or hostile message is refused before
 anything large is allocated. Requests: {"op": "ping"}, and {"op": "harmonize", "width", "height", "rect",
-"strength", "backend"} whose payload is the canvas without the layer, then the layer's RGB and mask in
-rect (all u8). Replies: {"ok": true, ...} with the layer's new RGB u8, or {"ok": false, "error": "..."}.
+"strength", "device"} whose payload is the canvas without the layer, then the layer's RGB and mask in
+rect (all u8). Replies: {"ok": true, ...} with the layer's new RGB u8 (and the backend and device that
+made it), or {"ok": false, "error": "..."}.
+
+Over TCP (no private socket file) the server first proves the client is its user's: it sends
+{"op": "challenge", "nonce"}, the client answers {"op": "auth", "mac"} (HMAC-SHA256 of the nonce under the
+key in engine.key), and the server replies {"ok": true} or an error and closes. Nothing with a payload is
+read before that.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
-import os
-import socket
+import secrets
 import struct
 
 MAGIC = b"FMMH"
-VERSION = 1
+VERSION = 2
 PREFIX = struct.Struct(">4sBI")
 MAX_HEADER = 64 * 1024
 MAX_PIXELS = 100_000_000  # 100 megapixels: twice GIMP's usual 50 MP ceiling
 MAX_PAYLOAD = MAX_PIXELS * 4
-TCP_PORT = 47913
-# What a request's "backend" may name: the engine's registry (engine/backends) and "auto", in the
-# plug-in's menu order; a test holds the two equal, since this side cannot import the engine.
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
-
-
-def default_address() -> str | tuple[str, int]:
-    """The server's Unix socket path, or 127.0.0.1:port where AF_UNIX is missing."""
-    if not hasattr(socket, "AF_UNIX"):
-        return ("127.0.0.1", TCP_PORT)
-    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "fmm-harmonize", "engine.sock")
+# What a request's "device" may name, in the plug-in's menu order; the engine's list
+# (engine/backends DEVICES) is tested to be the same, since this side cannot import the engine.
+DEVICES = ("auto", "cpu", "gpu")
 
 
 class ProtocolError(Exception):
@@ -39,16 +37,6 @@ class ProtocolError(Exception):
 
 class Closed(ProtocolError):
     """The peer closed the connection between messages: a normal end, not an error."""
-
-
-class FileStream:
-    """recv_into over a binary file (a pipe, stdin), so `receive` reads it like a socket."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def recv_into(self, view, n):
-        return self.f.readinto(view[:n]) or 0
 
 
 def encode(header: dict, payload: bytes = b"") -> bytes:
@@ -74,8 +62,8 @@ def _read_exactly(sock, n: int, between_messages: bool = False) -> bytearray:
     return buf
 
 
-def receive(sock) -> tuple[dict, bytearray]:
-    """Read one message from a socket; ProtocolError on anything malformed or oversized."""
+def receive(sock, max_payload: int = MAX_PAYLOAD) -> tuple[dict, bytearray]:
+    """Read one message from a socket; ProtocolError on anything malformed or over `max_payload`."""
     magic, version, length = PREFIX.unpack(_read_exactly(sock, PREFIX.size, between_messages=True))
     if magic != MAGIC:
         raise ProtocolError("not an fmm-harmonize message (bad magic)")
@@ -90,17 +78,17 @@ def receive(sock) -> tuple[dict, bytearray]:
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
     size = header.get("payload", 0)
-    if not isinstance(size, int) or not 0 <= size <= MAX_PAYLOAD:
-        raise ProtocolError(f"payload size {size!r} is out of bounds (max {MAX_PAYLOAD})")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= max_payload:
+        raise ProtocolError(f"payload size {size!r} is out of bounds (max {max_payload})")
     return header, _read_exactly(sock, size)
 
 
 def harmonize_request(width: int, height: int, rect: tuple[int, int, int, int], background: bytes,
-                      rgb: bytes, mask: bytes, strength: float = 1.0, backend: str = "auto") -> bytes:
+                      rgb: bytes, mask: bytes, strength: float = 1.0, device: str = "auto") -> bytes:
     """Harmonize a layer over a canvas: the canvas as seen without the layer (RGB u8, width x height),
     and in `rect` = (x, y, w, h) the layer's RGB u8 and its mask u8. The reply is the layer's new RGB."""
     return encode({"op": "harmonize", "width": width, "height": height, "rect": list(rect),
-                   "strength": strength, "backend": backend}, background + rgb + mask)
+                   "strength": strength, "device": device}, background + rgb + mask)
 
 
 def check_harmonize(header: dict, payload: bytes) -> tuple[int, int, tuple[int, int, int, int]]:
@@ -119,7 +107,38 @@ def check_harmonize(header: dict, payload: bytes) -> tuple[int, int, tuple[int, 
     strength = header.get("strength", 1.0)
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
         raise ProtocolError(f"strength {strength!r} is not within 0..1")
-    backend = header.get("backend", "auto")
-    if not isinstance(backend, str):
-        raise ProtocolError(f"backend {backend!r} is not a name")
+    device = header.get("device", "auto")
+    if device not in DEVICES:
+        raise ProtocolError(f"device {device!r} is not one of {', '.join(DEVICES)}")
     return W, H, (x, y, w, h)
+
+
+def _mac(key: bytes, nonce: str) -> str:
+    return hmac.new(key, nonce.encode(), hashlib.sha256).hexdigest()
+
+
+def challenge(sock, key: bytes) -> bool:
+    """The server's side of the key check: True when the client proved it holds `key`; otherwise the
+    client got an error reply and the connection should be closed."""
+    nonce = secrets.token_hex(16)
+    sock.sendall(encode({"op": "challenge", "nonce": nonce}))
+    try:
+        header, _ = receive(sock, max_payload=0)
+    except ProtocolError as exc:
+        header = {"error": str(exc)}
+    mac = header.get("mac")
+    if header.get("op") == "auth" and isinstance(mac, str) and hmac.compare_digest(mac, _mac(key, nonce)):
+        sock.sendall(encode({"ok": True}))
+        return True
+    sock.sendall(encode({"ok": False, "error": "not authorized: this engine answers only its own user's "
+                         "plug-in (the key in engine.key); reinstall with: harmonize gimp install"}))
+    return False
+
+
+def answer(sock, key: bytes) -> dict:
+    """The client's side of the key check; returns the server's verdict (a reply header)."""
+    header, _ = receive(sock, max_payload=0)
+    if header.get("op") != "challenge" or not isinstance(header.get("nonce"), str):
+        return header if "error" in header else {"ok": False, "error": "the server sent no key challenge"}
+    sock.sendall(encode({"op": "auth", "mac": _mac(key, header["nonce"])}))
+    return receive(sock, max_payload=0)[0]

@@ -86,12 +86,24 @@ def engine_address(tmp_path_factory) -> str:
     """A live engine server (ONNX Runtime, the shipped model) in this process: its socket path."""
     import threading
 
-    from engine.server import Engine, make_server
+    from engine.server import BackendPool, make_server
 
     sock = tmp_path_factory.mktemp("srv") / "engine.sock"
-    srv = make_server(Engine("onnxruntime"), str(sock))
+    srv = make_server(BackendPool("onnxruntime"), str(sock))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield str(sock)
     srv.shutdown()
     srv.server_close()
 
+
+
+class BytesStream:
+    """recv_into over bytes, so protocol.receive reads a message held in memory like a socket."""
+
+    def __init__(self, data: bytes):
+        import io
+
+        self.f = io.BytesIO(data)
+
+    def recv_into(self, view, n):
+        return self.f.readinto(view[:n]) or 0

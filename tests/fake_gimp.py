@@ -31,6 +31,8 @@ class FakeHost:
     def __init__(self, folder="/nonexistent"):
         self.folder = folder
         self.progress_values: list[float] = []
+        self.progress_texts: list[str] = []
+        self.pulses = 0
 
     def is_rgb(self, image):
         return image.base == "RGB"
@@ -110,6 +112,14 @@ class FakeHost:
 
     def progress(self, fraction, text=None):
         self.progress_values.append(fraction)
+        if text is not None:
+            self.progress_texts.append(text)
+
+    def progress_text(self, text):
+        self.progress_texts.append(text)
+
+    def progress_pulse(self):
+        self.pulses += 1
 
     def plugin_folder(self):
         return self.folder

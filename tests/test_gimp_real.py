@@ -1,7 +1,8 @@
-"""The installed plug-in in a real GIMP 3.0 (Debian trixie chroot, gimp-console, PDB call), per mask source.
+"""The installed plug-in in real GIMPs (3.0 from Debian trixie, 3.2 from forky, each in a chroot; gimp-console,
+PDB call), per mask source. `harmonize gimp install` finds the profile each GIMP made for itself.
 
-CI builds the chroot with .ci/gimp-chroot.sh and sets FMM_REQUIRE_GIMP=1, so there this test cannot
-skip; elsewhere it skips and says how to get the chroot.
+CI builds the chroots with .ci/gimp-chroot.sh and sets FMM_REQUIRE_GIMP=1 and FMM_GIMP_CHROOTS, so there
+these tests cannot skip; elsewhere each chroot that is missing skips and says how to build it.
 """
 import json
 import os
@@ -16,40 +17,64 @@ from PIL import Image
 
 from conftest import ROOT, ellipse_mask, scene_photo
 from engine.backends import load
-from engine.gimp_install import install
-from engine.server import Engine, make_server
+from engine.gimp_install import find_profiles, install
+from engine.server import BackendPool, make_server
 
-CHROOT = Path(os.environ.get("FMM_GIMP_CHROOT", "/var/cache/fmm/gimp-chroot"))
-GIMP = CHROOT / "usr" / "bin" / "gimp-console-3.0"
+CHROOTS = [Path(p) for p in os.environ.get("FMM_GIMP_CHROOTS", "/var/cache/fmm/gimp-trixie:/var/cache/fmm/gimp-forky")
+           .split(":")]
 REQUIRED = os.environ.get("FMM_REQUIRE_GIMP") == "1"
-
-if not REQUIRED:
-    pytestmark = [pytest.mark.gimp, pytest.mark.skipif(
-        not GIMP.exists() or os.geteuid() != 0,
-        reason=f"no GIMP 3 chroot at {CHROOT} (build it as root with: bash .ci/gimp-chroot.sh)")]
-else:
-    pytestmark = pytest.mark.gimp
-
+pytestmark = pytest.mark.gimp
 PHOTO_H, PHOTO_W, OBJ_H, OBJ_W = 90, 120, 40, 50
 
 
-@pytest.fixture(scope="module")
-def gimp_env():
-    work = CHROOT / "tmp" / f"fmmtest-{os.getpid()}"
+def console(chroot: Path) -> str | None:
+    """The chroot's gimp-console-3.x, as a path inside it."""
+    found = sorted((chroot / "usr" / "bin").glob("gimp-console-3.*"))
+    return f"/usr/bin/{found[-1].name}" if found else None
+
+
+@pytest.fixture(scope="module", params=CHROOTS, ids=[c.name for c in CHROOTS])
+def gimp_env(request, monkeypatch_module):
+    chroot = request.param
+    if console(chroot) is None or os.geteuid() != 0:
+        if REQUIRED:
+            pytest.fail(f"FMM_REQUIRE_GIMP=1 but no GIMP 3 in {chroot} (or not root)")
+        pytest.skip(f"no GIMP 3 chroot at {chroot} (build it as root with: bash .ci/gimp-chroot.sh {chroot})")
+    work = chroot / "tmp" / f"fmmtest-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
-    srv = make_server(Engine("onnxruntime"), str(work / "engine.sock"))
+    srv = make_server(BackendPool("onnxruntime"), str(work / "engine.sock"))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     inside = f"/tmp/{work.name}"
-    # A GIMP profile of this run's own (GIMP3_DIRECTORY), so concurrent runs never share a plug-in folder.
-    install(work / "gimp", python="/nonexistent/python", address=f"{inside}/engine.sock")
+    # A home of this run's own: GIMP makes its profile there on a first start, and the installer must find
+    # it where this GIMP reads it (GIMP/3.0 or GIMP/3.2) as it would in a user's home.
+    gimp(chroot, inside, "--quit")
+    monkeypatch_module.setenv("HOME", str(work / "home"))
+    monkeypatch_module.delenv("XDG_CONFIG_HOME", raising=False)
+    profiles = find_profiles()
+    assert [p.path.name for p in profiles] == [console(chroot).rsplit("-", 1)[1]], profiles
+    install(profiles[0].path, python="/nonexistent/python", address=f"{inside}/engine.sock")
     shutil.copyfile(ROOT / "tests" / "gimp_batch.py", work / "gimp_batch.py")
-    yield work, inside
+    yield chroot, work, inside
     srv.shutdown()
     srv.server_close()
     shutil.rmtree(work, ignore_errors=True)
 
 
-def run_case(work: Path, inside: str, source: str, offsets):
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def gimp(chroot: Path, inside: str, *args: str) -> subprocess.CompletedProcess:
+    """gimp-console in the chroot with the run's own home."""
+    cmd = ["chroot", str(chroot), "env", f"HOME={inside}/home", f"FMM_WORK={inside}", console(chroot), "-i", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def run_case(env, source: str, offsets):
+    chroot, work, inside = env
     photo = scene_photo(PHOTO_H, PHOTO_W, seed=5)
     ox, oy = offsets
     target = np.full((OBJ_H, OBJ_W, 3), 128, np.uint8)
@@ -64,10 +89,8 @@ def run_case(work: Path, inside: str, source: str, offsets):
     (work / "case.json").write_text(json.dumps({"source": source, "offsets": list(offsets)}))
     for f in ("result.json", "new.rgba", "source.rgba"):
         (work / f).unlink(missing_ok=True)
-    cmd = ["chroot", str(CHROOT), "env", "HOME=/root", f"GIMP3_DIRECTORY={inside}/gimp", f"FMM_WORK={inside}",
-           "gimp-console-3.0", "-i",
-           "--batch-interpreter=python-fu-eval", "-b", f"exec(open('{inside}/gimp_batch.py').read())", "--quit"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    r = gimp(chroot, inside, "--batch-interpreter=python-fu-eval", "-b", f"exec(open('{inside}/gimp_batch.py').read())",
+             "--quit")
     assert (work / "result.json").exists(), f"GIMP did not finish the batch:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     return json.loads((work / "result.json").read_text()), mask, target
 
@@ -75,10 +98,10 @@ def run_case(work: Path, inside: str, source: str, offsets):
 @pytest.mark.parametrize("offsets", [(40, 30), (-10, 55)], ids=["inside", "partly outside"])
 @pytest.mark.parametrize("source", ["alpha", "layer mask", "selection"])
 def test_real_gimp_harmonize_layer(gimp_env, source, offsets):
-    work, inside = gimp_env
-    result, mask, target = run_case(work, inside, source, offsets)
+    work = gimp_env[1]
+    result, mask, target = run_case(gimp_env, source, offsets)
     assert result["status"] == "success", result
-    assert result["layers"][:2] == ["object.png (harmonized)", "object.png"], result["layers"]
+    assert result["layers"][:2] == ["object.png (harmonized, CPU)", "object.png"], result["layers"]
     assert result["new_offsets"] == list(offsets) and result["new_size"] == [OBJ_W, OBJ_H]
     assert result["has_mask"] == (source == "layer mask")
     assert result["source_unchanged"] and result["photo_unchanged"]
@@ -106,8 +129,7 @@ def test_real_gimp_harmonize_layer(gimp_env, source, offsets):
 
 
 def test_real_gimp_reports_engine_errors(gimp_env):
-    work, inside = gimp_env
-    result, _, _ = run_case(work, inside, "alpha", (200, 200))  # entirely outside the canvas
+    result, _, _ = run_case(gimp_env, "alpha", (200, 200))  # entirely outside the canvas
     assert not result["status"] == "success"
     assert "outside the canvas" in result.get("error", ""), result
     assert len(result["layers"]) == result["layers_before"], "a layer was added despite the error"
@@ -122,8 +144,7 @@ def test_real_gimp_shows_an_engine_crash_as_a_message(gimp_env, monkeypatch):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(Backend, "harmonize", crash)  # the test's server runs in this process
-    work, inside = gimp_env
-    result, _, _ = run_case(work, inside, "alpha", (40, 30))
+    result, _, _ = run_case(gimp_env, "alpha", (40, 30))
     assert result["status"] != "success"
     assert "RuntimeError: CUDA error: an illegal memory access" in result.get("error", ""), result
     assert len(result["layers"]) == result["layers_before"], "a layer was added despite the error"

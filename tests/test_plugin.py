@@ -51,7 +51,7 @@ def test_harmonize_layer(host, source, offsets):
     before = [(la.rgb.copy(), None if la.alpha is None else la.alpha.copy()) for la in image.layers]
     new = plug.harmonize_layer(host, image, layer, 1.0, "auto")
     assert image.layers[0] is new and image.layers[1] is layer, "new layer must sit directly above the source"
-    assert new.name == "object (harmonized)" and new.offsets == layer.offsets
+    assert new.name == "object (harmonized, CPU)" and new.offsets == layer.offsets
     assert image.undo_groups == 1 and image.undo_depth == 0 and host.progress_values[-1] == 1.0
     for la, (rgb, alpha) in zip(image.layers[1:], before):
         assert np.array_equal(la.rgb, rgb), f"{la.name} was modified"
@@ -78,7 +78,7 @@ def test_harmonize_layer(host, source, offsets):
 
 def test_strength_zero_changes_nothing(host):
     image, layer, m, target = scene("alpha")
-    new = plug.harmonize_layer(host, image, layer, 0.0, 1)  # PF_OPTION gives an index: 1 = onnxruntime
+    new = plug.harmonize_layer(host, image, layer, 0.0, 1)  # PF_OPTION gives an index: 1 = CPU
     assert np.array_equal(new.rgb, layer.rgb)
 
 
@@ -117,14 +117,6 @@ def test_engine_error_reaches_the_user(host):
     assert len(image.layers) == 2
 
 
-def test_one_shot_engine_when_no_server_runs(tmp_path):
-    """No server: the plug-in starts the engine's interpreter for the call."""
-    (tmp_path / "engine.json").write_text('{"address": "%s", "python": "%s"}' % (tmp_path / "none.sock", sys.executable))
-    image, layer, m, target = scene("alpha")
-    new = plug.harmonize_layer(FakeHost(str(tmp_path)), image, layer)
-    assert not np.array_equal(new.rgb, layer.rgb)
-
-
 def test_an_engine_crash_reaches_the_user_as_text(host, monkeypatch):
     """Not only the engine's own errors: a RuntimeError (a CUDA call, say) comes back as a message."""
     from engine.backends.base import Backend
@@ -139,10 +131,15 @@ def test_an_engine_crash_reaches_the_user_as_text(host, monkeypatch):
     assert len(image.layers) == 2 and image.undo_depth == 0
 
 
-def test_the_plugin_offers_exactly_the_engine_backends():
-    """The plug-in cannot import the engine; its list (plugin/protocol.py) must be the registry's."""
-    from engine.backends import NAMES
-    from plugin.protocol import BACKENDS
+def test_the_plugin_offers_the_engine_devices_it_recorded(tmp_path):
+    """The plug-in cannot import the engine: its device names (plugin/protocol.py) must be the engine's, and
+    its menu offers only what `harmonize gimp install` found this engine can run."""
+    from engine.backends import DEVICES
+    from plugin.protocol import DEVICES as PLUGIN_DEVICES
 
-    assert BACKENDS == NAMES
-    assert plug.BACKENDS == BACKENDS
+    assert PLUGIN_DEVICES == DEVICES
+    assert plug.offered_devices(str(tmp_path)) == ["auto", "cpu"], "nothing recorded: no GPU offered"
+    (tmp_path / "engine.json").write_text('{"devices": ["gpu", "auto", "cpu", "tpu"]}')
+    assert plug.offered_devices(str(tmp_path)) == ["auto", "cpu", "gpu"]
+    (tmp_path / "engine.json").write_text('{"devices": ["auto", "cpu"]}')
+    assert plug.offered_devices(str(tmp_path)) == ["auto", "cpu"]

@@ -1,6 +1,5 @@
 """The wire protocol under fuzzing (hypothesis): whatever bytes arrive, the engine answers with a
 well-formed reply or refuses with a ProtocolError, in bounded time and memory, and never crashes."""
-import io
 import struct
 import tracemalloc
 
@@ -10,7 +9,8 @@ pytest.importorskip("hypothesis", reason="hypothesis (the 'dev' extra) is not in
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from engine.server import Engine  # noqa: E402
+from conftest import BytesStream  # noqa: E402
+from engine.server import BackendPool  # noqa: E402
 from plugin import protocol  # noqa: E402
 
 # Deterministic in CI; a deadline per example is the "no hang" check.
@@ -23,7 +23,7 @@ ANY = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(
 
 @pytest.fixture(scope="module")
 def engine():
-    return Engine("onnxruntime")
+    return BackendPool("onnxruntime")
 
 
 @st.composite
@@ -38,7 +38,7 @@ def harmonize_messages(draw):
     header = {"op": mostly(st.sampled_from(["harmonize"] * 8 + ["ping", "render"])),
               "width": mostly(st.just(W)), "height": mostly(st.just(H)), "rect": mostly(st.just([x, y, w, h])),
               "strength": mostly(st.floats(-0.5, 1.5)),
-              "backend": mostly(st.sampled_from(["auto", "onnxruntime", "nonsense"]))}
+              "device": mostly(st.sampled_from(["auto", "cpu", "nonsense"]))}
     header = {k: v for k, v in header.items() if draw(st.sampled_from([True] * 9 + [False]))}  # a field missing
     size = max(W * H * 3 + max(w, 0) * max(h, 0) * 4, 0)
     payload = draw(st.binary(min_size=size, max_size=size) | st.binary(max_size=64))
@@ -49,7 +49,7 @@ def harmonize_messages(draw):
 
 
 def read(data: bytes):
-    return protocol.receive(protocol.FileStream(io.BytesIO(data)))
+    return protocol.receive(BytesStream(data))
 
 
 def check_reply(reply: bytes, header: dict) -> None:
@@ -73,7 +73,7 @@ def test_structured_messages_always_get_a_reply(engine, data):
 
 @FUZZ
 @given(data=st.binary(max_size=200) | st.builds(
-    lambda n, tail: struct.pack(">4sBI", b"FMMH", 1, n) + tail, st.integers(0, 2**32 - 1), st.binary(max_size=100)))
+    lambda n, tail: struct.pack(">4sBI", b"FMMH", protocol.VERSION, n) + tail, st.integers(0, 2**32 - 1), st.binary(max_size=100)))
 def test_arbitrary_bytes_are_refused_without_allocating_what_they_announce(engine, data):
     tracemalloc.start()
     try:

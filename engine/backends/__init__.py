@@ -5,6 +5,7 @@ only) is tested to match it."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,8 @@ REGISTRY = {
                             "a TensorRT FP16 engine (default: the one build_engine.py built for this GPU)"),
     "torch": BackendSpec("torch_backend", "TorchBackend", "a PyTorch checkpoint (default: the shipped weights)"),
 }
-NAMES = ("auto", *REGISTRY)  # what --backend and a plug-in request may name
+NAMES = ("auto", *REGISTRY)  # what --backend may name
+DEVICES = ("auto", "cpu", "gpu")  # what a plug-in request may name (plugin/protocol.py DEVICES)
 
 
 def default_model_path(backend: str, name: str = DEFAULT_MODEL, fp16: bool = False) -> Path:
@@ -82,5 +84,50 @@ def load(backend: str = "auto", model: str | Path | None = None, **options) -> B
     return cls(model or default_model_path(backend), **options)
 
 
-__all__ = ["NAMES", "REGISTRY", "Backend", "HarmonizeError", "choose", "default_engine_path",
-           "default_model_path", "load"]
+def gpu_backend(model: str | Path | None = None) -> tuple[str, dict] | None:
+    """The backend and its options that run this model (None: the shipped one) on this machine's GPU, or
+    None when nothing here can: TensorRT with an engine, else ONNX Runtime's CUDA provider, else torch."""
+    suffix = Path(model).suffix if model is not None else None
+    if suffix == ".engine" or (model is None and (engine := default_engine_path()) is not None and engine.exists()):
+        return "tensorrt", {}
+    if suffix in (None, ".onnx") and importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime
+
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            return "onnxruntime", {"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+    if suffix in (None, ".pt") and importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return "torch", {"device": "cuda"}
+    return None
+
+
+def devices(model: str | Path | None = None) -> tuple[str, ...]:
+    """The devices a plug-in may ask this engine for: auto and cpu, and gpu where `gpu_backend` finds one."""
+    return DEVICES if gpu_backend(model) is not None else DEVICES[:2]
+
+
+def load_device(device: str, model: str | Path | None = None) -> Backend:
+    """A loaded backend for a device the plug-in names: "auto" as `load`, "cpu" on the CPU only, "gpu" on
+    this machine's GPU (an InputError where it has none)."""
+    if device == "auto":
+        return load("auto", model)
+    if device == "cpu":
+        if model is not None and Path(model).suffix == ".engine":
+            raise InputError(f"{model} is a TensorRT engine, which runs on the GPU only")
+        if model is not None and Path(model).suffix == ".pt":
+            return load("torch", model, device="cpu")
+        return load("onnxruntime", model, providers=["CPUExecutionProvider"])
+    if device == "gpu":
+        found = gpu_backend(model)
+        if found is None:
+            raise InputError("this engine has no GPU it can use (no TensorRT engine for it, no CUDA in ONNX "
+                             "Runtime or torch); choose Auto or CPU, or see: harmonize doctor")
+        name, options = found
+        return load(name, model, **options)
+    raise InputError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+
+
+__all__ = ["DEVICES", "NAMES", "REGISTRY", "Backend", "HarmonizeError", "choose", "default_engine_path",
+           "default_model_path", "devices", "gpu_backend", "load", "load_device"]

@@ -26,6 +26,7 @@ class Backend:
     has one) and implement `infer_impl` (and `close_impl` if they hold resources)."""
 
     name = "base"
+    device = "cpu"  # where it computes: "cpu" or "gpu"
     size: int
     head: str
     lab_mix: float = 0.0  # weight of the Lab statistics transfer's map in the affine head's answer

@@ -35,6 +35,7 @@ class OnnxRuntimeBackend(Backend):
         self.size, self.head, self.lab_mix = int(meta["size"]), meta["head"], float(meta.get("lab_mix", 0))
         self.dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.providers = self.session.get_providers()
+        self.device = "gpu" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         log.debug("onnxruntime providers: %s", self.providers)
 
     def infer_impl(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:

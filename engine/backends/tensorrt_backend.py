@@ -23,6 +23,7 @@ class TensorRTBackend(Backend):
     model it was built from when `onnx` is given)."""
 
     name = "tensorrt"
+    device = "gpu"
 
     def __init__(self, model: str | Path, onnx: str | Path | None = None):
         from cuda.bindings import driver

@@ -20,11 +20,12 @@ class TorchBackend(Backend):
 
         if not Path(model).exists():
             raise InputError(f"{model}: no such checkpoint")
-        self.device = device
+        self.torch_device = device
+        self.device = "gpu" if device.startswith("cuda") else "cpu"
         self.model = load_checkpoint(model).to(device)
         self.size, self.head, self.lab_mix = self.model.size, self.model.head, self.model.lab_mix
 
     def infer_impl(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
-            t = lambda a: self.torch.from_numpy(a).to(self.device)  # noqa: E731
+            t = lambda a: self.torch.from_numpy(a).to(self.torch_device)  # noqa: E731
             return self.model(t(image), t(mask)).float().cpu().numpy()

@@ -8,32 +8,77 @@ from . import add_backend, add_model, add_verb
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ..server import serve, serve_stdio
+    from plugin import rendezvous
 
-    if args.stdio:
-        serve_stdio(args.backend, args.model)
+    from ..errors import InputError
+    from ..server import serve
+
+    if args.flatpak:
+        address = rendezvous.flatpak_socket()
+    elif args.port is not None:
+        address = ("127.0.0.1", args.port)
     else:
-        serve(args.backend, args.model, args.socket)
+        address = args.socket or rendezvous.default_address()
+    key = None
+    if isinstance(address, tuple):
+        key_file = args.key_file or _installed_key()
+        if key_file is None:
+            raise InputError("a server on TCP needs the plug-in's key: run 'harmonize gimp install' first, or give "
+                             "--key-file")
+        try:
+            key = rendezvous.read_key(key_file)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read the key {key_file}: {exc}") from None
+    serve(args.backend, args.model, address, key=key, idle_minutes=args.idle_minutes)
     return 0
+
+
+def _installed_key() -> str | None:
+    """The key of the plug-in in the newest GIMP profile, where one is installed."""
+    from ..gimp_install import find_profiles, plugin_dir
+
+    for profile in find_profiles():
+        key = plugin_dir(profile.path) / "engine.key"
+        if key.exists():
+            return str(key)
+    return None
 
 
 def cmd_gimp(args: argparse.Namespace) -> int:
     from ..gimp_install import main as gimp_main
 
     action = "check" if args.check else "uninstall" if args.uninstall else args.action
-    return gimp_main(action, args.gimp_dir, args.address)
+    return gimp_main(action, args.gimp_dir, args.address, args.all_profiles)
+
+
+def minutes(text: str) -> float:
+    """argparse type: minutes, 0 or more."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not 0 or more")
+    return value
 
 
 def register(sub) -> None:
     s = add_verb(sub, "serve", cmd_serve, "keep the model loaded for the GIMP plug-in (local socket)")
-    s.add_argument("--socket", help="Unix socket path (default: $XDG_RUNTIME_DIR/fmm-harmonize/engine.sock)")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--socket", help="Unix socket path (default: $XDG_RUNTIME_DIR/fmm-harmonize/engine.sock)")
+    where.add_argument("--flatpak", action="store_true",
+                       help="listen where a Flatpak GIMP finds it (~/.var/app/org.gimp.GIMP/cache/fmm-harmonize/)")
+    where.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (the default where Unix sockets are missing)")
+    s.add_argument("--key-file", help="with TCP: the key clients must prove (default: the installed plug-in's engine.key)")
+    s.add_argument("--idle-minutes", type=minutes, default=0.0,
+                   help="exit after this many minutes without a request (default 0: never; the plug-in starts "
+                        "its server with 10)")
     add_backend(s)
     add_model(s)
-    s.add_argument("--stdio", action="store_true", help="answer one request from stdin on stdout")
 
     g = add_verb(sub, "gimp", cmd_gimp, "install the GIMP 3 plug-in Filters > Harmonize Layer")
     g.add_argument("action", nargs="?", default="install", choices=["install", "check", "uninstall"])
-    g.add_argument("--check", action="store_true", help="say what is missing, exit 1 if anything is")
-    g.add_argument("--uninstall", action="store_true", help="remove the plug-in")
-    g.add_argument("--gimp-dir", help="GIMP 3 configuration folder (default: found for this platform)")
+    g.add_argument("--check", action="store_true", help="name every GIMP 3 profile and whether the plug-in in it "
+                   "is current; exit 1 if the newest lacks it")
+    g.add_argument("--uninstall", action="store_true", help="remove the plug-in from every profile")
+    g.add_argument("--all-profiles", action="store_true",
+                   help="also install into older GIMP 3 profiles (default: the newest of each packaging)")
+    g.add_argument("--gimp-dir", help="one GIMP 3 profile folder (default: those found for this platform)")
     g.add_argument("--address", help="engine socket path the plug-in should use (default: its own)")

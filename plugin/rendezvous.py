@@ -1,0 +1,136 @@
+"""Where the GIMP plug-in and the engine server meet (standard library only; both sides import it).
+
+The server's address (a Unix socket file, or 127.0.0.1 and a port where AF_UNIX is missing), the folder
+beside it for its locks and log, the key a TCP client proves itself with, and whether GIMP runs in a
+Flatpak sandbox, which cannot start the engine and sees only part of the host's folders.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from pathlib import Path
+
+TCP_PORT = 47913
+FLATPAK_APP = "org.gimp.GIMP"
+
+
+def in_flatpak(environ=None, info: Path = Path("/.flatpak-info")) -> bool:
+    """True inside a Flatpak sandbox: FLATPAK_ID is set, or /.flatpak-info exists."""
+    environ = os.environ if environ is None else environ
+    return bool(environ.get("FLATPAK_ID")) or info.exists()
+
+
+def flatpak_socket(home: str | Path | None = None) -> str:
+    """A socket path that a Flatpak GIMP and the host both see: under the app's folder in the home
+    (the sandbox does not share the host's $XDG_RUNTIME_DIR)."""
+    home = Path(home or os.path.expanduser("~"))
+    return str(home / ".var" / "app" / FLATPAK_APP / "cache" / "fmm-harmonize" / "engine.sock")
+
+
+def default_address() -> str | tuple[str, int]:
+    """The server's Unix socket path (in a Flatpak, the one both sides see), or 127.0.0.1:port where
+    AF_UNIX is missing."""
+    if not hasattr(socket, "AF_UNIX"):
+        return ("127.0.0.1", TCP_PORT)
+    if in_flatpak():
+        return flatpak_socket()
+    base = os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "fmm-harmonize", "engine.sock")
+
+
+def runtime_dir(address) -> Path:
+    """The folder for the server's locks and log: the socket's own, or a per-user one for TCP."""
+    if isinstance(address, str):
+        return Path(address).parent
+    base = os.environ.get("LOCALAPPDATA") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fmm-harmonize"
+
+
+def _stem(address) -> str:
+    return Path(address).name if isinstance(address, str) else f"engine-{address[1]}"
+
+
+def server_lock_path(address) -> Path:
+    """Held by a serving server for its whole life: a free lock means any socket file is stale."""
+    return runtime_dir(address) / f"{_stem(address)}.lock"
+
+
+def start_lock_path(address) -> Path:
+    """Held by a client while it starts a server, so that two calls at once start one."""
+    return runtime_dir(address) / f"{_stem(address)}.starting"
+
+
+def log_path(address) -> Path:
+    """Where a server started by the plug-in writes its log (the last start's only)."""
+    return runtime_dir(address) / f"{_stem(address)}.log"
+
+
+class FileLock:
+    """An exclusive lock on a file (flock, or msvcrt on Windows), released on `release` or when the
+    process dies, so a killed holder never leaves it taken."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.fd: int | None = None
+
+    def acquire(self, timeout: float = 0.0) -> bool:
+        """Take the lock, waiting up to `timeout` seconds; False when another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _lock(fd)
+                self.fd = fd
+                return True
+            except OSError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                time.sleep(0.05)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            _unlock(fd)
+            os.close(fd)
+
+
+if os.name == "nt":
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def write_key(path: str | Path) -> Path:
+    """A new random key in a file only this user may read (0600 where the system has modes)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def read_key(path: str | Path) -> bytes:
+    """The key in `path`; OSError when it cannot be read, ValueError when it is not a key."""
+    key = Path(path).read_text().strip()
+    if len(key) < 32:
+        raise ValueError(f"{path} holds no key")
+    return key.encode()
