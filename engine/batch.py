@@ -13,13 +13,13 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .backends.base import Backend
 from .datasets import iharmony4_names
 from .errors import HarmonizeError, InputError
-from .imageio import MAX_PIXELS, Picture, read_image, read_mask, write_image
+from .imageio import MAX_PIXELS, Picture, check_mask, check_output_name, read_image, read_mask, write_image
 from .paths import as_path, is_local
 from .progress import Progress
 
@@ -137,7 +137,8 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_plan(jobs: list[Job]) -> None:
-    """Refuse, before any work, outputs that are an input or a mask, and two jobs with one output."""
+    """Refuse, before any work, outputs that are an input or a mask, two jobs with one output, and an
+    output whose name is no image format we write."""
     inputs = {}
     for job in jobs:
         for role, p in (("composite", job.composite), ("mask", job.mask)):
@@ -147,6 +148,10 @@ def check_plan(jobs: list[Job]) -> None:
     for job in jobs:
         if job.error:
             continue
+        try:
+            check_output_name(job.output)
+        except InputError as exc:
+            raise PlanError(str(exc)) from None
         target = job.output.resolve()
         if target in inputs:
             role, p = inputs[target]
@@ -190,6 +195,7 @@ def _load(job: Job, max_pixels: int) -> tuple[Picture, object]:
         raise InputError(f"{job.composite}: no mask found for it")
     pic = read_image(job.composite, max_pixels)
     mask = read_mask(job.mask, (pic.rgb.shape[1], pic.rgb.shape[0]))
+    check_mask(mask, str(job.mask))
     return pic, mask
 
 
@@ -245,7 +251,7 @@ def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, streng
                 pic, mask = fut.result()
                 out = backend.harmonize(pic.rgb, mask, strength)
                 del mask
-                saves.append((job, pool.submit(write_image, job.output, out, pic.alpha)))
+                saves.append((job, pool.submit(write_image, job.output, replace(pic, rgb=out))))
                 del pic, out
                 settle(prefetch)
             except errors as exc:

@@ -10,6 +10,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ def end_to_end(backend: Backend, photo: Path, mask_path: Path, out: Path) -> flo
     def once() -> None:
         pic = read_image(photo)
         mask = read_mask(mask_path, (pic.rgb.shape[1], pic.rgb.shape[0]))
-        write_image(out, backend.harmonize(pic.rgb, mask), pic.alpha)
+        write_image(out, replace(pic, rgb=backend.harmonize(pic.rgb, mask)))
 
     return median_seconds(once, repeat=3)
 

@@ -13,13 +13,18 @@ class MissingDependencyError(HarmonizeError, ImportError):
     """An optional library is not installed: says which extra brings it."""
 
 
-def require(module: str, extra: str):
-    """Import an optional module or raise MissingDependencyError naming the pip extra."""
+def install_hint(extra: str) -> str:
+    """The command that installs an extra, from the fmm-harmonize folder (the package is on no index)."""
+    return f"pip install '.[{extra}]' (in the fmm-harmonize folder)"
+
+
+def require(module: str, extra: str | None = None, install: str | None = None):
+    """Import an optional module or raise MissingDependencyError saying how to install it: the extra that
+    brings it, or the given command."""
     import importlib
 
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependencyError(
-            f"{module} is not installed; install it with: pip install 'fmm-harmonize[{extra}]'"
-        ) from exc
+        how = install or (install_hint(extra) if extra else f"pip install {module}")
+        raise MissingDependencyError(f"{module} is not installed; install it with: {how}") from exc

@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from .cuda_device import cuda_call
-from .errors import MissingDependencyError
+from .errors import MissingDependencyError, install_hint
 from .op import EPS, OP_DOMAIN, OP_NAME
 
 PLUGIN_VERSION = "1"
@@ -35,7 +35,7 @@ def trt():
         return tensorrt_rtx
     except ImportError:
         raise MissingDependencyError(
-            "neither tensorrt nor tensorrt_rtx is installed; install one with: pip install 'fmm-harmonize[tensorrt]'"
+            "neither tensorrt nor tensorrt_rtx is installed; install one with: " + install_hint("tensorrt")
         ) from None
 
 

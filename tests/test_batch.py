@@ -63,6 +63,7 @@ def test_csv_list_and_wrong_mask_size(tmp_path, capsys):
 
 
 def test_usage_errors_exit_2(tmp_path, capsys):
+    make_composite(tmp_path, tmp_path / "m", "x")
     assert main(["run", str(tmp_path / "x.jpg")]) == 2
     assert "give its mask with --mask" in capsys.readouterr().err
     assert main(["run", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
@@ -79,7 +80,7 @@ def test_run_needs_no_torch(tmp_path):
     code = ("import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None\n"
             "from engine.cli import main\n"
             f"sys.exit(main(['run', r'{tmp_path / 'c.jpg'}', '--mask', r'{tmp_path / 'm' / 'c.png'}', '-q']))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code.replace(", '-q'", "")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "backend: onnxruntime (auto" in r.stderr
     assert (tmp_path / "c_harmonized.jpg").exists()
@@ -270,7 +271,7 @@ def test_training_verbs_without_their_extra_say_which(verb):
             f"from engine.cli import main; sys.exit(main({verb!r}))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert "pip install 'fmm-harmonize[" in r.stderr
+    assert "pip install '.[" in r.stderr and "(in the fmm-harmonize folder)" in r.stderr
 
 
 def test_urls_in_and_out_give_the_local_runs_files(tmp_path, capsys):
@@ -298,3 +299,84 @@ def test_urls_in_and_out_give_the_local_runs_files(tmp_path, capsys):
     (remote / "b.png").write_bytes(b"broken")
     assert run("memory:///fmm-test/in/list.csv", "-o", "memory:///fmm-test/out", "--overwrite") == 1
     assert "b.png: not a readable image" in capsys.readouterr().err
+
+
+# --- Messages that say what is wrong, before the model loads where they can ---
+
+def test_a_missing_input_is_named_as_missing(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nothere") + "/", "--masks", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "nothere: no such file or folder" in err and "--mask MASK" not in err
+
+
+def test_masks_folder_serves_a_single_image(tmp_path, capsys):
+    make_composite(tmp_path, tmp_path / "masks", "dog")
+    assert main(["run", str(tmp_path / "dog.jpg"), "--masks", str(tmp_path / "masks"), "-q"]) == 0
+    assert (tmp_path / "dog_harmonized.jpg").exists()
+    (tmp_path / "masks" / "dog.png").unlink()
+    assert main(["run", str(tmp_path / "dog.jpg"), "--masks", str(tmp_path / "masks"), "--overwrite"]) == 2
+    assert f"dog.jpg: no mask for it in {tmp_path / 'masks'}" in capsys.readouterr().err
+
+
+def test_an_output_that_is_no_image_name_is_refused_before_the_model_loads(tmp_path, capsys, caplog):
+    make_composite(tmp_path, tmp_path / "m", "c")
+    with caplog.at_level("INFO", logger="engine"):
+        assert main(["run", str(tmp_path / "c.jpg"), "--mask", str(tmp_path / "m" / "c.png"), "-o",
+                     str(tmp_path / "newdir")]) == 2
+    err = capsys.readouterr().err
+    assert "newdir: not an image file name we can write (no suffix" in err and "end -o with /" in err
+    assert not any("backend:" in r.message for r in caplog.records), "the model loaded before the refusal"
+    assert not (tmp_path / "newdir").exists()
+
+
+def test_an_empty_mask_is_named(tmp_path, capsys):
+    make_composite(tmp_path, tmp_path / "m", "c")
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(tmp_path / "m" / "c.png")
+    assert main(["run", str(tmp_path / "c.jpg"), "--mask", str(tmp_path / "m" / "c.png"), "-q"]) == 1
+    assert f"FAILED {tmp_path / 'c.jpg'}: {tmp_path / 'm' / 'c.png'}: mask is empty" in capsys.readouterr().err
+
+
+def test_a_typo_gets_the_verbs_usage(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["run", "x.jpg", "--strenght", "0.5"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: harmonize run") and "harmonize run: error: unrecognized arguments: --strenght 0.5" in err
+
+
+def test_quiet_prints_only_failures_and_the_summary(tmp_path, capsys, caplog):
+    make_composite(tmp_path, tmp_path / "m", "c")
+    with caplog.at_level("INFO"):
+        assert main(["run", str(tmp_path / "c.jpg"), "--mask", str(tmp_path / "m" / "c.png"), "-q"]) == 0
+    out = capsys.readouterr()
+    assert out.out == "1 ok / 0 skipped / 0 failed\n" and out.err == ""
+    assert not [r for r in caplog.records if r.name == "engine" and r.levelno < 30], "info lines under -q"
+
+
+def test_skips_say_how_to_redo_them(tmp_path, capsys):
+    make_composite(tmp_path, tmp_path / "m", "c")
+    args = ["run", str(tmp_path / "c.jpg"), "--mask", str(tmp_path / "m" / "c.png"), "-q"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main([*args, "--strength", "0.5"]) == 0
+    assert capsys.readouterr().out == ("0 ok / 1 skipped / 0 failed\n(1 output existed already and was left alone; "
+                                       "--overwrite redoes them)\n")
+
+
+def test_bmp_out(tmp_path):
+    make_composite(tmp_path, tmp_path / "m", "c")
+    assert main(["run", str(tmp_path / "c.jpg"), "--mask", str(tmp_path / "m" / "c.png"), "--format", "bmp",
+                 "-o", str(tmp_path / "o") + "/", "-q"]) == 0
+    assert Image.open(tmp_path / "o" / "c.bmp").format == "BMP"
+
+
+def test_install_lines_work_from_a_clone(monkeypatch):
+    from engine.errors import MissingDependencyError, require
+    from engine.paths import as_path
+
+    with pytest.raises(MissingDependencyError, match=r"install it with: pip install '\.\[train\]' \(in the fmm-harmonize"):
+        require("no_such_module_here", "train")
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    with pytest.raises(MissingDependencyError, match=r"needs universal-pathlib and s3fs; install with: pip install "
+                       r"'\.\[urls\]' .*then: pip install s3fs"):
+        as_path("s3://bucket/list.csv")

@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import textured_image
 from engine.errors import InputError
-from engine.imageio import check_mask, read_image, read_mask, write_image
+from engine.imageio import Picture, check_mask, read_image, read_mask, write_image
 
 
 def test_missing_and_corrupt_files_name_the_file(tmp_path):
@@ -55,10 +55,10 @@ def test_mask_checks(tmp_path):
 
 def test_write_is_atomic_and_keeps_old_output_on_failure(tmp_path, monkeypatch):
     out = tmp_path / "o.png"
-    write_image(out, textured_image(8, 8))
+    write_image(out, Picture(textured_image(8, 8)))
     before = out.read_bytes()
     with pytest.raises(InputError, match=r"o\.png: can only write uint8 \(H, W, 3\) RGB, got float64 \(8, 8\)"):
-        write_image(out, np.zeros((8, 8), np.float64))
+        write_image(out, Picture(np.zeros((8, 8), np.float64)))
     save = Image.Image.save
 
     def disk_full(self, fp, *args, **kwargs):  # half the file written, then the disk fills up
@@ -68,8 +68,8 @@ def test_write_is_atomic_and_keeps_old_output_on_failure(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Image.Image, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        write_image(out, textured_image(16, 16))
+        write_image(out, Picture(textured_image(16, 16)))
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"], "a partial file was left behind"
-    with pytest.raises(InputError, match="unknown image format"):
-        write_image(tmp_path / "o.xyz", textured_image(8, 8))
+    with pytest.raises(InputError, match=r"o.xyz: not an image file name we can write \('.xyz'"):
+        write_image(tmp_path / "o.xyz", Picture(textured_image(8, 8)))

@@ -19,7 +19,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model: str | Path, providers: list[str] | None = None, threads: int | None = None):
-        ort = require("onnxruntime", "cpu")
+        ort = require("onnxruntime", install="pip install onnxruntime")
         if not Path(model).exists():
             raise InputError(f"{model}: no such ONNX model")
         if providers is None:

@@ -14,7 +14,7 @@ def add_verb(sub, name: str, func: Callable[[argparse.Namespace], int], help: st
     where = Path(func.__code__.co_filename).resolve()
     where = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where
     p = sub.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}. (code: {where})")
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, verb_parser=p)
     return p
 
 

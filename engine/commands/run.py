@@ -13,12 +13,14 @@ log = logging.getLogger("engine")
 
 def jobs_of(args: argparse.Namespace) -> list:
     """The jobs a command line asks for: one composite, a folder with a mask folder, or a CSV list."""
-    from ..batch import Job, csv_jobs, folder_jobs
+    from ..batch import Job, csv_jobs, find_mask, folder_jobs
     from ..paths import as_path
 
     src = as_path(args.input)  # paths, or URLs such as s3://bucket/list.csv
     output = as_path(args.output) if args.output else None
     suffix = f".{args.format}" if args.format else None
+    if not src.exists():
+        raise InputError(f"{src}: no such file or folder")
     if src.is_dir():
         if not args.masks or not output:
             raise InputError("a folder of composites needs --masks DIR and -o OUTPUT_DIR")
@@ -27,20 +29,29 @@ def jobs_of(args: argparse.Namespace) -> list:
         if not output:
             raise InputError("a CSV list needs -o OUTPUT_DIR")
         return csv_jobs(src, output, suffix, outside_ok=args.outputs_anywhere)
-    if not args.mask:
-        raise InputError(f"{src}: give its mask with --mask MASK")
+    if args.mask:
+        mask = as_path(args.mask)
+    elif args.masks:
+        mask = find_mask(src, as_path(args.masks))
+        if mask is None:
+            raise InputError(f"{src}: no mask for it in {args.masks} (looked for {src.stem}.png and other image "
+                             "types, and its iHarmony4 name); give it with --mask MASK")
+    else:
+        raise InputError(f"{src}: give its mask with --mask MASK (or a folder holding it with --masks DIR)")
     if not output:
         out = src.with_name(f"{src.stem}_harmonized{suffix or src.suffix}")
     elif output.is_dir() or args.output.endswith(("/", "\\")):  # -o FOLDER: write into it
         out = output / f"{src.stem}{suffix or src.suffix}"
     else:
         out = output
-    return [Job(src, as_path(args.mask), out)]
+    return [Job(src, mask, out)]
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..batch import check_plan, check_writable, run_batch
 
+    if args.quiet:  # failures and the summary only
+        logging.getLogger("engine").setLevel(logging.WARNING)
     jobs = jobs_of(args)
     check_plan(jobs)  # before the model loads: a plan that would lose a file never starts
     check_writable(jobs)
@@ -64,16 +75,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"interrupted: {summary}, {summary.not_started} not started (run it again to finish)")
         return 130
     print(summary)
+    if summary.skipped and not args.overwrite:
+        print(f"({summary.skipped} output{'s' if summary.skipped > 1 else ''} existed already and "
+              f"{'were' if summary.skipped > 1 else 'was'} left alone; --overwrite redoes them)")
     return 1 if summary.failed else 0
 
 
 def register(sub) -> None:
     r = add_verb(sub, "run", cmd_run, "harmonize an image, a folder or a CSV list, headless")
-    r.add_argument("input", help="composite image, folder of composites, or CSV (composite,mask[,output])")
+    r.add_argument("input", help="composite image, folder of composites, or CSV (composite,mask[,output]; its "
+                   "relative paths are taken from the CSV's own folder, and outputs from -o)")
     r.add_argument("--mask", help="the mask of a single composite (white = object)")
-    r.add_argument("--masks", help="folder of masks, matched to composites by name")
+    r.add_argument("--masks", help="folder of masks, matched to composites by name (for one image too)")
     r.add_argument("-o", "--output", help="output file, or folder mirroring the input")
-    r.add_argument("--format", choices=["png", "jpg", "webp", "tif"], help="output type (default: input's)")
+    r.add_argument("--format", choices=["png", "jpg", "webp", "tif", "bmp"], help="output type (default: input's)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     r.add_argument("--strength", type=unit, default=1.0, help="0..1 blend towards the harmonized colours")
     r.add_argument("--max-megapixels", type=positive, default=100.0,
