@@ -8,8 +8,8 @@ __version__ = "0.1.0"
 
 
 def load(backend: str = "auto", model=None, **options):
-    """A loaded backend ("auto", "onnxruntime" or "torch"); see engine.backends.load."""
-    from .backends import load as _load
+    """A loaded backend ("auto", "onnxruntime" or "torch"); see engine.runtime.backends.load."""
+    from .runtime.backends import load as _load
 
     return _load(backend, model, **options)
 

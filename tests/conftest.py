@@ -39,7 +39,7 @@ def ellipse_mask(h: int, w: int) -> np.ndarray:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A tiny affine-head model with non-zero gammas, so the attention paths all contribute."""
     torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
-    from engine.model import create_model
+    from engine.network.model import create_model
 
     torch.manual_seed(0)
     model = create_model("tiny")
@@ -86,7 +86,7 @@ def engine_address(tmp_path_factory) -> str:
     """A live engine server (ONNX Runtime, the shipped model) in this process: its socket path."""
     import threading
 
-    from engine.server import BackendPool, make_server
+    from engine.gimp.server import BackendPool, make_server
 
     sock = tmp_path_factory.mktemp("srv") / "engine.sock"
     srv = make_server(BackendPool("onnxruntime"), str(sock))

@@ -198,7 +198,7 @@ def test_flatpak_is_detected_and_the_message_says_how_to_start_the_engine(config
         plug.harmonize_layer(FakeHost(str(tmp_path)), image, layer)
     assert not servers_on(config["address"]), "a Flatpak plug-in must not start the host's interpreter"
 
-    from engine.server import BackendPool, make_server  # a server the user started, where both sides see it
+    from engine.gimp.server import BackendPool, make_server  # a server the user started, where both sides see it
 
     srv = make_server(BackendPool("onnxruntime"), rendezvous.flatpak_socket())
     threading.Thread(target=srv.serve_forever, daemon=True).start()

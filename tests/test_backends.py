@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from engine.backends import load
-from engine.backends.base import Backend
+from engine.runtime.backends import load
+from engine.runtime.backends.base import Backend
 from engine.errors import HarmonizeError, InputError
 
 

@@ -96,7 +96,7 @@ def test_cli_answers_without_heavy_imports(flag):
 
 def test_auto_choice_and_doctor_agree(capsys, monkeypatch):
     """`auto` picks by the model file, else by whether an engine was built for this GPU; doctor says the same."""
-    import engine.backends as backends
+    import engine.runtime.backends as backends
 
     assert backends.choose("runs/x.pt") == ("torch", "a PyTorch checkpoint")
     assert backends.choose("x.engine")[0] == "tensorrt"
@@ -117,7 +117,7 @@ def run(*args):
 @pytest.fixture
 def loads(monkeypatch):
     """Counts model loads, so a test can prove a refused plan never reached the model."""
-    import engine.backends as backends
+    import engine.runtime.backends as backends
 
     calls = []
     real = backends.load
@@ -202,7 +202,7 @@ def test_a_stale_part_file_from_a_killed_run_is_removed(tmp_path, capsys):
 
 
 def test_too_large_and_out_of_memory_fail_one_file_each(tmp_path, capsys, monkeypatch):
-    from engine.backends.base import Backend
+    from engine.runtime.backends.base import Backend
 
     src, masks = tmp_path / "in", tmp_path / "m"
     make_composite(src, masks, "big", size=(60, 80))
@@ -246,7 +246,7 @@ def test_each_failure_is_reported_once_without_repeating_its_path(tmp_path, caps
 
 
 def test_an_interrupted_run_says_what_it_finished(tmp_path, capsys, monkeypatch):
-    from engine.backends.base import Backend
+    from engine.runtime.backends.base import Backend
 
     src, masks = tmp_path / "in", tmp_path / "m"
     for name in "abcd":

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import BENCH, SHARED, needs_bench
-from engine.backends import load
-from engine.datasets import load_triple, read_manifest
-from engine.metrics import fmse, psnr
+from engine.runtime.backends import load
+from engine.training.datasets import load_triple, read_manifest
+from engine.evaluation.metrics import fmse, psnr
 
 VAL = SHARED / "bench" / "iharmony4-val"
 

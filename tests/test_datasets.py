@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import BENCH, needs_bench
-from engine.datasets import iharmony4_names, load_triple, read_iharmony4, read_manifest, read_triples
+from engine.training.datasets import iharmony4_names, load_triple, read_iharmony4, read_manifest, read_triples
 from engine.errors import InputError
 
 

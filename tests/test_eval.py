@@ -4,9 +4,9 @@ import pytest
 
 from conftest import BENCH, needs_bench
 from engine.cli import main
-from engine.datasets import read_iharmony4
-from engine.evaluate import baselines, evaluate, losses, table
-from engine.metrics import fmse, mse, psnr, reinhard, rgb_to_lab, lab_to_rgb
+from engine.training.datasets import read_iharmony4
+from engine.evaluation.evaluate import baselines, evaluate, losses, table
+from engine.evaluation.metrics import fmse, mse, psnr, reinhard, rgb_to_lab, lab_to_rgb
 
 
 def test_metrics_known_answers():
@@ -63,7 +63,7 @@ def test_eval_command_on_bench_subset(tmp_path, capsys):
     assert main(["eval", str(folder), "-q", "--json", str(tmp_path / "s.json")]) == 0
     out = capsys.readouterr().out
     assert "| FMM shipped (onnxruntime) |" in out and "| half-strength Lab transfer |" in out
-    from engine.datasets import load_triple, read_manifest
+    from engine.training.datasets import load_triple, read_manifest
 
     want = np.mean([psnr(c, r) for c, _, r in map(load_triple, read_manifest(folder))])
     assert f"{want:.2f}" in out.split("| composite (untouched) |")[1].split("\n")[0]
@@ -79,7 +79,7 @@ def test_eval_puts_published_models_beside_ours_on_the_triples_they_cover(iharmo
     out = capsys.readouterr().out
     section = out.split("published models, on the 1 of these triples")[1]
     assert "| DCCF (published) | 31.50 | 120.00 |" in section and "| PCTNet (published) | 33.25 | 80.00 |" in section
-    from engine.datasets import load_triple, read_iharmony4
+    from engine.training.datasets import load_triple, read_iharmony4
 
     comp, _, real = load_triple(next(t for t in read_iharmony4(iharmony4_root) if t.name == "a0002_1_3"))
     assert f"| composite (untouched) | {psnr(comp, real):.2f} |" in section

@@ -15,8 +15,9 @@ EXAMPLES = ROOT / "examples"
 def readme_run_command() -> list[str]:
     """The arguments of the `harmonize run` in the README's first command."""
     text = (ROOT / "README.md").read_text()
-    first = re.search(r"^    pip install \. && harmonize (run .+)$", text, re.M)
-    assert first, "the README's first command is not 'pip install . && harmonize run ...'"
+    first = re.search(r"^    python3 -m venv \.venv && \. \.venv/bin/activate && pip install \. && harmonize (run .+)$",
+                      text, re.M)
+    assert first, "the README's first command is not 'python3 -m venv .venv && ... && harmonize run ...'"
     return shlex.split(first.group(1))
 
 

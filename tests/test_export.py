@@ -9,9 +9,9 @@ onnx = pytest.importorskip("onnx", reason="onnx (the 'export' extra) is not inst
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 
-from engine.backends import default_model_path, load  # noqa: E402
-from engine.export import OPSET, export_onnx, harmony_nodes, op_function  # noqa: E402
-from engine.op import OP_DOMAIN, OP_NAME, attention_modulation  # noqa: E402
+from engine.runtime.backends import default_model_path, load  # noqa: E402
+from engine.network.export import OPSET, export_onnx, harmony_nodes, op_function  # noqa: E402
+from engine.network.op import OP_DOMAIN, OP_NAME, attention_modulation  # noqa: E402
 from test_op import inputs  # noqa: E402
 
 

@@ -4,9 +4,9 @@ import pytest
 from PIL import Image
 
 from conftest import ellipse_mask, scene_photo, textured_image
-from engine.backends import load
+from engine.runtime.backends import load
 from engine.errors import InputError
-from engine.fullres import apply_affine, apply_residual, blend, to_network
+from engine.runtime.fullres import apply_affine, apply_residual, blend, to_network
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +94,8 @@ def test_backend_refuses_bad_input():
 def test_lab_transfer_map_is_close_to_the_lab_transfer_it_fits():
     """The 3x4 map that stands in for the half-strength Lab statistics transfer reproduces it on a paste
     with a colour cast, and a strided sample of a big picture gives the map of all its pixels."""
-    from engine.fullres import lab_transfer_map
-    from engine.metrics import reinhard
+    from engine.runtime.fullres import lab_transfer_map
+    from engine.evaluation.metrics import reinhard
 
     rgb = scene_photo(200, 260, seed=4)
     mask = ellipse_mask(200, 260)
@@ -109,7 +109,7 @@ def test_lab_transfer_map_is_close_to_the_lab_transfer_it_fits():
     assert err < 0.1 * moved, f"map off the Lab transfer by {err:.2f} levels where it moves {moved:.1f}"
     big = np.asarray(Image.fromarray(rgb).resize((1300, 1000), Image.NEAREST))
     big_mask = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).resize((1300, 1000), Image.NEAREST)) / 255.0
-    import engine.fullres as fullres
+    import engine.runtime.fullres as fullres
 
     sampled = lab_transfer_map(big, big_mask)
     saved, fullres.LAB_SAMPLES = fullres.LAB_SAMPLES, 10**9
@@ -124,8 +124,8 @@ def test_lab_transfer_map_is_close_to_the_lab_transfer_it_fits():
 
 def test_shipped_model_is_the_ensemble_of_its_network_and_the_lab_transfer():
     """Every backend averages the network's colour map with the Lab transfer's at the model's lab_mix."""
-    from engine.backends import load
-    from engine.fullres import lab_transfer_map, to_network
+    from engine.runtime.backends import load
+    from engine.runtime.fullres import lab_transfer_map, to_network
 
     rgb = textured_image(90, 120, seed=3)
     mask = ellipse_mask(90, 120)

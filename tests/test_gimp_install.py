@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from engine.cli import main
-from engine.gimp_install import FILES, find_profiles, targets
+from engine.gimp.install import FILES, find_profiles, targets
 from plugin import rendezvous
 
 

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, ellipse_mask, scene_photo
-from engine.backends import load
-from engine.gimp_install import find_profiles, install
-from engine.server import BackendPool, make_server
+from engine.runtime.backends import load
+from engine.gimp.install import find_profiles, install
+from engine.gimp.server import BackendPool, make_server
 
 CHROOTS = [Path(p) for p in os.environ.get("FMM_GIMP_CHROOTS", "/var/cache/fmm/gimp-trixie:/var/cache/fmm/gimp-forky")
            .split(":")]
@@ -138,7 +138,7 @@ def test_real_gimp_reports_engine_errors(gimp_env):
 def test_real_gimp_shows_an_engine_crash_as_a_message(gimp_env, monkeypatch):
     """A failure that is no HarmonizeError (here a RuntimeError as a CUDA call raises) reaches GIMP as an
     execution error with its text, and the image is left as it was."""
-    from engine.backends.base import Backend
+    from engine.runtime.backends.base import Backend
 
     def crash(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")

@@ -2,7 +2,7 @@
 
 The layout (key names, shapes, dtypes) is a fixture written from their released checkpoint's description
 (tests/fixtures/authors-fmm-state-dict.tsv); the values are random. `authors_forward` below computes their
-Network's forward straight from that state dict, independently of engine.model: conv with bias, BatchNorm,
+Network's forward straight from that state dict, independently of engine.network.model: conv with bias, BatchNorm,
 ReLU blocks, their 2x2-every-8-pixels mask pooling, the FMM bottleneck, the tanh residual.
 """
 import subprocess
@@ -16,9 +16,9 @@ torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not in
 import torch.nn.functional as F  # noqa: E402
 
 from conftest import ROOT, textured_image  # noqa: E402
-from engine.authors import import_authors  # noqa: E402
+from engine.network.authors import import_authors  # noqa: E402
 from engine.errors import InputError  # noqa: E402
-from engine.model import load_checkpoint  # noqa: E402
+from engine.network.model import load_checkpoint  # noqa: E402
 
 LAYOUT = Path(__file__).parent / "fixtures" / "authors-fmm-state-dict.tsv"
 
@@ -120,8 +120,8 @@ def test_imported_network_computes_the_authors_forward(imported):
 
 def test_imported_model_exports_and_runs_in_onnxruntime(imported, tmp_path):
     pytest.importorskip("onnx", reason="onnx (the 'export' extra) is not installed")
-    from engine.backends import load
-    from engine.export import export_onnx
+    from engine.runtime.backends import load
+    from engine.network.export import export_onnx
 
     d, sd, plain, _ = imported
     onnx_path = export_onnx(plain, d / "paper.onnx")

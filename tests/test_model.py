@@ -2,7 +2,7 @@
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
-from engine.model import CONFIGS, FMMNet, create_model  # noqa: E402
+from engine.network.model import CONFIGS, FMMNet, create_model  # noqa: E402
 
 
 def test_paper_configuration_size():
@@ -54,7 +54,7 @@ def statistics_prior_reference(image, mask, prior):
 
 
 def test_every_parameter_gets_a_gradient(tiny_checkpoint):
-    from engine.model import load_checkpoint
+    from engine.network.model import load_checkpoint
 
     model = load_checkpoint(tiny_checkpoint).train()
     image, mask = torch.rand(2, 3, 64, 64), torch.zeros(2, 1, 64, 64)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
-from engine.op import attention_modulation  # noqa: E402
+from engine.network.op import attention_modulation  # noqa: E402
 
 
 def numpy_reference(h, m, q, k, v, g):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, ellipse_mask, scene_photo
-from engine.backends import load
+from engine.runtime.backends import load
 from fake_gimp import FakeHost, Image, Layer
 
 sys.path.insert(0, str(ROOT / "plugin"))  # as GIMP runs it: the plug-in's folder on the path
@@ -119,7 +119,7 @@ def test_engine_error_reaches_the_user(host):
 
 def test_an_engine_crash_reaches_the_user_as_text(host, monkeypatch):
     """Not only the engine's own errors: a RuntimeError (a CUDA call, say) comes back as a message."""
-    from engine.backends.base import Backend
+    from engine.runtime.backends.base import Backend
 
     def crash(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -134,7 +134,7 @@ def test_an_engine_crash_reaches_the_user_as_text(host, monkeypatch):
 def test_the_plugin_offers_the_engine_devices_it_recorded(tmp_path):
     """The plug-in cannot import the engine: its device names (plugin/protocol.py) must be the engine's, and
     its menu offers only what `harmonize gimp install` found this engine can run."""
-    from engine.backends import DEVICES
+    from engine.runtime.backends import DEVICES
     from plugin.protocol import DEVICES as PLUGIN_DEVICES
 
     assert PLUGIN_DEVICES == DEVICES

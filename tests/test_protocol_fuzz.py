@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from conftest import BytesStream  # noqa: E402
-from engine.server import BackendPool  # noqa: E402
+from engine.gimp.server import BackendPool  # noqa: E402
 from plugin import protocol  # noqa: E402
 
 # Deterministic in CI; a deadline per example is the "no hang" check.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, ellipse_mask, textured_image
-from engine.server import BackendPool, make_server
+from engine.gimp.server import BackendPool, make_server
 from engine.errors import HarmonizeError
 from plugin import client, protocol
 
@@ -116,7 +116,7 @@ def test_every_malformed_field_gets_an_error_reply(engine_address, field, value,
 
 
 def test_a_runtime_failure_is_an_error_reply_and_the_plugin_gets_its_text(engine_address, monkeypatch):
-    from engine.backends.base import Backend
+    from engine.runtime.backends.base import Backend
 
     def crash(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")

@@ -8,7 +8,7 @@ from conftest import DATA, needs_data
 
 @needs_data
 def test_synthetic_composites_are_deterministic_and_recolour_only_the_object():
-    from engine.synthetic import SyntheticComposites
+    from engine.training.synthetic import SyntheticComposites
 
     a = SyntheticComposites(DATA, size=64, seed=3)
     comp, mask, real = a[5]
@@ -24,7 +24,7 @@ def test_synthetic_composites_are_deterministic_and_recolour_only_the_object():
 
 @needs_data
 def test_mild_composites_keep_at_most_30_percent_of_their_edit():
-    from engine.synthetic import SyntheticComposites
+    from engine.training.synthetic import SyntheticComposites
 
     normal = SyntheticComposites(DATA, size=64, seed=3)
     mild = SyntheticComposites(DATA, size=64, seed=3, mild=1.0)
@@ -40,7 +40,7 @@ def test_mild_composites_keep_at_most_30_percent_of_their_edit():
 
 @needs_data
 def test_restyled_composites_target_an_edited_photo_with_the_composites_background():
-    from engine.synthetic import SyntheticComposites
+    from engine.training.synthetic import SyntheticComposites
 
     plain = SyntheticComposites(DATA, size=64, seed=4)
     restyled = SyntheticComposites(DATA, size=64, seed=4, restyle=1.0)
@@ -56,7 +56,7 @@ def test_restyled_composites_target_an_edited_photo_with_the_composites_backgrou
 
 
 def test_closeup_views_hold_the_whole_object():
-    from engine.synthetic import _view_around
+    from engine.training.synthetic import _view_around
 
     rng = np.random.default_rng(0)
     for _ in range(50):
@@ -73,7 +73,7 @@ def test_closeup_views_hold_the_whole_object():
 
 @needs_data
 def test_closeup_composites_show_larger_objects():
-    from engine.synthetic import SyntheticComposites
+    from engine.training.synthetic import SyntheticComposites
 
     plain = SyntheticComposites(DATA, size=64, seed=4)
     close = SyntheticComposites(DATA, size=64, seed=4, closeup=1.0)
@@ -87,7 +87,7 @@ def test_closeup_composites_show_larger_objects():
 def test_only_permissive_pictures_train():
     import csv
 
-    from engine.synthetic import permissive_sources
+    from engine.training.synthetic import permissive_sources
 
     rows = {r["file"]: r for r in csv.DictReader(open(DATA / "coco" / "images.csv"))}
     sources = permissive_sources(DATA)
@@ -101,7 +101,7 @@ def test_only_permissive_pictures_train():
 def test_more_data_adds_only_coco_mores_permissive_photos():
     import csv
 
-    from engine.synthetic import permissive_sources
+    from engine.training.synthetic import permissive_sources
 
     base, more = permissive_sources(DATA), permissive_sources(DATA, more=True)
     assert more[: len(base)] == base, "the shipped runs' stream must stay a prefix"
@@ -116,7 +116,7 @@ def test_more_data_adds_only_coco_mores_permissive_photos():
 
 def test_each_named_edit_changes_colours_and_strong_edits_reach_further():
     """Every entry of EDITS is an edit (it moves the pixels); strong ranges move them further on average."""
-    from engine.synthetic import EDITS, RANGES
+    from engine.training.synthetic import EDITS, RANGES
 
     rng = np.random.default_rng(0)
     fg = rng.uniform(0.2, 0.8, (400, 3)).astype(np.float32)
@@ -136,8 +136,8 @@ def test_heldout_composites_use_only_non_permissive_photos_and_change_only_the_o
     import csv
 
     from engine.cli import main
-    from engine.datasets import load_triple, read_triples
-    from engine.synthetic import heldout_sources, permissive_sources
+    from engine.training.datasets import load_triple, read_triples
+    from engine.training.synthetic import heldout_sources, permissive_sources
 
     assert main(["heldout", "--data", str(DATA), "-o", str(tmp_path / "h"), "--count", "3"]) == 0
     assert f"harmonize eval {tmp_path / 'h'}" in capsys.readouterr().out
@@ -188,8 +188,8 @@ def test_same_category_composites_take_the_colours_of_the_same_kind_of_object_in
     other car, so it gets an ordinary edit; the background stays the photo's."""
     from PIL import Image
 
-    from engine.metrics import rgb_to_lab
-    from engine.synthetic import SyntheticComposites
+    from engine.evaluation.metrics import rgb_to_lab
+    from engine.training.synthetic import SyntheticComposites
 
     objects = {"a": ((40, 160, 40), (200, 120, 90), "person"), "b": ((40, 40, 160), (90, 110, 200), "person"),
                "c": ((160, 160, 40), (120, 120, 120), "car")}

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from engine.backends import default_model_path
-from engine.tensorrt_plugin import PLUGIN_VERSION
+from engine.runtime.backends import default_model_path
+from engine.tensorrt.plugin import PLUGIN_VERSION
 
 pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx (the 'tensorrt' extra) is not installed")
 pytestmark = pytest.mark.tensorrt
@@ -39,7 +39,7 @@ def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path):
 
 
 def test_stale_engine_is_refused_with_the_rebuild_command(tmp_path):
-    from engine.tensorrt_runtime import check_engine
+    from engine.tensorrt.lookup import check_engine
     from engine.errors import HarmonizeError
 
     engine = tmp_path / "x.engine"

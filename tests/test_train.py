@@ -4,7 +4,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
 from conftest import DATA, needs_data  # noqa: E402
 from engine.cli import main  # noqa: E402
-from engine.model import load_checkpoint  # noqa: E402
+from engine.network.model import load_checkpoint  # noqa: E402
 
 
 def test_train_on_iharmony4_layout_and_resume(iharmony4_root, tmp_path):
@@ -56,8 +56,8 @@ def test_train_refuses_a_share_out_of_range_and_a_budget_of_nothing(tmp_path, ca
 
 @needs_data
 def test_train_on_synthetic_composites_lowers_the_loss(tmp_path):
-    from engine.synthetic import SyntheticComposites
-    from engine.train import foreground_mse
+    from engine.training.synthetic import SyntheticComposites
+    from engine.training.train import foreground_mse
 
     data = SyntheticComposites(DATA, size=32, seed=9)
     batch = [torch.from_numpy(__import__("numpy").stack(x)) for x in zip(*(data[i] for i in range(8)))]
@@ -82,7 +82,7 @@ def test_train_options_come_from_the_config_with_one_default_each():
     import dataclasses
 
     from engine.cli import build_parser
-    from engine.train_config import TrainConfig, from_arguments
+    from engine.training.config import TrainConfig, from_arguments
 
     args = build_parser().parse_args(["train", "--out", "x.pt"])
     assert from_arguments(args) == TrainConfig()
@@ -110,8 +110,8 @@ def test_fine_tune_from_another_run(iharmony4_root, tmp_path):
 def test_psnr_loss_is_the_mean_log_foreground_mse():
     import numpy as np
 
-    from engine.metrics import fmse
-    from engine.train import LOG_EPS, loss_value
+    from engine.evaluation.metrics import fmse
+    from engine.training.train import LOG_EPS, loss_value
 
     g = torch.Generator().manual_seed(0)
     pred, target = torch.rand(3, 3, 8, 8, generator=g), torch.rand(3, 3, 8, 8, generator=g)
@@ -130,7 +130,7 @@ def test_psnr_loss_is_the_mean_log_foreground_mse():
 def test_iharmony4_stream_repeats_and_visits_every_triple_once_per_pass(iharmony4_root, monkeypatch):
     import numpy as np
 
-    import engine.train as tr
+    import engine.training.train as tr
 
     seen = []
     load = tr.load_triple

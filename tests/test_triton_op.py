@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
 pytest.importorskip("triton", reason="triton (the 'triton' extra) is not installed")
 from conftest import ROOT  # noqa: E402
-from engine.op import attention_modulation  # noqa: E402
-from engine.triton_op import attention_modulation_triton  # noqa: E402
+from engine.network.op import attention_modulation  # noqa: E402
+from engine.tensorrt.kernels import attention_modulation_triton  # noqa: E402
 
 
 def masks(kind: str, b: int, h: int, w: int, gen) -> torch.Tensor:
@@ -54,8 +54,8 @@ def test_kernel_at_64x64_feature_maps():
 
 PTX_SCRIPT = """
 import json, sys
-from engine.triton_op import compile_ptx, ptx_params
-from engine.tensorrt_plugin import launch_args
+from engine.tensorrt.kernels import compile_ptx, ptx_params
+from engine.tensorrt.plugin import launch_args
 out = {}
 for cc in (75, 80, 86, 89, 90):
     for dtype in ("fp16", "fp32"):

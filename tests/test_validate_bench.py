@@ -26,7 +26,7 @@ def test_validate_fails_and_says_so_when_outputs_differ(tmp_path, capsys):
 
 def test_bench_reports_ratios_against_pytorch(capsys):
     """The table's ratios are PyTorch's time over each backend's, from the same run's measurements."""
-    from engine.bench import table
+    from engine.evaluation.bench import table
 
     assert main(["bench", "--sizes", "64", "--repeat", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

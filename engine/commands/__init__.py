@@ -20,7 +20,7 @@ def add_verb(sub, name: str, func: Callable[[argparse.Namespace], int], help: st
 
 def add_backend(p: argparse.ArgumentParser, default: str = "auto", auto: bool = True) -> None:
     """--backend, its choices from the backend registry (engine/backends)."""
-    from ..backends import NAMES, REGISTRY
+    from ..runtime.backends import NAMES, REGISTRY
 
     names = NAMES if auto else tuple(REGISTRY)
     lines = ["auto: TensorRT where an engine is built for this GPU, else ONNX Runtime"] if auto else []
@@ -58,6 +58,6 @@ def positive(text: str) -> float:
 
 def reference_backend(args: argparse.Namespace):
     """The PyTorch reference `--reference` names, else the shipped weights."""
-    from ..backends import load
+    from ..runtime.backends import load
 
     return load("torch", args.reference)

@@ -11,20 +11,20 @@ from . import add_reference, add_verb
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.ray:
-        from ..bench import ray_table, ray_throughput
+        from ..evaluation.bench import ray_table, ray_throughput
 
         rows = ray_throughput()
         print(json.dumps(rows, indent=1) if args.json else ray_table(rows))
         return 0
     if args.plugin:
-        from ..bench import plugin_round_trip
+        from ..evaluation.bench import plugin_round_trip
 
         result = plugin_round_trip()
         print(json.dumps(result) if args.json else
               f"GIMP plug-in engine call, {result['size']} layer: first call (starts the engine) "
               f"{result['first']:.2f} s, warm {result['seconds']:.2f} s")
         return 0
-    from ..bench import available_backends, run_bench, table
+    from ..evaluation.bench import available_backends, run_bench, table
 
     to_stderr = lambda s: print(s, file=sys.stderr)  # noqa: E731
     backends = available_backends(args.reference, args.fp16, log=to_stderr)

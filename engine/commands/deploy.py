@@ -12,15 +12,15 @@ from . import add_verb
 def cmd_export(args: argparse.Namespace) -> int:
     require("torch", "export")
     require("onnx", "export")
-    from ..backends import default_model_path
+    from ..runtime.backends import default_model_path
 
     if args.shipped:
-        from ..export import export_shipped
+        from ..network.export import export_shipped
 
         for path in export_shipped(args.checkpoint):
             print(f"wrote {path}")
         return 0
-    from ..export import export_onnx
+    from ..network.export import export_onnx
 
     if not args.out:
         raise InputError("say where to write the ONNX file with -o FILE (or use --shipped)")
@@ -30,9 +30,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..backends import default_model_path
-    from ..build import build_engine
-    from ..tensorrt_runtime import sidecar_path
+    from ..runtime.backends import default_model_path
+    from ..tensorrt.build import build_engine
+    from ..tensorrt.lookup import sidecar_path
 
     onnx_path = args.onnx or default_model_path("tensorrt")
     path = build_engine(onnx_path, args.output, args.compute_capability, args.min_size, args.opt_size,
@@ -46,7 +46,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_gpu_check(args: argparse.Namespace) -> int:
-    from ..gpu_check import run
+    from ..tensorrt.gpu_check import run
 
     lines, ok = run(args.repeat)
     print("\n".join(lines))

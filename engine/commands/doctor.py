@@ -33,8 +33,8 @@ def gpu() -> str:
 
 def report() -> list[tuple[str, str]]:
     """(what, state) rows: Python, packages by extra, ONNX Runtime providers, GPU, shipped files, engines."""
-    from ..backends import choose, default_engine_path, default_model_path
-    from ..tensorrt_runtime import ENGINES
+    from ..runtime.backends import choose, default_engine_path, default_model_path
+    from ..tensorrt.lookup import ENGINES
 
     rows = [("python", sys.version.split()[0])]
     rows += [(f"{dist} ({extra})", installed(dist)) for dist, extra in PACKAGES]

@@ -10,9 +10,9 @@ from . import add_backend, add_quiet, add_verb
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..backends import load
-    from ..datasets import read_triples
-    from ..evaluate import baselines, evaluate, losses, peers_table, table
+    from ..runtime.backends import load
+    from ..training.datasets import read_triples
+    from ..evaluation.evaluate import baselines, evaluate, losses, peers_table, table
 
     triples = read_triples(args.root, args.split)
     methods = baselines(transfers=not args.models_only)
@@ -31,7 +31,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_heldout(args: argparse.Namespace) -> int:
-    from ..synthetic import write_heldout
+    from ..training.synthetic import write_heldout
 
     manifest = write_heldout(args.data, args.out, args.count, args.seed)
     print(f"wrote {manifest}; score models on it with: harmonize eval {args.out} --model FILE")

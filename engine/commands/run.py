@@ -13,7 +13,7 @@ log = logging.getLogger("engine")
 
 def jobs_of(args: argparse.Namespace) -> list:
     """The jobs a command line asks for: one composite, a folder with a mask folder, or a CSV list."""
-    from ..batch import Job, csv_jobs, find_mask, folder_jobs
+    from ..runtime.batch import Job, csv_jobs, find_mask, folder_jobs
     from ..paths import as_path
 
     src = as_path(args.input)  # paths, or URLs such as s3://bucket/list.csv
@@ -48,7 +48,7 @@ def jobs_of(args: argparse.Namespace) -> list:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..batch import check_plan, check_writable, run_batch
+    from ..runtime.batch import check_plan, check_writable, run_batch
 
     if args.quiet:  # failures and the summary only
         logging.getLogger("engine").setLevel(logging.WARNING)
@@ -57,13 +57,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_writable(jobs)
     max_pixels = int(args.max_megapixels * 1e6)
     if args.ray is not None:
-        from ..cluster import run_on_ray
+        from ..runtime.cluster import run_on_ray
 
         summary = run_on_ray(jobs, args.backend, args.model, None if args.ray == "local" else args.ray,
                              args.actors, args.gpus_per_actor, args.batch_size, args.overwrite, args.strength,
                              not args.quiet, max_pixels)
     else:
-        from ..backends import load
+        from ..runtime.backends import load
 
         with load(args.backend, args.model) as backend:
             log.info("model: %s on %s", args.model or "shipped default", backend.name)

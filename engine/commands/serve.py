@@ -11,7 +11,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from plugin import rendezvous
 
     from ..errors import InputError
-    from ..server import serve
+    from ..gimp.server import serve
 
     if args.flatpak:
         address = rendezvous.flatpak_socket()
@@ -35,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _installed_key() -> str | None:
     """The key of the plug-in in the newest GIMP profile, where one is installed."""
-    from ..gimp_install import find_profiles, plugin_dir
+    from ..gimp.install import find_profiles, plugin_dir
 
     for profile in find_profiles():
         key = plugin_dir(profile.path) / "engine.key"
@@ -45,7 +45,7 @@ def _installed_key() -> str | None:
 
 
 def cmd_gimp(args: argparse.Namespace) -> int:
-    from ..gimp_install import main as gimp_main
+    from ..gimp.install import main as gimp_main
 
     action = "check" if args.check else "uninstall" if args.uninstall else args.action
     return gimp_main(action, args.gimp_dir, args.address, args.all_profiles)

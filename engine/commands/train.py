@@ -10,8 +10,8 @@ from . import add_verb, unit
 
 def cmd_train(args: argparse.Namespace) -> int:
     require("torch", "train")
-    from ..train import train
-    from ..train_config import from_arguments
+    from ..training.train import train
+    from ..training.config import from_arguments
 
     print(f"checkpoint: {train(args.out, from_arguments(args))}")
     return 0
@@ -19,7 +19,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_average(args: argparse.Namespace) -> int:
     require("torch", "train")
-    from ..train import average_checkpoints
+    from ..training.train import average_checkpoints
 
     for path in args.checkpoints:
         if not Path(path).exists():
@@ -30,14 +30,14 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     require("torch", "train")
-    from ..authors import import_authors
+    from ..network.authors import import_authors
 
     print(f"checkpoint: {import_authors(args.checkpoint, args.out)} (the paper configuration; use it with --model)")
     return 0
 
 
 def register(sub) -> None:
-    from ..train_config import add_arguments
+    from ..training.config import add_arguments
 
     t = add_verb(sub, "train", cmd_train, "train a configuration (needs the 'train' extra)")
     t.add_argument("--out", required=True, help="checkpoint path, rewritten atomically")

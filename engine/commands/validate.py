@@ -9,7 +9,7 @@ from . import add_backend, add_model, add_reference, add_verb, reference_backend
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..validate import TOLERANCES, as_json, bench_inputs, compare, load_under_test, report, synthetic_inputs
+    from ..evaluation.validate import TOLERANCES, as_json, bench_inputs, compare, load_under_test, report, synthetic_inputs
 
     backend, precision = load_under_test(args.backend, args.model, args.fp16)
     reference = reference_backend(args)

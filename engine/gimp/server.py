@@ -25,8 +25,8 @@ import numpy as np
 
 from plugin import protocol, rendezvous
 
-from .errors import HarmonizeError
-from .fullres import harmonize_over
+from ..errors import HarmonizeError
+from ..runtime.fullres import harmonize_over
 
 log = logging.getLogger("engine")
 
@@ -35,7 +35,7 @@ class BackendPool:
     """The server's loaded backends, one per device asked for, and the lock that queues requests."""
 
     def __init__(self, backend: str = "auto", model: str | None = None):
-        from .backends import load
+        from ..runtime.backends import load
 
         self.model = model
         self.default = load(backend, model)
@@ -45,7 +45,7 @@ class BackendPool:
     def backend(self, device: str):
         """The backend that runs this pool's model on `device` ("auto": the one the server started
         with), loaded on first use."""
-        from .backends import load_device
+        from ..runtime.backends import load_device
 
         if device not in self.loaded:
             self.loaded[device] = load_device(device, self.model)
@@ -56,7 +56,7 @@ class BackendPool:
         try:
             op = header.get("op")
             if op == "ping":
-                from . import __version__
+                from .. import __version__
 
                 return protocol.encode({"ok": True, "version": __version__, "backend": self.default.name,
                                         "device": self.default.device, "protocol": protocol.VERSION,

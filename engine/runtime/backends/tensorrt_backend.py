@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cuda_device
-from ..cuda_device import cuda_call
-from ..errors import HarmonizeError
-from ..tensorrt_plugin import register_plugin, trt
-from ..tensorrt_runtime import check_engine
+from ...tensorrt import device as cuda_device
+from ...tensorrt.device import cuda_call
+from ...errors import HarmonizeError
+from ...tensorrt.plugin import register_plugin, trt
+from ...tensorrt.lookup import check_engine
 from .base import Backend
 
 

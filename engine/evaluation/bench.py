@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .backends.base import Backend
-from .imageio import read_image, read_mask, write_image
+from ..runtime.backends.base import Backend
+from ..imageio import read_image, read_mask, write_image
 
 
 def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
@@ -70,8 +70,8 @@ def available_backends(reference: str | Path | None, fp16: bool,
     """Every backend this machine can run on the shipped model, by row name: PyTorch (`reference`
     checkpoint, else the shipped weights) where torch is installed, ONNX Runtime FP32 (and FP16 with
     `fp16`), and TensorRT FP16 where an engine is built for this GPU; says why any is left out."""
-    from .backends import default_engine_path, default_model_path, load
-    from .errors import MissingDependencyError
+    from ..runtime.backends import default_engine_path, default_model_path, load
+    from ..errors import MissingDependencyError
 
     backends = {}
     try:
@@ -163,9 +163,9 @@ def plugin_round_trip(width: int = 4000, height: int = 3000, repeat: int = 3) ->
 def ray_throughput(count: int = 120, width: int = 1600, height: int = 1200, actors=(1, 2)) -> list[dict]:
     """Images per second of `harmonize run` over `count` synthetic composites, plain and on a local Ray
     with each number of actors, in one run: end to end (Ray's start included) and after start-up."""
-    from .backends import load
-    from .batch import folder_jobs, run_batch
-    from .cluster import run_on_ray
+    from ..runtime.backends import load
+    from ..runtime.batch import folder_jobs, run_batch
+    from ..runtime.cluster import run_on_ray
 
     rng = np.random.default_rng(3)
     yy, xx = np.ogrid[0:height, 0:width]

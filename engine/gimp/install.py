@@ -22,7 +22,7 @@ from pathlib import Path
 import plugin
 from plugin import client, protocol, rendezvous
 
-from .errors import InputError
+from ..errors import InputError
 
 NAME = "harmonize_layer"
 FILES = ("harmonize_layer.py", "gimpfu_shim.py", "client.py", "protocol.py", "rendezvous.py")
@@ -83,8 +83,8 @@ def plugin_dir(profile_path: Path) -> Path:
 
 def engine_config(dest: Path, flatpak: bool, address: str | None = None) -> dict:
     """What the plug-in in `dest` needs to reach this engine."""
-    from . import __version__
-    from .backends import devices
+    from .. import __version__
+    from ..runtime.backends import devices
 
     config = {"python": sys.executable, "version": __version__, "devices": list(devices()),
               "idle_minutes": client.IDLE_MINUTES, "key_file": str(dest / "engine.key")}
@@ -160,7 +160,7 @@ def check_profile(profile_path: Path, read_by: str | None = None) -> list[tuple[
     if not python:
         return [*lines, ("MISSING", f"no engine interpreter configured in {dest / client.CONFIG_NAME}; {fix}")]
     try:
-        r = subprocess.run([python, "-c", "import engine.backends, onnxruntime"], capture_output=True, text=True)
+        r = subprocess.run([python, "-c", "import engine.runtime.backends, onnxruntime"], capture_output=True, text=True)
         ok, why = r.returncode == 0, (r.stderr.strip().splitlines() or ["it failed"])[-1]
     except OSError as exc:
         ok, why = False, exc.strerror

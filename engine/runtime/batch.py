@@ -17,11 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .backends.base import Backend
-from .datasets import iharmony4_names
-from .errors import HarmonizeError, InputError
-from .imageio import MAX_PIXELS, Picture, check_mask, check_output_name, read_image, read_mask, write_image
-from .paths import as_path, is_local
-from .progress import Progress
+from ..training.datasets import iharmony4_names
+from ..errors import HarmonizeError, InputError
+from ..imageio import MAX_PIXELS, Picture, check_mask, check_output_name, read_image, read_mask, write_image
+from ..paths import as_path, is_local
+from ..progress import Progress
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 

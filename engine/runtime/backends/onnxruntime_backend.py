@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, require
+from ...errors import InputError, require
 from .base import Backend
 
 log = logging.getLogger("engine")

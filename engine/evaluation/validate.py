@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.base import Backend
-from .datasets import load_triple, read_manifest
-from .fullres import to_network
+from ..runtime.backends.base import Backend
+from ..training.datasets import load_triple, read_manifest
+from ..runtime.fullres import to_network
 from .metrics import psnr
 
 # Max absolute difference of the network output (a 3x4 colour map, or an image in 0..1).
@@ -26,7 +26,7 @@ TOLERANCES = {"fp32": 1e-4, "fp16": 5e-3}
 def load_under_test(backend: str, model: str | None, fp16: bool) -> tuple[Backend, str]:
     """The backend to validate and its precision: a TensorRT engine is FP16; ONNX Runtime takes the
     shipped model of the asked precision unless a model file is named."""
-    from .backends import default_model_path, load
+    from ..runtime.backends import default_model_path, load
 
     if model is None and backend == "onnxruntime":
         model = default_model_path(backend, fp16=fp16)

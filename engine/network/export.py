@@ -16,7 +16,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .model import load_checkpoint
 from .op import EPS, OP_DOMAIN, OP_NAME
 
@@ -122,7 +122,7 @@ def harmony_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 def export_shipped(checkpoint: str | Path | None = None) -> list[Path]:
     """Regenerate the package's weights and ONNX files (FP32, FP16); `checkpoint` replaces the weights."""
-    from .backends import DEFAULT_MODEL, default_model_path
+    from ..runtime.backends import DEFAULT_MODEL, default_model_path
 
     weights = default_model_path("torch", DEFAULT_MODEL)
     if checkpoint is not None:  # keep what inference needs and where it came from: no optimizer state

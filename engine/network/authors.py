@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
-from .errors import InputError
+from ..atomic import atomic_path
+from ..errors import InputError
 from .model import create_model
 
 # The authors' blocks, in order, and where each lives in FMMNet.

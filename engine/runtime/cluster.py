@@ -15,9 +15,9 @@ import time
 from collections import deque
 
 from .batch import Job, Summary, run_batch, triage
-from .errors import HarmonizeError, require
-from .imageio import MAX_PIXELS
-from .progress import Progress
+from ..errors import HarmonizeError, require
+from ..imageio import MAX_PIXELS
+from ..progress import Progress
 
 log = logging.getLogger("engine")
 RETRIES = 2  # runs of a batch after the first, when its actor died under it
@@ -34,7 +34,7 @@ class HarmonizeActor:
             engine = default_engine_path()  # a GPU node with TensorRT but no engine yet: build it once
             if engine is not None:
                 from .backends import default_model_path
-                from .build import build_engine
+                from ..tensorrt.build import build_engine
 
                 build_engine(default_model_path("tensorrt"), engine)
         name = choose(model)[0] if backend == "auto" else backend

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .metrics import lab_to_rgb, move_lab_statistics, rgb_to_lab
+from ..evaluation.metrics import lab_to_rgb, move_lab_statistics, rgb_to_lab
 
 LAB_SAMPLES = 65536  # pixels per side for the Lab statistics and the fit: plenty, and fast at 50 MP
 

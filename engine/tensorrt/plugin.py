@@ -13,9 +13,9 @@ import logging
 
 import numpy as np
 
-from .cuda_device import cuda_call
-from .errors import MissingDependencyError, install_hint
-from .op import EPS, OP_DOMAIN, OP_NAME
+from .device import cuda_call
+from ..errors import MissingDependencyError, install_hint
+from ..network.op import EPS, OP_DOMAIN, OP_NAME
 
 PLUGIN_VERSION = "1"
 log = logging.getLogger("engine")
@@ -48,7 +48,7 @@ PTX_TYPES = {"i32": "u32", "fp32": "f32"}  # Triton argument types as PTX params
 def kernel_args(kind: str, ptrs: dict[str, int], n: int, cq: int, c: int) -> list[tuple[str, int | float]]:
     """The declared arguments of one kernel as (ptx type, value), in the order of its signature
     (triton_op.ARGUMENTS), without the hidden scratch pointers Triton appends (see `launch_args`)."""
-    from .triton_op import ARGUMENTS
+    from .kernels import ARGUMENTS
 
     values = {**ptrs, "n": n, "cq": cq, "c": c, "eps": EPS}
     return [("u64" if ty.startswith("*") else PTX_TYPES[ty], values[name]) for name, ty in ARGUMENTS[kind]]
@@ -79,7 +79,7 @@ class PtxKernels:
 
     def launch(self, ptrs: dict[str, int], b: int, c: int, cq: int, n: int, stream: int) -> None:
         """Both kernels on `stream`: attention into ptrs["hba"], then the modulation into ptrs["out"]."""
-        from .triton_op import grids
+        from .kernels import grids
 
         ctypes_of = {"u64": np.uint64, "u32": np.uint32, "f32": np.float32}
         g1, g2 = grids(b, c, n, self.compiled["attention_kernel"]["BLOCK_C"])
@@ -139,7 +139,7 @@ def _plugin_classes():
                 return
             dtype = "fp16" if inp[0].desc.type == t.DataType.HALF else "fp32"
             c, cq = inp[0].desc.dims[1], inp[2].desc.dims[1]
-            from .triton_op import compile_ptx
+            from .kernels import compile_ptx
 
             self.compiled = {dtype: compile_ptx(dtype, cq, c, self.target_cc)}
             log.debug("compiled attention-modulation PTX for sm_%s, %s, C=%d, Cq=%d", self.target_cc, dtype, c, cq)

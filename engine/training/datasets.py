@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .imageio import read_image, read_mask
+from ..errors import InputError
+from ..imageio import read_image, read_mask
 
 SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
 

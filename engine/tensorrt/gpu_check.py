@@ -2,17 +2,17 @@
 compared with the PyTorch reference over sizes and masks, and timed against PyTorch's attention.
 
 Needs an NVIDIA GPU with torch (CUDA), triton and cuda-python; no TensorRT. torch only allocates the
-tensors and runs the reference: the kernels go through engine.tensorrt_plugin.PtxKernels, exactly as
+tensors and runs the reference: the kernels go through engine.tensorrt.plugin.PtxKernels, exactly as
 the plugin's enqueue launches them.
 """
 from __future__ import annotations
 
 import time
 
-from .errors import HarmonizeError
-from .op import attention_modulation
-from . import cuda_device
-from .tensorrt_plugin import PtxKernels
+from ..errors import HarmonizeError
+from ..network.op import attention_modulation
+from . import device as cuda_device
+from .plugin import PtxKernels
 
 CASES = [(1, 64, 8, 16, 16), (2, 64, 8, 32, 32), (1, 256, 32, 32, 32), (4, 64, 8, 64, 64), (1, 256, 32, 64, 64)]
 MASKS = ("empty", "full", "thin", "random")
@@ -33,7 +33,7 @@ def run(repeat: int = 50) -> tuple[list[str], bool]:
     import torch
     import torch.nn.functional as F
 
-    from .triton_op import compile_ptx
+    from .kernels import compile_ptx
 
     if not torch.cuda.is_available():
         raise HarmonizeError("gpu-check needs an NVIDIA GPU with a CUDA build of torch")

@@ -15,11 +15,11 @@ import re
 import time
 from pathlib import Path
 
-from . import cuda_device
-from .atomic import atomic_path
-from .errors import HarmonizeError
-from .tensorrt_plugin import PLUGIN_VERSION, register_plugin, trt
-from .tensorrt_runtime import engine_path, sidecar_path
+from . import device as cuda_device
+from ..atomic import atomic_path
+from ..errors import HarmonizeError
+from .plugin import PLUGIN_VERSION, register_plugin, trt
+from .lookup import engine_path, sidecar_path
 
 log = logging.getLogger("engine")
 

@@ -10,11 +10,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import HarmonizeError, InputError
+from ...errors import HarmonizeError, InputError
 from .base import Backend
 
 log = logging.getLogger("engine")
-WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_MODEL = "fmm-medium"
 
 
@@ -49,7 +49,7 @@ def default_model_path(backend: str, name: str = DEFAULT_MODEL, fp16: bool = Fal
 def default_engine_path() -> Path | None:
     """The engine build_engine.py writes for the shipped model and this machine's GPU, or None without
     TensorRT or a GPU."""
-    from ..tensorrt_runtime import default_engine_path as engine_for
+    from ...tensorrt.lookup import default_engine_path as engine_for
 
     return engine_for(DEFAULT_MODEL)
 

@@ -7,11 +7,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from .cuda_device import compute_capability
-from .errors import HarmonizeError
-from .tensorrt_plugin import PLUGIN_VERSION, trt
+from .device import compute_capability
+from ..errors import HarmonizeError
+from .plugin import PLUGIN_VERSION, trt
 
-ENGINES = Path(__file__).resolve().parent / "engines"
+ENGINES = Path(__file__).resolve().parents[1] / "engines"
 
 
 def sidecar_path(engine: Path) -> Path:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .datasets import Triple, load_triple
-from .errors import InputError
+from ..training.datasets import Triple, load_triple
+from ..errors import InputError
 from .metrics import fmse, mse, psnr, reinhard
-from .progress import Progress
+from ..progress import Progress
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 COLUMNS = ("MSE 256", "PSNR 256", "fMSE 256", "MSE full", "PSNR full", "fMSE full")

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
-from .fullres import foreground_box
-from .metrics import lab_to_rgb, move_lab_statistics, rgb_to_lab
+from ..errors import InputError
+from ..runtime.fullres import foreground_box
+from ..evaluation.metrics import lab_to_rgb, move_lab_statistics, rgb_to_lab
 
 
 def _licensed(root: Path, folder: str, permissive: bool) -> list[tuple[Path, list[Path]]]:
@@ -67,7 +67,7 @@ def write_heldout(data_root: str | Path, out: str | Path, count: int = 120, seed
     each recoloured by strong edits towards another held-out photo, written as a MANIFEST.csv folder
     that `harmonize eval` reads; returns the manifest. The manifest is written last, so a folder
     without one is unfinished."""
-    from .atomic import atomic_path
+    from ..atomic import atomic_path
 
     out = Path(out)
     if (out / "MANIFEST.csv").exists():

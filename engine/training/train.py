@@ -14,13 +14,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 from .datasets import load_triple, read_iharmony4
 from .synthetic import SyntheticComposites
-from .train_config import TrainConfig
-from .errors import InputError
-from .model import FMMNet, create_model
-from .progress import Progress
+from .config import TrainConfig
+from ..errors import InputError
+from ..network.model import FMMNet, create_model
+from ..progress import Progress
 
 
 class IHarmony4Crops(Dataset):

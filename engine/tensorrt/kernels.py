@@ -17,7 +17,7 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from . import op  # noqa: E402
+from ..network import op  # noqa: E402
 
 BLOCK_M, BLOCK_N, BLOCK_R = 64, 64, 128
 

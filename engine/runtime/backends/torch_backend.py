@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, require
+from ...errors import InputError, require
 from .base import Backend
 
 
@@ -16,7 +16,7 @@ class TorchBackend(Backend):
 
     def __init__(self, model: str | Path, device: str = "cpu"):
         self.torch = require("torch", "train")
-        from ..model import load_checkpoint
+        from ...network.model import load_checkpoint
 
         if not Path(model).exists():
             raise InputError(f"{model}: no such checkpoint")
