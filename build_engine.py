@@ -4,7 +4,7 @@
     python build_engine.py                        # the shipped FP16 ONNX, for this machine's GPU
     python build_engine.py --compute-capability 86 -o fmm-sm86.engine   # on a CPU, with tensorrt-rtx
 
-Same as `harmonize build`; see engine/build.py.
+Same as `harmonize build`; see engine/tensorrt/build.py.
 """
 import sys
 

@@ -43,7 +43,8 @@ def main() -> None:
     args = p.parse_args()
     src = Path(args.data) / "coco-more"
     licences = {r["file"]: r for r in csv.DictReader(open(src / "images.csv", newline=""))}
-    credits = ["# Credits", "", "Each example is a photo from COCO 2017, as stored in `shared/data/coco-more` (long side 512 px),",
+    credits = ["# Credits", "",
+               "Each example is a photo from COCO 2017, as stored in `shared/data/coco-more` (long side 512 px),",
                "with its masked object recoloured by `make_examples.py` (the change made to the original). The",
                "masks are drawn from COCO's annotations (CC BY 4.0).", "",
                "| example | photo | licence | source |", "|---|---|---|---|"]

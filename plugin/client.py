@@ -80,7 +80,7 @@ def _exchange(sock: socket.socket, message: bytes, timeout: float) -> tuple[dict
         try:
             sock.sendall(message)
             reply = protocol.receive(sock)
-        except socket.timeout:
+        except TimeoutError:
             raise EngineError(f"the engine did not answer within {timeout:g} s") from None
         except (protocol.ProtocolError, OSError) as exc:  # Closed included: it went away mid-request
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc

@@ -75,7 +75,7 @@ else:
                 if not ok:
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
             values = []
-            for kind, name, _label, _default, _extra in spec["params"]:
+            for _kind, name, _label, _default, _extra in spec["params"]:
                 value = config.get_property(name.replace("_", "-"))
                 values.append(value)
             if len(drawables) != 1:

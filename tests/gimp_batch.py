@@ -56,7 +56,8 @@ def main():
                     cx = ox + col
                     if 0 <= cx < image.get_width():
                         canvas[cy * image.get_width() + cx] = mask_bytes[row * w + col]
-        channel.get_buffer().set(Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height()), "Y' u8", bytes(canvas))
+        whole = Gegl.Rectangle.new(0, 0, image.get_width(), image.get_height())
+        channel.get_buffer().set(whole, "Y' u8", bytes(canvas))
         channel.get_buffer().flush()
         image.select_item(Gimp.ChannelOps.REPLACE, channel)
         image.remove_channel(channel)
@@ -74,7 +75,8 @@ def main():
     result = proc.run(config)
     seconds = time.perf_counter() - start
     status = result.index(0)
-    out = {"seconds": seconds, "status": "success" if status == Gimp.PDBStatusType.SUCCESS else str(status), "layers_before": layers_before, "layers": [la.get_name() for la in image.get_layers()]}
+    out = {"seconds": seconds, "status": "success" if status == Gimp.PDBStatusType.SUCCESS else str(status),
+           "layers_before": layers_before, "layers": [la.get_name() for la in image.get_layers()]}
     if status != Gimp.PDBStatusType.SUCCESS:
         err = result.index(1) if result.length() > 1 else None
         out["error"] = str(getattr(err, "message", err))

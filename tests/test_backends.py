@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+from engine.errors import HarmonizeError, InputError
 from engine.runtime.backends import load
 from engine.runtime.backends.base import Backend
-from engine.errors import HarmonizeError, InputError
 
 
 class Recording(Backend):

@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, ellipse_mask, textured_image
 from PIL import Image
 
-from conftest import ROOT, ellipse_mask, textured_image
 from engine.cli import main
 
 
@@ -56,7 +56,8 @@ def test_csv_list_and_wrong_mask_size(tmp_path, capsys):
     make_composite(tmp_path, tmp_path, "a", mask_name="a_mask.png")
     make_composite(tmp_path, tmp_path, "b", mask_name="b_mask.png", size=(40, 64))
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "b_mask.png")
-    (tmp_path / "list.csv").write_text("composite,mask,output\na.jpg,a_mask.png,a_out.png\nb.jpg,b_mask.png,b_out.png\n")
+    (tmp_path / "list.csv").write_text("composite,mask,output\na.jpg,a_mask.png,a_out.png\n"
+                                       "b.jpg,b_mask.png,b_out.png\n")
     assert main(["run", str(tmp_path / "list.csv"), "-o", str(tmp_path / "o"), "-q"]) == 1
     assert (tmp_path / "o" / "a_out.png").exists() and not (tmp_path / "o" / "b_out.png").exists()
     assert "b_mask.png: mask is 10x10 but the image is 64x40" in capsys.readouterr().err
@@ -108,7 +109,7 @@ def test_auto_choice_and_doctor_agree(capsys, monkeypatch):
     assert ["harmonize", "run", "takes", "onnxruntime (no TensorRT or no GPU)"] in lines
 
 
-# --- No file lost or overwritten, settings checked up front, one clear line per bad input (issue 11) ---
+# --- No file lost or overwritten, settings checked up front, one clear line per bad input ---
 
 def run(*args):
     return main(["run", *map(str, args), "-q"])
@@ -265,7 +266,8 @@ def test_an_interrupted_run_says_what_it_finished(tmp_path, capsys, monkeypatch)
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.jpg", "b.jpg"]
 
 
-@pytest.mark.parametrize("verb", [["train", "--out", "x.pt"], ["average", "a.pt", "-o", "b.pt"], ["export", "-o", "x.onnx"]])
+@pytest.mark.parametrize("verb", [["train", "--out", "x.pt"], ["average", "a.pt", "-o", "b.pt"],
+                                  ["export", "-o", "x.onnx"]])
 def test_training_verbs_without_their_extra_say_which(verb):
     code = ("import sys; sys.modules['torch'] = None\n"
             f"from engine.cli import main; sys.exit(main({verb!r}))")
@@ -341,7 +343,8 @@ def test_a_typo_gets_the_verbs_usage(capsys):
         main(["run", "x.jpg", "--strenght", "0.5"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: harmonize run") and "harmonize run: error: unrecognized arguments: --strenght 0.5" in err
+    assert err.startswith("usage: harmonize run")
+    assert "harmonize run: error: unrecognized arguments: --strenght 0.5" in err
 
 
 def test_quiet_prints_only_failures_and_the_summary(tmp_path, capsys, caplog):
@@ -374,7 +377,7 @@ def test_install_lines_work_from_a_clone(monkeypatch):
     from engine.errors import MissingDependencyError, require
     from engine.paths import as_path
 
-    with pytest.raises(MissingDependencyError, match=r"install it with: pip install '\.\[train\]' \(in the fmm-harmonize"):
+    with pytest.raises(MissingDependencyError, match=r"install it with: pip install '\.\[train\]' \(in the fmm-harmo"):
         require("no_such_module_here", "train")
     monkeypatch.setitem(sys.modules, "s3fs", None)
     with pytest.raises(MissingDependencyError, match=r"needs universal-pathlib and s3fs; install with: pip install "

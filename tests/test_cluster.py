@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import BENCH, ROOT, ellipse_mask, needs_bench, textured_image
+from PIL import Image
 
 pytest.importorskip("ray", reason="ray (the 'ray' extra) is not installed")
 pytestmark = pytest.mark.slow

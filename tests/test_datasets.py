@@ -1,9 +1,10 @@
 """Data readers on a fixture in the exact iHarmony4 layout, and on the bench folder's MANIFEST.csv."""
 import pytest
-
 from conftest import BENCH, needs_bench
-from engine.training.datasets import iharmony4_names, load_triple, read_iharmony4, read_manifest, read_triples
+
 from engine.errors import InputError
+from engine.runtime.batch import iharmony4_names
+from engine.training.datasets import load_triple, read_iharmony4, read_manifest, read_triples
 
 
 def test_iharmony4_reader(iharmony4_root):

@@ -1,12 +1,12 @@
 """`harmonize eval`: the table's rows and columns, known answers for the baselines."""
 import numpy as np
 import pytest
-
 from conftest import BENCH, needs_bench
+
 from engine.cli import main
-from engine.training.datasets import read_iharmony4
 from engine.evaluation.evaluate import baselines, evaluate, losses, table
-from engine.evaluation.metrics import fmse, mse, psnr, reinhard, rgb_to_lab, lab_to_rgb
+from engine.evaluation.metrics import fmse, lab_to_rgb, mse, psnr, reinhard, rgb_to_lab
+from engine.training.datasets import read_iharmony4
 
 
 def test_metrics_known_answers():
@@ -40,7 +40,7 @@ def test_eval_table_on_an_iharmony4_root(iharmony4_root):
     text = table(results, triples)
     assert "overall (2 triples)" in text and "HAdobe5k (1 triples)" in text
     assert "| composite (untouched) |" in text and "| Reinhard transfer |" in text
-    for name, row in results["composite (untouched)"].rows.items():
+    for _name, row in results["composite (untouched)"].rows.items():
         assert set(row) == {"MSE 256", "PSNR 256", "fMSE 256", "MSE full", "PSNR full", "fMSE full"}
     said = dict(line.split(": ", 1) for line in losses(results, worst=1).splitlines())
     assert set(said) == {"Reinhard transfer", "half-strength Lab transfer"}

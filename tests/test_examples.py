@@ -4,9 +4,9 @@ import re
 import shlex
 
 import numpy as np
+from conftest import ROOT
 from PIL import Image, ImageFilter
 
-from conftest import ROOT
 from engine.cli import main
 
 EXAMPLES = ROOT / "examples"
@@ -39,6 +39,6 @@ def test_readme_first_command_harmonizes_every_example(tmp_path, monkeypatch, ca
         # Outside the mask, grown by JPEG's 16-pixel chroma blocks, only re-encoding noise.
         near = np.asarray(mask_img.filter(ImageFilter.MaxFilter(33))) > 127
         assert np.abs(result - comp)[~near].mean() < 1.0, f"{name}: the background changed"
-        err = lambda x: np.abs(x - real)[mask].mean()  # noqa: E731
+        err_result, err_comp = (np.abs(x - real)[mask].mean() for x in (result, comp))
         assert np.abs(result - comp)[mask].mean() > 3.0, f"{name}: the object was barely touched"
-        assert err(result) < err(comp), f"{name}: error to the photo {err(result):.1f}, composite {err(comp):.1f}"
+        assert err_result < err_comp, f"{name}: error to the photo {err_result:.1f}, composite {err_comp:.1f}"

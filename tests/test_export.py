@@ -8,11 +8,11 @@ torch = pytest.importorskip("torch", reason="torch (the 'export' extra) is not i
 onnx = pytest.importorskip("onnx", reason="onnx (the 'export' extra) is not installed")
 import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
+from test_op import inputs  # noqa: E402
 
-from engine.runtime.backends import default_model_path, load  # noqa: E402
 from engine.network.export import OPSET, export_onnx, harmony_nodes, op_function  # noqa: E402
 from engine.network.op import OP_DOMAIN, OP_NAME, attention_modulation  # noqa: E402
-from test_op import inputs  # noqa: E402
+from engine.runtime.backends import default_model_path, load  # noqa: E402
 
 
 def net_inputs(b: int, s: int, seed: int = 0):
@@ -50,13 +50,15 @@ def test_function_body_matches_the_reference(mask_kind, tmp_path):
     for dtype, onnx_type, tol in ((np.float32, TensorProto.FLOAT, 1e-5), (np.float16, TensorProto.FLOAT16, 2e-2)):
         node = helper.make_node(OP_NAME, names, ["out"], domain=OP_DOMAIN, plugin_namespace="harmony")
         graph = helper.make_graph(
-            [node], "op", [helper.make_tensor_value_info(n, onnx_type, a.shape) for n, a in zip(names, args)],
+            [node], "op",
+            [helper.make_tensor_value_info(n, onnx_type, a.shape) for n, a in zip(names, args, strict=True)],
             [helper.make_tensor_value_info("out", onnx_type, args[0].shape)])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(OP_DOMAIN, 1)],
+        model = helper.make_model(graph,
+                                  opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(OP_DOMAIN, 1)],
                                   functions=[op_function()])
         onnx.checker.check_model(model, full_check=True)
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        got = sess.run(None, {n: a.astype(dtype) for n, a in zip(names, args)})[0].astype(np.float32)
+        got = sess.run(None, {n: a.astype(dtype) for n, a in zip(names, args, strict=True)})[0].astype(np.float32)
         want = attention_modulation(*(torch.from_numpy(a) for a in args)).numpy()
         err = np.abs(got - want).max()
         assert err < tol, f"{dtype.__name__}, mask {mask_kind}: max abs diff {err:.2e} > {tol}"

@@ -1,11 +1,11 @@
 """Full resolution: background bit-identical, foreground a colour transform of its own full-res pixels."""
 import numpy as np
 import pytest
+from conftest import ellipse_mask, scene_photo, textured_image
 from PIL import Image
 
-from conftest import ellipse_mask, scene_photo, textured_image
-from engine.runtime.backends import load
 from engine.errors import InputError
+from engine.runtime.backends import load
 from engine.runtime.fullres import apply_affine, apply_residual, blend, to_network
 
 
@@ -94,8 +94,8 @@ def test_backend_refuses_bad_input():
 def test_lab_transfer_map_is_close_to_the_lab_transfer_it_fits():
     """The 3x4 map that stands in for the half-strength Lab statistics transfer reproduces it on a paste
     with a colour cast, and a strided sample of a big picture gives the map of all its pixels."""
-    from engine.runtime.fullres import lab_transfer_map
     from engine.evaluation.metrics import reinhard
+    from engine.runtime.fullres import lab_transfer_map
 
     rgb = scene_photo(200, 260, seed=4)
     mask = ellipse_mask(200, 260)

@@ -98,7 +98,8 @@ def test_an_upgraded_home_installs_into_32_and_calls_a_copy_in_30_stale(home, ca
     assert main(["gimp", "--check"]) == 0, "a copy left in an older profile is reported, not a failure"
     out = capsys.readouterr().out
     assert f"GIMP 3.2 (native) at {gimp32}, GIMP 3.0 (native) at {gimp30}" in out
-    assert f"stale   {gimp30 / 'plug-ins' / 'harmonize_layer'}: an older profile; GIMP 3.2 (native) reads its own" in out
+    old = gimp30 / "plug-ins" / "harmonize_layer"
+    assert f"stale   {old}: an older profile; GIMP 3.2 (native) reads its own" in out
 
     (gimp32 / "plug-ins" / "harmonize_layer" / "client.py").write_text("# an old version\n")
     assert main(["gimp", "--check"]) == 1

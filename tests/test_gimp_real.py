@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, ellipse_mask, scene_photo
 from PIL import Image
 
-from conftest import ROOT, ellipse_mask, scene_photo
-from engine.runtime.backends import load
 from engine.gimp.install import find_profiles, install
 from engine.gimp.server import BackendPool, make_server
+from engine.runtime.backends import load
 
 CHROOTS = [Path(p) for p in os.environ.get("FMM_GIMP_CHROOTS", "/var/cache/fmm/gimp-trixie:/var/cache/fmm/gimp-forky")
            .split(":")]

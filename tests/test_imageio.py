@@ -3,9 +3,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import textured_image
 from PIL import Image
 
-from conftest import textured_image
 from engine.errors import InputError
 from engine.imageio import Picture, check_mask, read_image, read_mask, write_image
 

@@ -14,10 +14,10 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
 import torch.nn.functional as F  # noqa: E402
-
 from conftest import ROOT, textured_image  # noqa: E402
-from engine.network.authors import import_authors  # noqa: E402
+
 from engine.errors import InputError  # noqa: E402
+from engine.network.authors import import_authors  # noqa: E402
 from engine.network.model import load_checkpoint  # noqa: E402
 
 LAYOUT = Path(__file__).parent / "fixtures" / "authors-fmm-state-dict.tsv"
@@ -77,7 +77,8 @@ def authors_forward(sd: dict, image, mask):
     c3 = block(block(block(block(c2, "Down5", 2), "Down6"), "Down7"), "Down8")
     x = block(c3, "Down9")
     sa = "FB_FMM.SA"
-    x = x + sd[f"{sa}.gamma"] * attend(proj(x, f"{sa}.query_conv"), proj(x, f"{sa}.key_conv"), proj(x, f"{sa}.value_conv"))
+    x = x + sd[f"{sa}.gamma"] * attend(proj(x, f"{sa}.query_conv"), proj(x, f"{sa}.key_conv"),
+                                       proj(x, f"{sa}.value_conv"))
     m = torch.round(F.avg_pool2d(mask, 2, stride=mask.shape[-1] // x.shape[-1]))
     f, b = m * x, (1 - m) * x
     bg = attend(proj(f, "FB_FMM.query_conv"), proj(b, "FB_FMM.key_conv"), proj(b, "FB_FMM.value_conv"))
@@ -109,7 +110,8 @@ def test_imported_network_computes_the_authors_forward(imported):
     assert a["config"]["mask_pool"] == "authors" and a["step"] == 60
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), "module. prefix changed the import"
     model = load_checkpoint(plain)
-    image, mask = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(1)), off_grid_mask().repeat(2, 1, 1, 1)
+    image = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    mask = off_grid_mask().repeat(2, 1, 1, 1)
     with torch.no_grad():
         want, got = authors_forward(sd, image, mask), model(image, mask)
         model.fmm.mask_pool = "average"  # the pooling this project used before: measurably another network
@@ -120,8 +122,8 @@ def test_imported_network_computes_the_authors_forward(imported):
 
 def test_imported_model_exports_and_runs_in_onnxruntime(imported, tmp_path):
     pytest.importorskip("onnx", reason="onnx (the 'export' extra) is not installed")
-    from engine.runtime.backends import load
     from engine.network.export import export_onnx
+    from engine.runtime.backends import load
 
     d, sd, plain, _ = imported
     onnx_path = export_onnx(plain, d / "paper.onnx")
@@ -147,9 +149,11 @@ def test_imported_model_exports_and_runs_in_onnxruntime(imported, tmp_path):
 def test_wrong_or_truncated_checkpoints_are_refused_and_nothing_is_written(imported, tmp_path):
     d, sd, _, _ = imported
     cases = {
-        "missing.pth": ({k: v for k, v in sd.items() if k != "Up2.bn.running_var"}, "missing key for dec2.1.running_var"),
+        "missing.pth": ({k: v for k, v in sd.items() if k != "Up2.bn.running_var"},
+                        "missing key for dec2.1.running_var"),
         "extra.pth": ({**sd, "Down10.conv2d.weight": torch.zeros(1)}, "unexpected key Down10.conv2d.weight"),
-        "shape.pth": ({**sd, "output.weight": torch.zeros(3, 32, 3, 3)}, "out.weight: shape (3, 32, 3, 3) where the paper network has (3, 16, 3, 3)"),
+        "shape.pth": ({**sd, "output.weight": torch.zeros(3, 32, 3, 3)},
+                      "out.weight: shape (3, 32, 3, 3) where the paper network has (3, 16, 3, 3)"),
     }
     for name, (state, message) in cases.items():
         torch.save({"epoch": 1, "state_dict": state}, tmp_path / name)

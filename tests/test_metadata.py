@@ -5,9 +5,9 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import ellipse_mask, scene_photo
 from PIL import Image, ImageCms, PngImagePlugin
 
-from conftest import ellipse_mask, scene_photo
 from engine.cli import main
 
 XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>'

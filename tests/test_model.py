@@ -42,7 +42,7 @@ def test_configurations_run_and_affine_head_starts_as_identity(name):
 def statistics_prior_reference(image, mask, prior):
     """Each sample's foreground RGB mean and std moved `prior` of the way to the background's, as a 3x4 map."""
     maps = []
-    for x, m in zip(image.double(), mask.double()):
+    for x, m in zip(image.double(), mask.double(), strict=True):
         fg, bg = x[:, m[0] > 0], x[:, m[0] == 0]
         mf, mb = fg.mean(1), bg.mean(1)
         sf = ((fg - mf[:, None]) ** 2).mean(1).add(1e-4).sqrt()

@@ -3,10 +3,10 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, ellipse_mask, scene_photo
-from engine.runtime.backends import load
 from fake_gimp import FakeHost, Image, Layer
+
+from engine.runtime.backends import load
 
 sys.path.insert(0, str(ROOT / "plugin"))  # as GIMP runs it: the plug-in's folder on the path
 import harmonize_layer as plug  # noqa: E402
@@ -15,7 +15,7 @@ from gimpfu_shim import UserError  # noqa: E402
 
 @pytest.fixture
 def host(engine_address, tmp_path):
-    (tmp_path / "engine.json").write_text('{"address": "%s", "python": "/nonexistent/python"}' % engine_address)
+    (tmp_path / "engine.json").write_text(f'{{"address": "{engine_address}", "python": "/nonexistent/python"}}')
     return FakeHost(str(tmp_path))
 
 
@@ -53,7 +53,7 @@ def test_harmonize_layer(host, source, offsets):
     assert image.layers[0] is new and image.layers[1] is layer, "new layer must sit directly above the source"
     assert new.name == "object (harmonized, CPU)" and new.offsets == layer.offsets
     assert image.undo_groups == 1 and image.undo_depth == 0 and host.progress_values[-1] == 1.0
-    for la, (rgb, alpha) in zip(image.layers[1:], before):
+    for la, (rgb, _alpha) in zip(image.layers[1:], before, strict=True):
         assert np.array_equal(la.rgb, rgb), f"{la.name} was modified"
     rect = host.canvas_region(image, layer)
     x, y, w, h = rect

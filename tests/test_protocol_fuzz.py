@@ -6,10 +6,10 @@ import tracemalloc
 import pytest
 
 pytest.importorskip("hypothesis", reason="hypothesis (the 'dev' extra) is not installed")
+from conftest import BytesStream  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from conftest import BytesStream  # noqa: E402
 from engine.gimp.server import BackendPool  # noqa: E402
 from plugin import protocol  # noqa: E402
 
@@ -18,7 +18,8 @@ FUZZ = settings(max_examples=500, deadline=3000, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 ANY = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(), st.text(max_size=6),
-                st.lists(st.integers(-3, 40), max_size=5), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+                st.lists(st.integers(-3, 40), max_size=5),
+                st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,8 @@ def test_structured_messages_always_get_a_reply(engine, data):
 
 @FUZZ
 @given(data=st.binary(max_size=200) | st.builds(
-    lambda n, tail: struct.pack(">4sBI", b"FMMH", protocol.VERSION, n) + tail, st.integers(0, 2**32 - 1), st.binary(max_size=100)))
+    lambda n, tail: struct.pack(">4sBI", b"FMMH", protocol.VERSION, n) + tail, st.integers(0, 2**32 - 1),
+    st.binary(max_size=100)))
 def test_arbitrary_bytes_are_refused_without_allocating_what_they_announce(engine, data):
     tracemalloc.start()
     try:

@@ -9,10 +9,10 @@ import threading
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, ellipse_mask, textured_image
-from engine.gimp.server import BackendPool, make_server
+
 from engine.errors import HarmonizeError
+from engine.gimp.server import BackendPool, make_server
 from plugin import client, protocol
 
 
@@ -92,7 +92,7 @@ def test_serve_command_stops_cleanly_and_removes_its_socket(tmp_path):
         client.ping({"address": str(sock)})
 
 
-# --- Bounded server, an error reply for everything, one error contract to the plug-in (issue 11) ---
+# --- Bounded server, an error reply for everything, one error contract to the plug-in ---
 
 def test_socket_path_that_is_a_file_or_folder_is_left_alone(tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")

@@ -2,7 +2,6 @@
 each recipe option doing what it says, and only permissively licensed pictures."""
 import numpy as np
 import pytest
-
 from conftest import DATA, needs_data
 
 
@@ -13,7 +12,7 @@ def test_synthetic_composites_are_deterministic_and_recolour_only_the_object():
     a = SyntheticComposites(DATA, size=64, seed=3)
     comp, mask, real = a[5]
     again = a[5]
-    assert all(np.array_equal(x, y) for x, y in zip((comp, mask, real), again))
+    assert all(np.array_equal(x, y) for x, y in zip((comp, mask, real), again, strict=True))
     assert not np.array_equal(a[6][0], comp)
     assert comp.shape == real.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
     outside = mask[0] == 0

@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from engine.runtime.backends import default_model_path
-from engine.tensorrt.plugin import PLUGIN_VERSION
+from engine.tensorrt.library import PLUGIN_VERSION
 
 pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx (the 'tensorrt' extra) is not installed")
 pytestmark = pytest.mark.tensorrt
@@ -39,8 +39,8 @@ def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path):
 
 
 def test_stale_engine_is_refused_with_the_rebuild_command(tmp_path):
-    from engine.tensorrt.lookup import check_engine
     from engine.errors import HarmonizeError
+    from engine.tensorrt.lookup import check_engine
 
     engine = tmp_path / "x.engine"
     engine.write_bytes(b"x")
@@ -64,8 +64,9 @@ def test_build_engine_for_an_imported_authors_checkpoint(tmp_path):
     gets the same plugin, and the profile is optimised for its working size."""
     torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
     pytest.importorskip("onnx", reason="onnx (the 'export' extra) is not installed")
-    from engine.cli import main
     from test_import import authors_state_dict
+
+    from engine.cli import main
 
     torch.save({"epoch": 1, "state_dict": authors_state_dict()}, tmp_path / "network.pth")
     assert main(["import", str(tmp_path / "network.pth"), "-o", str(tmp_path / "paper.pt")]) == 0

@@ -3,6 +3,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
 from conftest import DATA, needs_data  # noqa: E402
+
 from engine.cli import main  # noqa: E402
 from engine.network.model import load_checkpoint  # noqa: E402
 
@@ -60,7 +61,7 @@ def test_train_on_synthetic_composites_lowers_the_loss(tmp_path):
     from engine.training.train import foreground_mse
 
     data = SyntheticComposites(DATA, size=32, seed=9)
-    batch = [torch.from_numpy(__import__("numpy").stack(x)) for x in zip(*(data[i] for i in range(8)))]
+    batch = [torch.from_numpy(__import__("numpy").stack(x)) for x in zip(*(data[i] for i in range(8)), strict=True)]
     out = tmp_path / "syn.pt"
     assert main(["train", "--config", "tiny", "--size", "32", "--data", str(DATA), "--out", str(out),
                  "--batch-size", "8", "--workers", "0", "--steps", "60", "--lr", "3e-3"]) == 0
@@ -118,11 +119,11 @@ def test_psnr_loss_is_the_mean_log_foreground_mse():
     mask = (torch.rand(3, 1, 8, 8, generator=g) > 0.5).float()
     expected = np.mean([np.log10(fmse(p.permute(1, 2, 0).numpy() * 255, t.permute(1, 2, 0).numpy() * 255,
                                       m[0].numpy()) / 255**2 + LOG_EPS)
-                        for p, t, m in zip(pred, target, mask)])
+                        for p, t, m in zip(pred, target, mask, strict=True)])
     assert loss_value("psnr", pred, target, mask).item() == pytest.approx(expected, rel=1e-5)
     assert loss_value("fmse", pred, target, mask).item() == pytest.approx(
         np.mean([fmse(p.permute(1, 2, 0).numpy(), t.permute(1, 2, 0).numpy(), m[0].numpy())
-                 for p, t, m in zip(pred, target, mask)]), rel=1e-5)
+                 for p, t, m in zip(pred, target, mask, strict=True)]), rel=1e-5)
     with pytest.raises(ValueError, match="loss must be"):
         loss_value("l1", pred, target, mask)
 
@@ -140,7 +141,7 @@ def test_iharmony4_stream_repeats_and_visits_every_triple_once_per_pass(iharmony
     names = sorted(t.name for t in stream.triples)
     assert sorted(seen[:4]) == names and sorted(seen[4:]) == names
     again = tr.IHarmony4Crops(iharmony4_root, 16, seed=1)
-    assert all(np.array_equal(x, y) for k in range(8) for x, y in zip(first[k], again[k]))
+    assert all(np.array_equal(x, y) for k in range(8) for x, y in zip(first[k], again[k], strict=True))
 
 
 @needs_data

@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
 pytest.importorskip("triton", reason="triton (the 'triton' extra) is not installed")
 from conftest import ROOT  # noqa: E402
+
 from engine.network.op import attention_modulation  # noqa: E402
 from engine.tensorrt.kernels import attention_modulation_triton  # noqa: E402
 
@@ -54,15 +55,17 @@ def test_kernel_at_64x64_feature_maps():
 
 PTX_SCRIPT = """
 import json, sys
-from engine.tensorrt.kernels import compile_ptx, ptx_params
-from engine.tensorrt.plugin import launch_args
+from engine.tensorrt.kernels import compile_ptx
+from engine.tensorrt.launch import ptx_params
+from engine.tensorrt.launch import launch_args
 out = {}
 for cc in (75, 80, 86, 89, 90):
     for dtype in ("fp16", "fp32"):
         kernels = compile_ptx(dtype, 8, 64, cc)
         ptrs = dict.fromkeys(["q", "k", "v", "hba", "h", "mask", "gamma", "out"], 1)
         for kind, k in kernels.items():
-            out[f"{cc}/{dtype}/{kind}"] = dict(params=ptx_params(k["ptx"]), target=k["ptx"].split(".target")[1].split()[0],
+            out[f"{cc}/{dtype}/{kind}"] = dict(
+                params=ptx_params(k["ptx"]), target=k["ptx"].split(".target")[1].split()[0],
                 args=[t for t, _ in launch_args(kind, ptrs, 256, 8, 64)],
                 scratch=[k["global_scratch"], k["profile_scratch"]])
 print(json.dumps(out))
@@ -71,7 +74,8 @@ print(json.dumps(out))
 
 def test_ptx_for_every_architecture_takes_exactly_the_launch_arguments():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    r = subprocess.run([sys.executable, "-c", PTX_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-c", PTX_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(r.stdout.splitlines()[-1])
     assert len(result) == 5 * 2 * 2

@@ -8,7 +8,12 @@ gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, Gio  # noqa: E402
 
 work = os.environ["FMM_WORK"]
-file = lambda name: Gio.File.new_for_path(os.path.join(work, name))  # noqa: E731
+
+
+def file(name: str) -> Gio.File:
+    return Gio.File.new_for_path(os.path.join(work, name))
+
+
 image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, file("photo.jpg"))
 layer = Gimp.file_load_layer(Gimp.RunMode.NONINTERACTIVE, image, file("object.png"))
 image.insert_layer(layer, None, 0)

@@ -3,8 +3,8 @@ Options several verbs share are declared once here. Heavy imports stay inside th
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from ..evaluation.bench import available_backends, run_bench, table
 
-    to_stderr = lambda s: print(s, file=sys.stderr)  # noqa: E731
+
+    def to_stderr(line: str) -> None:
+        print(line, file=sys.stderr)
+
     backends = available_backends(args.reference, args.fp16, log=to_stderr)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = run_bench(backends, sizes, args.batch, args.repeat, log=to_stderr if args.json else print)

@@ -31,12 +31,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from ..runtime.backends import default_model_path
-    from ..tensorrt.build import build_engine
+    from ..tensorrt.build import BuildProfile, build_engine
     from ..tensorrt.lookup import sidecar_path
 
     onnx_path = args.onnx or default_model_path("tensorrt")
-    path = build_engine(onnx_path, args.output, args.compute_capability, args.min_size, args.opt_size,
-                        args.max_size, args.max_batch, args.timing_cache, args.verbose)
+    profile = BuildProfile(args.min_size, args.opt_size, args.max_size, args.max_batch)
+    path = build_engine(onnx_path, args.output, compute_capability=args.compute_capability, profile=profile,
+                        timing_cache=args.timing_cache, verbose=args.verbose)
     meta = json.loads(sidecar_path(path).read_text())
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) for sm_{meta['compute_capability']} with "
           f"{meta['library']} in {meta['build_seconds']} s; plugin layers: {meta['plugin_layers']}")

@@ -10,9 +10,9 @@ from . import add_backend, add_quiet, add_verb
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..evaluation.evaluate import baselines, evaluate, losses, peers_table, table
     from ..runtime.backends import load
     from ..training.datasets import read_triples
-    from ..evaluation.evaluate import baselines, evaluate, losses, peers_table, table
 
     triples = read_triples(args.root, args.split)
     methods = baselines(transfers=not args.models_only)
@@ -57,4 +57,5 @@ def register(sub) -> None:
     h.add_argument("--data", required=True, help="the ../shared/data folder")
     h.add_argument("-o", "--out", required=True, help="empty folder to write the composites and MANIFEST.csv into")
     h.add_argument("--count", type=int, default=120, help="composites to make (default 120)")
-    h.add_argument("--seed", type=int, default=2026, help="(default 2026, the set the README's figures used)")
+    h.add_argument("--seed", type=int, default=2026, help="seed of the held-out composites (default 2026, the set "
+                   "docs/results.md reports)")

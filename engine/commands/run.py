@@ -13,8 +13,8 @@ log = logging.getLogger("engine")
 
 def jobs_of(args: argparse.Namespace) -> list:
     """The jobs a command line asks for: one composite, a folder with a mask folder, or a CSV list."""
-    from ..runtime.batch import Job, csv_jobs, find_mask, folder_jobs
     from ..paths import as_path
+    from ..runtime.batch import Job, csv_jobs, find_mask, folder_jobs
 
     src = as_path(args.input)  # paths, or URLs such as s3://bucket/list.csv
     output = as_path(args.output) if args.output else None
@@ -57,11 +57,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_writable(jobs)
     max_pixels = int(args.max_megapixels * 1e6)
     if args.ray is not None:
-        from ..runtime.cluster import run_on_ray
+        from ..runtime.cluster import RayOptions, run_on_ray
 
-        summary = run_on_ray(jobs, args.backend, args.model, None if args.ray == "local" else args.ray,
-                             args.actors, args.gpus_per_actor, args.batch_size, args.overwrite, args.strength,
-                             not args.quiet, max_pixels)
+        ray = RayOptions(None if args.ray == "local" else args.ray, args.actors, args.gpus_per_actor, args.batch_size)
+        summary = run_on_ray(jobs, args.backend, args.model, ray=ray, overwrite=args.overwrite,
+                             strength=args.strength, progress=not args.quiet, max_pixels=max_pixels)
     else:
         from ..runtime.backends import load
 

@@ -66,7 +66,8 @@ def register(sub) -> None:
     where.add_argument("--flatpak", action="store_true",
                        help="listen where a Flatpak GIMP finds it (~/.var/app/org.gimp.GIMP/cache/fmm-harmonize/)")
     where.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (the default where Unix sockets are missing)")
-    s.add_argument("--key-file", help="with TCP: the key clients must prove (default: the installed plug-in's engine.key)")
+    s.add_argument("--key-file",
+                   help="with TCP: the key clients must prove (default: the installed plug-in's engine.key)")
     s.add_argument("--idle-minutes", type=minutes, default=0.0,
                    help="exit after this many minutes without a request (default 0: never; the plug-in starts "
                         "its server with 10)")

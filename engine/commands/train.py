@@ -10,8 +10,8 @@ from . import add_verb, unit
 
 def cmd_train(args: argparse.Namespace) -> int:
     require("torch", "train")
-    from ..training.train import train
     from ..training.config import from_arguments
+    from ..training.train import train
 
     print(f"checkpoint: {train(args.out, from_arguments(args))}")
     return 0

@@ -9,7 +9,15 @@ from . import add_backend, add_model, add_reference, add_verb, reference_backend
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..evaluation.validate import TOLERANCES, as_json, bench_inputs, compare, load_under_test, report, synthetic_inputs
+    from ..evaluation.validate import (
+        TOLERANCES,
+        as_json,
+        bench_inputs,
+        compare,
+        load_under_test,
+        report,
+        synthetic_inputs,
+    )
 
     backend, precision = load_under_test(args.backend, args.model, args.fp16)
     reference = reference_backend(args)
@@ -27,7 +35,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    v = add_verb(sub, "validate", cmd_validate, "validate engine vs PyTorch outputs (any backend against the reference)")
+    v = add_verb(sub, "validate", cmd_validate,
+                 "validate engine vs PyTorch outputs (any backend against the reference)")
     add_backend(v, default="onnxruntime", auto=False)
     add_model(v, help="model file (default: the shipped ONNX of that precision, or this GPU's engine)")
     v.add_argument("--fp16", action="store_true", help="validate the FP16 model, with the FP16 tolerance")

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..runtime.backends.base import Backend
 from ..imageio import read_image, read_mask, write_image
+from ..runtime.backends.base import Backend
 
 
 def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
@@ -70,8 +70,8 @@ def available_backends(reference: str | Path | None, fp16: bool,
     """Every backend this machine can run on the shipped model, by row name: PyTorch (`reference`
     checkpoint, else the shipped weights) where torch is installed, ONNX Runtime FP32 (and FP16 with
     `fp16`), and TensorRT FP16 where an engine is built for this GPU; says why any is left out."""
-    from ..runtime.backends import default_engine_path, default_model_path, load
     from ..errors import MissingDependencyError
+    from ..runtime.backends import default_engine_path, default_model_path, load
 
     backends = {}
     try:
@@ -144,7 +144,8 @@ def plugin_round_trip(width: int = 4000, height: int = 3000, repeat: int = 3) ->
     yy, xx = np.ogrid[0:height, 0:width]
     mask = (((yy - height * 0.55) / (height * 0.3)) ** 2 + ((xx - width * 0.45) / (width * 0.25)) ** 2 <= 1)
     layer = np.clip(canvas * np.array([0.6, 0.8, 1.2]), 0, 255).astype(np.uint8)
-    args = (width, height, (0, 0, width, height), canvas.tobytes(), layer.tobytes(), (mask * 255).astype(np.uint8).tobytes())
+    mask8 = (mask * 255).astype(np.uint8)
+    args = (width, height, (0, 0, width, height), canvas.tobytes(), layer.tobytes(), mask8.tobytes())
     with tempfile.TemporaryDirectory() as tmp:
         config = {"address": os.path.join(tmp, "engine.sock"), "python": sys.executable, "idle_minutes": 5}
         try:
@@ -165,7 +166,7 @@ def ray_throughput(count: int = 120, width: int = 1600, height: int = 1200, acto
     with each number of actors, in one run: end to end (Ray's start included) and after start-up."""
     from ..runtime.backends import load
     from ..runtime.batch import folder_jobs, run_batch
-    from ..runtime.cluster import run_on_ray
+    from ..runtime.cluster import RayOptions, run_on_ray
 
     rng = np.random.default_rng(3)
     yy, xx = np.ogrid[0:height, 0:width]
@@ -190,7 +191,7 @@ def ray_throughput(count: int = 120, width: int = 1600, height: int = 1200, acto
             timed("plain", lambda jobs: run_batch(backend, jobs, progress=False))
         for n in actors:
             timed(f"ray, {n} actor{'s' if n > 1 else ''}", lambda jobs, n=n: run_on_ray(
-                jobs, "onnxruntime", actors=n, progress=False))
+                jobs, "onnxruntime", ray=RayOptions(actors=n), progress=False))
     return rows
 
 
@@ -199,6 +200,7 @@ def ray_table(rows: list[dict]) -> str:
     base = rows[0]
     lines = ["| run | images | img/s end to end (x plain) | img/s after start-up (x plain) |", "|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['images']} | {r['end_to_end']:.2f} ({r['end_to_end'] / base['end_to_end']:.2f}x) "
+        lines.append(f"| {r['run']} | {r['images']} "
+                     f"| {r['end_to_end']:.2f} ({r['end_to_end'] / base['end_to_end']:.2f}x) "
                      f"| {r['after_start']:.2f} ({r['after_start'] / base['after_start']:.2f}x) |")
     return "\n".join(lines)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..training.datasets import Triple, load_triple
 from ..errors import InputError
-from .metrics import fmse, mse, psnr, reinhard
 from ..progress import Progress
+from ..training.datasets import Triple, load_triple
+from .metrics import fmse, mse, psnr, reinhard
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 COLUMNS = ("MSE 256", "PSNR 256", "fMSE 256", "MSE full", "PSNR full", "fMSE full")
@@ -96,7 +96,8 @@ def losses(results: dict[str, Scores], worst: int = 3) -> str:
         hurt = [(d, n) for d, n in drops if d < 0]
         shown = ", ".join(f"{n} {base[n]['PSNR full']:.2f} -> {scores.rows[n]['PSNR full']:.2f} dB"
                           for _, n in hurt[:worst])
-        lines.append(f"{method}: below the composite on {len(hurt)}/{len(drops)}" + (f"; worst: {shown}" if shown else ""))
+        worst_part = f"; worst: {shown}" if shown else ""
+        lines.append(f"{method}: below the composite on {len(hurt)}/{len(drops)}{worst_part}")
     return "\n".join(lines)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..runtime.backends.base import Backend
-from ..training.datasets import load_triple, read_manifest
 from ..runtime.fullres import to_network
+from ..training.datasets import load_triple, read_manifest
 from .metrics import psnr
 
 # Max absolute difference of the network output (a 3x4 colour map, or an image in 0..1).

@@ -160,7 +160,8 @@ def check_profile(profile_path: Path, read_by: str | None = None) -> list[tuple[
     if not python:
         return [*lines, ("MISSING", f"no engine interpreter configured in {dest / client.CONFIG_NAME}; {fix}")]
     try:
-        r = subprocess.run([python, "-c", "import engine.runtime.backends, onnxruntime"], capture_output=True, text=True)
+        r = subprocess.run([python, "-c", "import engine.runtime.backends, onnxruntime"], capture_output=True,
+                           text=True)
         ok, why = r.returncode == 0, (r.stderr.strip().splitlines() or ["it failed"])[-1]
     except OSError as exc:
         ok, why = False, exc.strerror
@@ -223,7 +224,8 @@ def _print_check(profiles: list[Profile], chosen: list[Profile], given: bool) ->
     for p in profiles if not given else ():
         if p not in chosen:
             lines += check_profile(p.path, read_by=newest[p.packaging].label)
-    configs = [client.read_config(plugin_dir(p.path)) for p in chosen if (plugin_dir(p.path) / client.CONFIG_NAME).exists()]
+    configs = [client.read_config(plugin_dir(p.path)) for p in chosen
+               if (plugin_dir(p.path) / client.CONFIG_NAME).exists()]
     for config in configs[:1]:
         lines.append(check_server(config))
     for status, message in lines:

@@ -99,7 +99,7 @@ class _Handler(socketserver.BaseRequestHandler):
             except protocol.ProtocolError as exc:
                 log.warning("bad request: %s", exc)
                 reply, header = protocol.encode({"ok": False, "error": str(exc)}), None
-            except socket.timeout:
+            except TimeoutError:
                 log.warning("closing a connection that sent nothing for %s s", self.request.gettimeout())
                 reply, header = protocol.encode({"ok": False, "error": "request timed out"}), None
             except OSError:
@@ -240,7 +240,10 @@ def serve(backend: str = "auto", model: str | None = None, address=None, key: by
     """Serve until SIGINT or SIGTERM, or `idle_minutes` without a connection (0: never), then remove the
     socket."""
     server = make_server(BackendPool(backend, model), address, key=key)
-    stop = lambda *_: threading.Thread(target=server.shutdown).start()  # noqa: E731
+
+    def stop(*_) -> None:  # shutdown waits for serve_forever, which runs on this thread: ask from another
+        threading.Thread(target=server.shutdown).start()
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if idle_minutes > 0:

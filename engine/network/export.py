@@ -127,7 +127,8 @@ def export_shipped(checkpoint: str | Path | None = None) -> list[Path]:
     weights = default_model_path("torch", DEFAULT_MODEL)
     if checkpoint is not None:  # keep what inference needs and where it came from: no optimizer state
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        kept = {k: ckpt[k] for k in ("config", "model", "step", "seed")}  # missing ones fail here, before the shipped file is touched
+        # a missing key fails here, before the shipped file is touched
+        kept = {k: ckpt[k] for k in ("config", "model", "step", "seed")}
         if "averaged" in ckpt:  # only `harmonize average` writes it
             kept["averaged"] = ckpt["averaged"]
         with atomic_path(weights) as tmp:

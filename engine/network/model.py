@@ -28,7 +28,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "small": dict(widths=(16, 32, 64, 128, 64), decoder=(64, 32, 32), head="affine", size=128, prior=0.5),
     "tiny": dict(widths=(8, 8, 16, 16, 16), decoder=(16, 8, 8), head="affine", size=64, prior=0.0),
 }
-DEFAULT_CONFIG = "small"
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -207,7 +206,7 @@ def apply_affine_torch(image: torch.Tensor, mask: torch.Tensor, params: torch.Te
     return image + mask * (mapped.clamp(0, 1) - image)
 
 
-def create_model(name: str = DEFAULT_CONFIG, **overrides: Any) -> FMMNet:
+def create_model(name: str, **overrides: Any) -> FMMNet:
     """A new, untrained network of a named configuration."""
     if name not in CONFIGS:
         raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")

@@ -16,12 +16,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .backends.base import Backend
-from ..training.datasets import iharmony4_names
 from ..errors import HarmonizeError, InputError
 from ..imageio import MAX_PIXELS, Picture, check_mask, check_output_name, read_image, read_mask, write_image
 from ..paths import as_path, is_local
 from ..progress import Progress
+from .backends.base import Backend
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 
@@ -58,6 +57,15 @@ class Summary:
         reason = str(exc) if not isinstance(exc, MemoryError) else "out of memory (lower --max-megapixels)"
         reason = reason.removeprefix(f"{path}: ")
         self.failed.append((path, reason))
+
+
+def iharmony4_names(composite_name: str) -> tuple[str, str]:
+    """The mask and real file names of an iHarmony4 composite `<id>_<obj>_<k>.jpg`."""
+    parts = Path(composite_name).stem.split("_")
+    if len(parts) < 3:
+        raise InputError(f"{composite_name}: not an iHarmony4 composite name <id>_<obj>_<k>.jpg")
+    image_id = "_".join(parts[:-2])
+    return f"{image_id}_{parts[-2]}.png", f"{image_id}.jpg"
 
 
 def find_mask(composite: Path, masks: Path) -> Path | None:
@@ -102,7 +110,8 @@ def csv_jobs(listing: Path, out: Path, suffix: str | None = None, outside_ok: bo
     except OSError as exc:
         raise InputError(f"{listing}: cannot read ({exc.strerror})") from None
     except UnicodeDecodeError as exc:
-        raise InputError(f"{listing}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 CSV") from None
+        raise InputError(f"{listing}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 "
+                         "CSV") from None
     header = [h.strip().lower() for h in rows[0]] if rows else []
     if not {"composite", "mask"} <= set(header):
         raise InputError(f"{listing}: needs a header with columns composite,mask[,output]; "
@@ -111,7 +120,7 @@ def csv_jobs(listing: Path, out: Path, suffix: str | None = None, outside_ok: bo
     for line, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue  # blank lines
-        r = {k: v.strip() for k, v in zip(header, row)}
+        r = {k: v.strip() for k, v in zip(header, row, strict=False)}
         where = Path(f"{listing}:{line}")
         if not r.get("composite") or not r.get("mask"):
             missing = " and ".join(c for c in ("composite", "mask") if not r.get(c))

@@ -13,11 +13,12 @@ import logging
 import os
 import time
 from collections import deque
+from dataclasses import dataclass
 
-from .batch import Job, Summary, run_batch, triage
 from ..errors import HarmonizeError, require
 from ..imageio import MAX_PIXELS
 from ..progress import Progress
+from .batch import Job, Summary, run_batch, triage
 
 log = logging.getLogger("engine")
 RETRIES = 2  # runs of a batch after the first, when its actor died under it
@@ -33,8 +34,8 @@ class HarmonizeActor:
         if backend == "auto" and model is None and gpus and choose()[0] != "tensorrt":
             engine = default_engine_path()  # a GPU node with TensorRT but no engine yet: build it once
             if engine is not None:
-                from .backends import default_model_path
                 from ..tensorrt.build import build_engine
+                from .backends import default_model_path
 
                 build_engine(default_model_path("tensorrt"), engine)
         name = choose(model)[0] if backend == "auto" else backend
@@ -50,34 +51,71 @@ class HarmonizeActor:
                          max_pixels=max_pixels)
 
 
-def run_on_ray(jobs: list[Job], backend: str = "auto", model: str | None = None, address: str | None = None,
-               actors: int = 2, gpus: float = 0.0, batch_size: int = 4, overwrite: bool = False,
-               strength: float = 1.0, progress: bool = True, max_pixels: int = MAX_PIXELS) -> Summary:
-    """Harmonize `jobs` on Ray: join the cluster at `address`, or start a local Ray without one."""
-    ray = require("ray", "ray")
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how a batch runs on Ray: the cluster (None: a local Ray started for the run), how many
+    actors, the GPUs each needs, and how many jobs go to an actor at a time."""
+
+    address: str | None = None
+    actors: int = 2
+    gpus_per_actor: float = 0.0
+    batch_size: int = 4
+
+
+@dataclass
+class _Task:
+    """What a pending Ray call is: a batch run on an actor (`batch`), or a probe of whether a restarting
+    actor is back (`batch` None), and how often it was tried."""
+
+    actor: object
+    batch: list[Job] | None
+    tries: int = 0
+
+    @property
+    def probe(self) -> bool:
+        return self.batch is None
+
+
+def run_on_ray(jobs: list[Job], backend: str = "auto", model: str | None = None, *, ray: RayOptions = RayOptions(),
+               overwrite: bool = False, strength: float = 1.0, progress: bool = True,
+               max_pixels: int = MAX_PIXELS) -> Summary:
+    """Harmonize `jobs` on Ray actors with the rules of `run_batch`: join the cluster at `ray.address`,
+    or start a local Ray without one."""
+    lib = require("ray", "ray")
     summary, todo = triage(jobs, overwrite)
     if not todo:
         return summary
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
+    if ray.address:
+        lib.init(address=ray.address, logging_level=logging.WARNING)
     else:  # a local Ray sized for the actors; the driver's own work is light
-        ray.init(num_cpus=max(actors, 1), num_gpus=None, include_dashboard=False, logging_level=logging.WARNING)
+        lib.init(num_cpus=max(ray.actors, 1), num_gpus=None, include_dashboard=False, logging_level=logging.WARNING)
     try:
-        return _drive(ray, todo, summary, backend, model, actors, gpus, batch_size, strength, progress, max_pixels)
+        pool = _start_actors(lib, backend, model, ray)
+        return _drive(lib, pool, todo, summary, ray.batch_size, (strength, max_pixels), progress)
     finally:
-        ray.shutdown()
+        lib.shutdown()
 
 
-def _drive(ray, todo, summary, backend, model, actors, gpus, batch_size, strength, progress, max_pixels) -> Summary:
+def _start_actors(lib, backend: str, model: str | None, ray: RayOptions) -> list:
+    """The actors, each with its backend loaded; a backend that cannot load fails here once, with its
+    reason, not once per batch."""
     cpus = 1
-    actor_class = ray.remote(num_cpus=cpus, num_gpus=gpus, max_restarts=RETRIES, max_task_retries=0)(HarmonizeActor)
-    pool = [actor_class.remote(backend, model, gpus, cpus) for _ in range(max(actors, 1))]
-    try:  # a backend that cannot load fails here once, with its reason, not per batch
-        log.info("ray: %d actors on %s", len(pool), ", ".join(ray.get([a.ready.remote() for a in pool])))
-    except ray.exceptions.RayActorError as exc:
+    actor_class = lib.remote(num_cpus=cpus, num_gpus=ray.gpus_per_actor, max_restarts=RETRIES,
+                             max_task_retries=0)(HarmonizeActor)
+    pool = [actor_class.remote(backend, model, ray.gpus_per_actor, cpus) for _ in range(max(ray.actors, 1))]
+    try:
+        log.info("ray: %d actors on %s", len(pool), ", ".join(lib.get([a.ready.remote() for a in pool])))
+    except lib.exceptions.RayActorError as exc:
         raise HarmonizeError(f"a Ray actor could not start: {exc}") from None
+    return pool
+
+
+def _drive(lib, pool: list, todo: list[Job], summary: Summary, batch_size: int, work: tuple[float, int],
+           progress: bool) -> Summary:
+    """Feed batches to idle actors until every job is done or has failed; an actor that dies has its
+    batch run again (up to RETRIES times) and is probed until Ray has restarted it."""
     queue = deque((todo[i:i + batch_size], 0) for i in range(0, len(todo), batch_size))
-    running: dict = {}  # object ref -> (actor, batch, tries); batch None: a probe of a restarting actor
+    running: dict[object, _Task] = {}  # object ref -> what it is
     idle = deque(pool)
     bar = Progress(len(todo), "harmonize (ray)", enabled=progress)
     done, start = 0, time.monotonic()  # after the actors are up: what `seconds` reports
@@ -90,43 +128,46 @@ def _drive(ray, todo, summary, backend, model, actors, gpus, batch_size, strengt
         rate = done / max(time.monotonic() - start, 1e-9)
         bar.update(done, f"{rate:.1f} img/s" + (f", {len(summary.failed)} failed" if summary.failed else ""))
 
+    def failed(batch: list[Job], why: str) -> Summary:
+        return Summary(failed=[(j.composite, why) for j in batch])
+
     try:
-        while any(b is not None for _, b, _ in running.values()) or (queue and (idle or running)):
+        while any(not t.probe for t in running.values()) or (queue and (idle or running)):
             while idle and queue:
-                actor = idle.popleft()
                 batch, tries = queue.popleft()
-                running[actor.run.remote(batch, strength, max_pixels)] = (actor, batch, tries)
-            ref = ray.wait(list(running), num_returns=1)[0][0]
-            actor, batch, tries = running.pop(ref)
+                actor = idle.popleft()
+                running[actor.run.remote(batch, *work)] = _Task(actor, batch, tries)
+            ref = lib.wait(list(running), num_returns=1)[0][0]
+            task = running.pop(ref)
             try:
-                part = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:  # died, or still restarting after a death
+                part = lib.get(ref)
+            except lib.exceptions.RayActorError as exc:  # died, or still restarting after a death
                 part = None
-                gone = batch is None and (isinstance(exc, ray.exceptions.ActorDiedError) or tries >= PROBES)
+                gone = task.probe and (isinstance(exc, lib.exceptions.ActorDiedError) or task.tries >= PROBES)
                 if not gone:  # ask again until Ray has it back
                     time.sleep(0.5)
-                    running[actor.ready.remote()] = (actor, None, tries + 1 if batch is None else 0)
-            except ray.exceptions.RayTaskError as exc:  # a bug, not a bad file: report it for these jobs
+                    running[task.actor.ready.remote()] = _Task(task.actor, None, task.tries + 1 if task.probe else 0)
+            except lib.exceptions.RayTaskError as exc:  # a bug, not a bad file: report it for these jobs
                 cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-                part = Summary(failed=[(j.composite, f"{type(cause).__name__}: {cause}") for j in batch or []])
-            if batch is None:  # a probe answered: the actor is back (or gone for good, and left out)
+                part = failed(task.batch or [], f"{type(cause).__name__}: {cause}")
+            if task.probe:  # a probe answered: the actor is back (or gone for good, and left out)
                 if part is not None:
-                    idle.append(actor)
+                    idle.append(task.actor)
                 continue
             if part is None:  # the batch's actor died under it
-                if tries < RETRIES:
-                    log.warning("an actor died running %d jobs; running them again", len(batch))
-                    queue.appendleft((batch, tries + 1))
+                if task.tries < RETRIES:
+                    log.warning("an actor died running %d jobs; running them again", len(task.batch))
+                    queue.appendleft((task.batch, task.tries + 1))
                 else:
-                    finish(batch, Summary(failed=[(j.composite, "its Ray actor died on every try") for j in batch]))
+                    finish(task.batch, failed(task.batch, "its Ray actor died on every try"))
                 continue
-            idle.append(actor)
-            finish(batch, part)
+            idle.append(task.actor)
+            finish(task.batch, part)
         for batch, _ in queue:  # only when every actor is gone
-            finish(batch, Summary(failed=[(j.composite, "no Ray actor is left to run it") for j in batch]))
+            finish(batch, failed(batch, "no Ray actor is left to run it"))
     except KeyboardInterrupt:
         for ref in running:
-            ray.cancel(ref, force=True)
+            lib.cancel(ref, force=True)
         summary.not_started = len(todo) - done
     finally:
         bar.close()

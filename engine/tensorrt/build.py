@@ -3,7 +3,7 @@
 The FP16 ONNX sets the precision (TensorRT 11 and TensorRT for RTX networks are strongly typed). The
 plugin is registered before parsing, so the parser takes it for every `harmony` node; the build log
 must then report each plugin layer's serialized data, which is checked, not assumed. Beside the engine
-a JSON sidecar records what it was built from and for, so that engine/tensorrt_runtime.py refuses a
+a JSON sidecar records what it was built from and for, so that lookup.py refuses a
 stale or foreign engine.
 """
 from __future__ import annotations
@@ -13,15 +13,29 @@ import json
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import device as cuda_device
 from ..atomic import atomic_path
 from ..errors import HarmonizeError
-from .plugin import PLUGIN_VERSION, register_plugin, trt
+from . import device as cuda_device
+from .library import PLUGIN_VERSION, load_tensorrt
 from .lookup import engine_path, sidecar_path
+from .plugin import register_plugin
 
 log = logging.getLogger("engine")
+trt = load_tensorrt()
+
+
+@dataclass(frozen=True)
+class BuildProfile:
+    """The engine's optimisation profile: square working sizes from `min_size` to `max_size`, optimised
+    for `opt_size` (None: the model's own working size, from its ONNX metadata), batch 1 to `max_batch`."""
+
+    min_size: int = 64
+    opt_size: int | None = None
+    max_size: int = 512
+    max_batch: int = 4
 
 
 def ensure_rtx_library_link(t) -> None:
@@ -42,32 +56,28 @@ def ensure_rtx_library_link(t) -> None:
                              f"create it with: ln -s {target.name} {link}") from None
 
 
-class _Logger:
-    """A TensorRT logger that keeps every message (the plugin proof is in the build log)."""
+class BuildLogger(trt.ILogger):
+    """A TensorRT logger that keeps every message (the proof that the plugin was used is in the build log)."""
 
-    def __new__(cls, t, verbose: bool):
-        class Logger(t.ILogger):
-            def __init__(self):
-                t.ILogger.__init__(self)
-                self.lines: list[str] = []
+    def __init__(self, verbose: bool = False):
+        trt.ILogger.__init__(self)
+        self.verbose = verbose
+        self.lines: list[str] = []
 
-            def log(self, severity, msg):
-                self.lines.append(msg)
-                if severity <= t.ILogger.Severity.WARNING:
-                    log.warning("tensorrt: %s", msg)
-                elif verbose:
-                    log.debug("tensorrt: %s", msg)
-
-        return Logger()
+    def log(self, severity, msg):
+        self.lines.append(msg)
+        if severity <= trt.ILogger.Severity.WARNING:
+            log.warning("tensorrt: %s", msg)
+        elif self.verbose:
+            log.debug("tensorrt: %s", msg)
 
 
-def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_capability: int | None = None,
-                 min_size: int = 64, opt_size: int | None = None, max_size: int = 512, max_batch: int = 4,
-                 timing_cache: str | Path | None = None, verbose: bool = False) -> Path:
-    """Build and write the engine and its sidecar; returns the engine path. The profile is optimised for
-    `opt_size`, by default the model's working size (256 for the shipped `medium` model and for `paper`,
-    128 for `small`)."""
-    t = trt()
+def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, compute_capability: int | None = None,
+                 profile: BuildProfile = BuildProfile(), timing_cache: str | Path | None = None,
+                 verbose: bool = False) -> Path:
+    """Build and write the engine for `compute_capability` (None: this machine's GPU) and its sidecar;
+    returns the engine path."""
+    t = trt
     ensure_rtx_library_link(t)
     onnx_path = Path(onnx_path)
     onnx_bytes = onnx_path.read_bytes()
@@ -77,13 +87,16 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
         model_meta = {p.key: p.value for p in onnx.load_from_string(onnx_bytes).metadata_props}
     except Exception as exc:  # protobuf's DecodeError and friends
         raise HarmonizeError(f"{onnx_path}: cannot parse it as ONNX ({type(exc).__name__})") from None
-    opt_size = opt_size or int(model_meta.get("size", 128))
+    if "size" not in model_meta:
+        raise HarmonizeError(f"{onnx_path}: no working size in its metadata; export it with: harmonize export")
+    min_size, max_size, max_batch = profile.min_size, profile.max_size, profile.max_batch
+    opt_size = profile.opt_size or int(model_meta["size"])
     cc = compute_capability or cuda_device.compute_capability()
     if cc is None:
         raise HarmonizeError("no GPU found to build for; name one with --compute-capability (e.g. 86)")
     out = Path(out) if out else engine_path(onnx_path.stem, cc)
     register_plugin(target_cc=cc)  # the plugins the parser creates compile their PTX for sm_cc
-    logger = _Logger(t, verbose)
+    logger = BuildLogger(verbose)
     builder = t.Builder(logger)
     network = builder.create_network(0)
     parser = t.OnnxParser(network, logger)
@@ -94,11 +107,11 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
     if "rtx" in t.__name__:
         config.num_compute_capabilities = 1
         config.set_compute_capability(getattr(t.ComputeCapability, f"SM{cc}"), 0)
-    profile = builder.create_optimization_profile()
+    shapes = builder.create_optimization_profile()
     for name, channels in (("image", 3), ("mask", 1)):
-        profile.set_shape(name, (1, channels, min_size, min_size), (1, channels, opt_size, opt_size),
-                          (max_batch, channels, max_size, max_size))
-    config.add_optimization_profile(profile)
+        shapes.set_shape(name, (1, channels, min_size, min_size), (1, channels, opt_size, opt_size),
+                         (max_batch, channels, max_size, max_size))
+    config.add_optimization_profile(shapes)
     cache_path = Path(timing_cache) if timing_cache else out.with_name("timing.cache")
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
     config.set_timing_cache(cache, ignore_mismatch=True)
@@ -116,7 +129,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, compute_c
     with atomic_path(cache_path) as tmp:
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     meta = dict(
-        head=model_meta.get("head", "affine"), working_size=int(model_meta.get("size", opt_size)),
+        head=model_meta.get("head", "affine"), working_size=int(model_meta["size"]),
         lab_mix=float(model_meta.get("lab_mix", 0)),
         library=f"{t.__name__} {t.__version__}", gpu=cuda_device.gpu_name(), compute_capability=cc,
         onnx=str(onnx_path), onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(), plugin_version=PLUGIN_VERSION,

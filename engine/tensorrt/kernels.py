@@ -18,8 +18,7 @@ import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
 from ..network import op  # noqa: E402
-
-BLOCK_M, BLOCK_N, BLOCK_R = 64, 64, 128
+from .launch import ARGUMENTS, BLOCK_M, BLOCK_N, BLOCK_R, block_sizes, grids  # noqa: E402
 
 
 @triton.jit
@@ -110,17 +109,6 @@ def modulation_kernel(H, MASK, HBA, GAMMA, OUT, N, C, EPS,
         tl.store(OUT + base + offs[None, :], out.to(h.dtype), mask=ok)
 
 
-def block_sizes(cq: int, c: int) -> dict[str, int]:
-    """Compile-time block sizes for a layer's widths (tl.dot needs every dimension >= 16)."""
-    return dict(BLOCK_D=max(16, triton.next_power_of_2(cq)), BLOCK_C=max(16, min(64, triton.next_power_of_2(c))))
-
-
-def grids(b: int, c: int, n: int, block_c: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """Launch grids of the two kernels."""
-    cb = triton.cdiv(c, block_c)
-    return (triton.cdiv(n, BLOCK_M), b, cb), (b, cb, 1)
-
-
 def attention_modulation_triton(h, mask, q, k, v, gamma):
     """The op on torch tensors through the Triton kernels (CPU tensors under TRITON_INTERPRET=1)."""
     import torch
@@ -137,18 +125,6 @@ def attention_modulation_triton(h, mask, q, k, v, gamma):
                          IEEE=h.dtype == torch.float32, **blocks)
     modulation_kernel[g2](h, mask, hba, gamma, out, n, c, op.EPS, BLOCK_R=BLOCK_R, BLOCK_C=blocks["BLOCK_C"])
     return out
-
-
-# ---------------------------------------------------------------------------------------- PTX
-
-# Each kernel's runtime arguments in order, as (name, Triton type; "{t}" is the tensors' dtype): the
-# one statement of the signature, which compile_ptx compiles and the plugin's launcher passes.
-ARGUMENTS = {
-    "attention_kernel": (("q", "*{t}"), ("k", "*{t}"), ("v", "*{t}"), ("hba", "*fp32"),
-                         ("n", "i32"), ("cq", "i32"), ("c", "i32")),
-    "modulation_kernel": (("h", "*{t}"), ("mask", "*{t}"), ("hba", "*fp32"), ("gamma", "*{t}"), ("out", "*{t}"),
-                          ("n", "i32"), ("c", "i32"), ("eps", "fp32")),
-}
 
 
 def compile_ptx(dtype: str, cq: int, c: int, cc: int) -> dict[str, dict]:
@@ -174,13 +150,3 @@ def compile_ptx(dtype: str, cq: int, c: int, cc: int) -> dict[str, dict]:
                          shared=k.metadata.shared, global_scratch=getattr(k.metadata, "global_scratch_size", 0),
                          profile_scratch=getattr(k.metadata, "profile_scratch_size", 0), **blocks)
     return out
-
-
-def ptx_params(ptx: str) -> list[str]:
-    """The parameter types of the PTX entry point, in order (e.g. ["u64", "u64", "u32"])."""
-    import re
-
-    entry = re.search(r"\.entry\s+\w+\s*\((.*?)\)", ptx, re.S)
-    if entry is None:
-        raise ValueError("no .entry in PTX")
-    return re.findall(r"\.param\s+\.(\w+)", entry.group(1))

@@ -1,15 +1,16 @@
 """Finding and checking TensorRT engines at run time: where build_engine.py puts them, and whether one
 fits this machine (its JSON sidecar records the library, GPU, plugin version and ONNX it was built
-from). The backends use this module; only the builder (engine/build.py) writes engines."""
+from). The backends use this module (`auto` without importing TensorRT); only the builder (build.py)
+writes engines."""
 from __future__ import annotations
 
 import hashlib
 import json
 from pathlib import Path
 
-from .device import compute_capability
 from ..errors import HarmonizeError
-from .plugin import PLUGIN_VERSION, trt
+from .device import compute_capability
+from .library import PLUGIN_VERSION, available, load_tensorrt
 
 ENGINES = Path(__file__).resolve().parents[1] / "engines"
 
@@ -27,9 +28,7 @@ def engine_path(model: str, cc: int) -> Path:
 def default_engine_path(model: str) -> Path | None:
     """The engine of the shipped FP16 model `model` for this machine's GPU, or None without TensorRT
     or a GPU."""
-    try:
-        trt()
-    except ImportError:
+    if not available():
         return None
     cc = compute_capability()
     return None if cc is None else engine_path(f"{model}-fp16", cc)
@@ -43,7 +42,7 @@ def check_engine(engine: Path, onnx_path: Path | None = None) -> dict:
     if not engine.exists() or not side.exists():
         raise HarmonizeError(f"no TensorRT engine at {engine}; {rebuild}")
     meta = json.loads(side.read_text())
-    t = trt()
+    t = load_tensorrt()
     problems = []
     if meta["library"] != f"{t.__name__} {t.__version__}":
         problems.append(f"built with {meta['library']}, this is {t.__name__} {t.__version__}")

@@ -6,6 +6,9 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+CPU_CONFIG = "small"  # the configuration a run trains by default: the one that trains on 2 CPU cores. The
+# shipped model (engine/runtime/backends DEFAULT_MODEL) is the wider `medium`, trained on a GPU.
+
 
 def _option(default, help: str, **argparse_kwargs):
     return field(default=default, metadata=dict(help=help, **argparse_kwargs))
@@ -16,7 +19,7 @@ class TrainConfig:
     """Everything a run needs but its output path. The paper's recipe: config="paper",
     iharmony4=ROOT, batch_size=24, optimizer="adadelta", lr=1.0, loss="mse"."""
 
-    config: str = _option("small", "paper, medium, small or tiny")
+    config: str = _option(CPU_CONFIG, "paper, medium, small or tiny")
     data: str | None = _option(None, "folder of training photos and masks (../shared/data layout)")
     iharmony4: str | None = _option(None, "iHarmony4 root: train on its *_train.txt lists")
     batch_size: int = _option(16, "samples per step")

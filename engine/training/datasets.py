@@ -1,6 +1,6 @@
 """Datasets on disk: iHarmony4 triples (its own layout, or a folder with a MANIFEST.csv) and its file
-naming, read by `run`, `eval`, `validate` and training. Synthetic training composites are made in
-engine/synthetic.py."""
+naming (`iharmony4_names`, in runtime/batch.py, which `run` also uses to find masks), read by `eval`,
+`validate` and training. Synthetic training composites are made in synthetic.py."""
 from __future__ import annotations
 
 import csv
@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..imageio import read_image, read_mask
+from ..runtime.batch import iharmony4_names
 
 SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
 
@@ -24,15 +25,6 @@ class Triple:
     composite: Path
     mask: Path
     real: Path
-
-
-def iharmony4_names(composite_name: str) -> tuple[str, str]:
-    """The mask and real file names of an iHarmony4 composite `<id>_<obj>_<k>.jpg`."""
-    parts = Path(composite_name).stem.split("_")
-    if len(parts) < 3:
-        raise InputError(f"{composite_name}: not an iHarmony4 composite name <id>_<obj>_<k>.jpg")
-    image_id = "_".join(parts[:-2])
-    return f"{image_id}_{parts[-2]}.png", f"{image_id}.jpg"
 
 
 def read_iharmony4(root: str | Path, split: str = "test", subsets=SUBSETS) -> list[Triple]:

@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..runtime.color import lab_to_rgb, move_lab_statistics, rgb_to_lab
 from ..runtime.fullres import foreground_box
-from ..evaluation.metrics import lab_to_rgb, move_lab_statistics, rgb_to_lab
 
 
 def _licensed(root: Path, folder: str, permissive: bool) -> list[tuple[Path, list[Path]]]:
@@ -299,8 +299,8 @@ class SyntheticComposites:
             comp[m] = real[m] + np.float32(rng.uniform(0.0, 0.3)) * (comp[m] - real[m])
         if rng.random() < 0.5:
             comp, m, real = comp[:, ::-1], m[:, ::-1], real[:, ::-1]
-        chw = lambda a: np.ascontiguousarray(a.transpose(2, 0, 1))  # noqa: E731
-        return chw(comp), m[None].astype(np.float32).copy(), chw(real)
+        comp, real = (np.ascontiguousarray(a.transpose(2, 0, 1)) for a in (comp, real))
+        return comp, m[None].astype(np.float32).copy(), real
 
     def _same_category_pixels(self, category: str | None, item: int, rng: np.random.Generator):
         """A sample of the pixels of an object of `category` in another photo, drawn with probability

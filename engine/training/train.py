@@ -15,12 +15,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..atomic import atomic_path
-from .datasets import load_triple, read_iharmony4
-from .synthetic import SyntheticComposites
-from .config import TrainConfig
 from ..errors import InputError
 from ..network.model import FMMNet, create_model
 from ..progress import Progress
+from .config import TrainConfig
+from .datasets import load_triple, read_iharmony4
+from .synthetic import SyntheticComposites
 
 
 class IHarmony4Crops(Dataset):
@@ -110,22 +110,38 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(c.seed)
-    if c.resume and out.exists():
-        ckpt = torch.load(out, map_location="cpu", weights_only=True)
-        cfg, start, seed = ckpt["config"], ckpt["step"], ckpt["seed"]
-        model = FMMNet(**cfg)
-        model.load_state_dict(ckpt["model"])
-    else:
-        model, start, ckpt, seed = create_model(c.config, **({"size": c.size} if c.size else {})), 0, None, c.seed
-        cfg = model.config
-        if c.init is not None:  # fine-tune: weights from another run, this configuration's forward
-            source = torch.load(c.init, map_location="cpu", weights_only=True)
-            model.load_state_dict(source["model"])
-            if source["config"].get("prior", 0.0) != cfg.get("prior", 0.0) and model.head == "affine":
-                with torch.no_grad():  # its corrections were relative to another prior: start again at zero
-                    model.out[-1].weight.zero_()
-                    model.out[-1].bias.zero_()
+    ckpt = torch.load(out, map_location="cpu", weights_only=True) if c.resume and out.exists() else None
+    model, seed, start = start_model(c, ckpt)
     model.to(c.device).train()
+    opt = make_optimizer(model, c, ckpt)
+    loader = make_loader(c, model.config["size"], seed + start)
+    clock = Clock(c.minutes, spent=ckpt.get("elapsed", 0.0) if ckpt is not None else 0.0)
+    step = run_steps(model, opt, loader, c, clock, start,
+                     lambda step: save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed()))
+    save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed())
+    return out
+
+
+def start_model(c: TrainConfig, ckpt: dict | None) -> tuple[FMMNet, int, int]:
+    """The model to train, its seed and first step: the checkpoint's when resuming, else a new one of the
+    configuration (with `init`'s weights for a fine-tune)."""
+    if ckpt is not None:
+        model = FMMNet(**ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+        return model, ckpt["seed"], ckpt["step"]
+    model = create_model(c.config, **({"size": c.size} if c.size else {}))
+    if c.init is not None:  # fine-tune: weights from another run, this configuration's forward
+        source = torch.load(c.init, map_location="cpu", weights_only=True)
+        model.load_state_dict(source["model"])
+        if source["config"].get("prior", 0.0) != model.config.get("prior", 0.0) and model.head == "affine":
+            with torch.no_grad():  # its corrections were relative to another prior: start again at zero
+                model.out[-1].weight.zero_()
+                model.out[-1].bias.zero_()
+    return model, c.seed, 0
+
+
+def make_optimizer(model: FMMNet, c: TrainConfig, ckpt: dict | None) -> torch.optim.Optimizer:
+    """Adam or Adadelta (the paper's) at `c.lr`, with the checkpoint's state when resuming."""
     if c.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=c.lr)
     elif c.optimizer == "adadelta":
@@ -134,42 +150,62 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
         raise InputError(f"optimizer must be 'adam' or 'adadelta', not {c.optimizer!r}")
     if ckpt is not None:
         opt.load_state_dict(ckpt["optimizer"])
+    return opt
+
+
+def make_loader(c: TrainConfig, size: int, seed: int) -> DataLoader:
+    """Batches of (composite, mask, real) at `size`: synthetic composites from photos and/or iHarmony4
+    crops, taken in turn; a resumed run is seeded by its step, so its stream goes on rather than repeats."""
     sets: list[Dataset] = []
     if c.data is not None:
         try:
-            sets.append(SyntheticComposites(c.data, cfg["size"], seed=seed + start, strong=c.strong_edits,
-                                             mild=c.mild, restyle=c.restyle, closeup=c.closeup, more=c.more_data,
+            sets.append(SyntheticComposites(c.data, size, seed=seed, strong=c.strong_edits, mild=c.mild,
+                                             restyle=c.restyle, closeup=c.closeup, more=c.more_data,
                                              same_category=c.same_category))
         except ValueError as exc:  # a share out of 0..1
             raise InputError(f"--{str(exc).replace('_', '-')}") from None
     if c.iharmony4 is not None:
-        sets.append(IHarmony4Crops(c.iharmony4, cfg["size"], seed=seed + start))
+        sets.append(IHarmony4Crops(c.iharmony4, size, seed=seed))
     if not sets:
         raise InputError("give training data: --data (synthetic from photos) and/or --iharmony4 ROOT")
     data = sets[0] if len(sets) == 1 else Interleaved(sets)
-    loader = DataLoader(data, batch_size=c.batch_size, shuffle=False, num_workers=c.workers,
-                        drop_last=True, persistent_workers=c.workers > 0)
-    budget = c.minutes * 60 if c.minutes else None
-    spent = ckpt.get("elapsed", 0.0) if ckpt is not None else 0.0
-    clock = time.monotonic()
-    elapsed = lambda: spent + time.monotonic() - clock  # noqa: E731
-    # With a time budget the schedule runs on the clock: how far through is the time spent, not the step.
-    progress = Progress(round(budget), "train (s)", initial=round(spent)) if budget else \
+    return DataLoader(data, batch_size=c.batch_size, shuffle=False, num_workers=c.workers, drop_last=True,
+                      persistent_workers=c.workers > 0)
+
+
+class Clock:
+    """A run's training time, carried across resumes, and its budget (`minutes`, or None: steps only)."""
+
+    def __init__(self, minutes: float | None, spent: float = 0.0):
+        self.budget = minutes * 60 if minutes else None
+        self.spent, self.started = spent, time.monotonic()
+
+    def elapsed(self) -> float:
+        return self.spent + time.monotonic() - self.started
+
+    def left(self) -> bool:
+        return self.budget is None or self.elapsed() < self.budget
+
+
+def run_steps(model: FMMNet, opt, loader: DataLoader, c: TrainConfig, clock: Clock, start: int, save) -> int:
+    """Optimise from step `start` until `c.steps` (or `c.until`) or the time budget; the cosine learning
+    rate follows the step, or with a budget the time spent, so a resumed run keeps its schedule.
+    `save(step)` every `c.save_every` steps. Returns the last step."""
+    budget = clock.budget
+    progress = Progress(round(budget), "train (s)", initial=round(clock.spent)) if budget else \
         Progress(c.steps, "train", initial=start)
-    step, it = start, iter(loader)
-    running = None
+    step, it, running = start, iter(loader), None
     stop = min(c.steps, c.until) if c.until is not None else c.steps  # `until` ends early, same schedule
-    while step < stop and (budget is None or elapsed() < budget):
+    while step < stop and clock.left():
         try:
             comp, mask, real = (t.to(c.device) for t in next(it))
         except StopIteration:
             it = iter(loader)
             continue
-        done = min(elapsed() / budget, 1.0) if budget else step / c.steps
-        for group in opt.param_groups:  # cosine decay, a function of the step (or time) so resuming keeps it
+        done = min(clock.elapsed() / budget, 1.0) if budget else step / c.steps
+        for group in opt.param_groups:
             group["lr"] = c.lr * 0.5 * (1 + math.cos(math.pi * done))
-        pred = model.harmonize(comp, mask)
-        value = loss_value(c.loss, pred, real, mask)
+        value = loss_value(c.loss, model.harmonize(comp, mask), real, mask)
         opt.zero_grad(set_to_none=True)
         value.backward()
         opt.step()
@@ -177,14 +213,13 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
         running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
         shown = f"fg PSNR {-10 * running:.2f} dB" if c.loss == "psnr" else f"loss {running * 255**2:.1f}"
         if budget:
-            progress.update(min(round(elapsed()), round(budget)), f"step {step} {shown}")
+            progress.update(min(round(clock.elapsed()), round(budget)), f"step {step} {shown}")
         else:
             progress.update(step, shown)
         if step % c.save_every == 0 and step < stop:
-            save_checkpoint(out, model, opt, step, cfg, seed, elapsed())
-    save_checkpoint(out, model, opt, step, cfg, seed, elapsed())
+            save(step)
     progress.close()
-    return out
+    return step
 
 
 def average_checkpoints(paths: list[str | Path], out: str | Path, lab_mix: float | None = None) -> Path:
@@ -195,7 +230,7 @@ def average_checkpoints(paths: list[str | Path], out: str | Path, lab_mix: float
         raise InputError("give at least two checkpoints to average")
     ckpts = [torch.load(p, map_location="cpu", weights_only=True) for p in paths]
     config = ckpts[0]["config"]
-    for path, ckpt in zip(paths[1:], ckpts[1:]):
+    for path, ckpt in zip(paths[1:], ckpts[1:], strict=True):
         if ckpt["config"] != config:
             raise InputError(f"{path}: configuration {ckpt['config']} differs from {paths[0]}'s {config}")
     if lab_mix is not None:

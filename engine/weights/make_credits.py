@@ -28,7 +28,8 @@ def main() -> None:
              "Object masks of the COCO pictures are derived from the COCO annotations (COCO Consortium, Lin et al.,",
              "*Microsoft COCO: Common Objects in Context*, ECCV 2014; CC BY 4.0).", ""]
     for folder in ("coco", "coco-more"):
-        picked = [r for r in rows(DATA / folder / "images.csv") if r["commercial_ok"] == "1" and r["derivatives_ok"] == "1"]
+        picked = [r for r in rows(DATA / folder / "images.csv")
+                  if r["commercial_ok"] == "1" and r["derivatives_ok"] == "1"]
         lines += [f"## {folder}/ ({len(picked)} photos from COCO 2017 and Open Images, each under its photographer's "
                   "licence)", "",
                   "| file | licence | photo | via |", "|---|---|---|---|"]

@@ -15,7 +15,7 @@ from .base import Backend
 
 log = logging.getLogger("engine")
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
-DEFAULT_MODEL = "fmm-medium"
+DEFAULT_MODEL = "fmm-medium"  # the shipped model: every backend, command and the plug-in load it by default
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import HarmonizeError, InputError
-from ..fullres import apply_affine, apply_residual, blend, lab_transfer_map, to_network
 from ...imageio import check_mask
+from ..fullres import apply_affine, apply_residual, blend, lab_transfer_map, to_network
 
 
 def check_network_inputs(image: np.ndarray, mask: np.ndarray) -> None:

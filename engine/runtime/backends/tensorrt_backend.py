@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import HarmonizeError
 from ...tensorrt import device as cuda_device
 from ...tensorrt.device import cuda_call
-from ...errors import HarmonizeError
-from ...tensorrt.plugin import register_plugin, trt
+from ...tensorrt.library import load_tensorrt
 from ...tensorrt.lookup import check_engine
+from ...tensorrt.plugin import register_plugin
 from .base import Backend
 
 
@@ -30,7 +31,7 @@ class TensorRTBackend(Backend):
 
         self.driver = driver
         self.buffers, self.stream, self.ctx = {}, None, None
-        t = trt()
+        t = load_tensorrt()
         engine_path = Path(model)
         meta = check_engine(engine_path, Path(onnx) if onnx else None)
         self.ctx = cuda_device.retain_primary_context()

@@ -27,5 +27,5 @@ class TorchBackend(Backend):
 
     def infer_impl(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with self.torch.inference_mode():
-            t = lambda a: self.torch.from_numpy(a).to(self.torch_device)  # noqa: E731
-            return self.model(t(image), t(mask)).float().cpu().numpy()
+            image, mask = (self.torch.from_numpy(a).to(self.torch_device) for a in (image, mask))
+            return self.model(image, mask).float().cpu().numpy()
