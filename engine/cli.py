@@ -7,27 +7,33 @@ import logging
 import sys
 
 from . import __version__
-from .commands import bench, deploy, doctor, evaluate, run, serve, train, validate
+from .commands import LATER, bench, deploy, doctor, evaluate, run, serve, train, validate
 from .errors import HarmonizeError
 
 VERB_MODULES = (run, train, evaluate, deploy, validate, bench, serve, doctor)  # the order of `harmonize --help`
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: global options, then each verb module's parsers."""
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The command line: global options, then each verb module's parsers; of the options added later
+    (commands.add_options_later), those of `verb` only, or all when no verb is named."""
     p = argparse.ArgumentParser(prog="harmonize", description="FMM image harmonization.")
     p.add_argument("--version", action="version", version=f"fmm-harmonize {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="verb", required=True)
+    LATER.clear()
     for module in VERB_MODULES:
         module.register(sub)
+    for name, (parser, add) in LATER.items():
+        if verb in (None, name):
+            add(parser)
     return p
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line; an option the verb does not know is refused with that verb's usage, not the
     top-level one."""
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((w for w in words if not w.startswith("-")), None))
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.verb_parser.error(f"unrecognized arguments: {' '.join(unknown)}")

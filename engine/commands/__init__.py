@@ -18,6 +18,15 @@ def add_verb(sub, name: str, func: Callable[[argparse.Namespace], int], help: st
     return p
 
 
+LATER: dict[str, tuple[argparse.ArgumentParser, Callable[[argparse.ArgumentParser], None]]] = {}
+
+
+def add_options_later(p: argparse.ArgumentParser, verb: str, add: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Options whose definitions import what the other verbs should not pay for (train's come from
+    engine/training): `add(p)` runs only when `verb` is the one being parsed (engine/cli.py)."""
+    LATER[verb] = (p, add)
+
+
 def add_backend(p: argparse.ArgumentParser, default: str = "auto", auto: bool = True) -> None:
     """--backend, its choices from the backend registry (engine/backends)."""
     from ..runtime.backends import NAMES, REGISTRY

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError, require
-from . import add_verb, unit
+from . import add_options_later, add_verb, unit
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -36,12 +36,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
+def _train_options(p: argparse.ArgumentParser) -> None:
     from ..training.config import add_arguments
 
+    add_arguments(p)
+
+
+def register(sub) -> None:
     t = add_verb(sub, "train", cmd_train, "train a configuration (needs the 'train' extra)")
     t.add_argument("--out", required=True, help="checkpoint path, rewritten atomically")
-    add_arguments(t)
+    add_options_later(t, "train", _train_options)
 
     a = add_verb(sub, "average", cmd_average, "average the weights of runs fine-tuned from one start (needs 'train')")
     a.add_argument("checkpoints", nargs="+", help="checkpoints of one configuration")
