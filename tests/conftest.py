@@ -17,8 +17,20 @@ SHARED = ROOT.parent / "shared"
 BENCH = SHARED / "bench" / "iharmony4-samples"
 DATA = SHARED / "data"
 
-needs_bench = pytest.mark.skipif(not (BENCH / "MANIFEST.csv").exists(), reason=f"no bench triples at {BENCH}")
-needs_data = pytest.mark.skipif(not (DATA / "coco" / "images.csv").exists(), reason=f"no training photos at {DATA}")
+REQUIRE_SHARED = os.environ.get("FMM_REQUIRE_SHARED") == "1"  # CI: a test that needs ../shared fails without it
+needs_bench = pytest.mark.shared(BENCH / "MANIFEST.csv", SHARED / "bench" / "iharmony4-val" / "MANIFEST.csv")
+needs_data = pytest.mark.shared(DATA / "coco" / "images.csv", DATA / "coco-more" / "images.csv", DATA / "photos")
+
+
+def pytest_runtest_setup(item):
+    """A test marked `shared(paths...)` skips, saying which is missing, when ../shared lacks one of them;
+    with FMM_REQUIRE_SHARED=1 it fails instead."""
+    for mark in item.iter_markers("shared"):
+        missing = [p for p in mark.args if not p.exists()]
+        if missing and REQUIRE_SHARED:
+            pytest.fail(f"FMM_REQUIRE_SHARED=1, but {missing[0]} is missing")
+        if missing:
+            pytest.skip(f"needs ../shared: {missing[0]} is missing")
 
 
 def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:

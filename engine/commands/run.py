@@ -6,6 +6,7 @@ import logging
 import sys
 
 from ..errors import InputError
+from ..imageio import MB_PER_MEGAPIXEL
 from . import add_backend, add_model, add_quiet, add_verb, positive, unit
 
 log = logging.getLogger("engine")
@@ -92,7 +93,8 @@ def register(sub) -> None:
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     r.add_argument("--strength", type=unit, default=1.0, help="0..1 blend towards the harmonized colours")
     r.add_argument("--max-megapixels", type=positive, default=100.0,
-                   help="refuse larger pictures, read from their header (default 100; about 20 MB each)")
+                   help="refuse larger pictures, read from their header (default 100; about "
+                   f"{MB_PER_MEGAPIXEL} MB each)")
     r.add_argument("--outputs-anywhere", action="store_true",
                    help="let a CSV's output column write outside -o (absolute paths, '..')")
     add_backend(r)
