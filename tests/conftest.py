@@ -49,16 +49,34 @@ def ellipse_mask(h: int, w: int) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A tiny affine-head model with non-zero gammas, so the attention paths all contribute."""
+    """A tiny affine-head model in which both attention paths visibly move the answer: convolutions at
+    ReLU's gain keep the bottleneck's activations alive (the default init shrinks them to 1e-5), and the
+    gammas and the head's last layer are set well away from zero. It checks that itself: each path moves the
+    colour map by at least 20 times the FP32 tolerance the backends are held to (1e-4)."""
     torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
     from engine.network.model import create_model
 
     torch.manual_seed(0)
     model = create_model("tiny")
     with torch.no_grad():
-        model.fmm.gamma.fill_(0.7)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+        model.fmm.gamma.fill_(2.0)
         model.fmm.self_attention.gamma.fill_(0.3)
-        model.out[2].weight.normal_(0, 0.05)
+        model.out[2].weight.normal_(0, 0.2)
+    model.eval()
+    image = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 16:35, 12:55] = 1
+    with torch.no_grad():
+        full = model(image, mask)
+        for gamma in (model.fmm.gamma, model.fmm.self_attention.gamma):
+            kept = gamma.clone()
+            gamma.zero_()
+            moved = (model(image, mask) - full).abs().max().item()
+            gamma.copy_(kept)
+            assert moved > 2e-3, f"switching an attention path off moves the answer by only {moved:.1e}"
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     torch.save(dict(config=model.config, model=model.state_dict(), step=0, seed=0), path)
     return path

@@ -57,11 +57,19 @@ def test_close_releases_once_and_a_closed_backend_says_so():
 
 
 def test_real_backends_keep_the_contract():
-    """The shipped model on ONNX Runtime answers (B, 12) float32, and closes twice without error."""
+    """The shipped model on ONNX Runtime answers per sample what the PyTorch reference answers for that
+    sample alone, and closes twice without error."""
+    pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
     image, mask = inputs(b=2, s=64)
     mask[:, :, 16:40, 16:40] = 1
-    backend = load("onnxruntime")
-    assert backend.infer(image, mask).shape == (2, 12)
+    mask[1, :, 8:20, 30:60] = 1  # two different samples: a batch that mixed them up would show
+    backend, reference = load("onnxruntime"), load("torch")
+    got = backend.infer(image, mask)
+    assert got.dtype == np.float32 and got.shape == (2, 12)
+    for i in range(2):
+        want = reference.infer(image[i:i + 1], mask[i:i + 1])[0]
+        assert np.abs(got[i] - want).max() < 1e-4
+    assert np.abs(got[0] - got[1]).max() > 1e-3, "the two samples should get different colour maps"
     backend.close()
     backend.close()
 

@@ -137,6 +137,31 @@ def test_never_writes_over_an_input_or_a_mask(tmp_path, capsys, loads):
     assert {p: p.read_bytes() for p in before} == before and not loads
 
 
+@pytest.mark.parametrize("output", ["c.png", "./c.png", "m/../c.png", "../here/c.png", "link.png", "m/c.png",
+                                    "./m/./c.png", "masklink/c.png"])
+def test_relative_dotted_and_symlinked_outputs_never_write_over_an_input(tmp_path, capsys, loads, monkeypatch,
+                                                                         output):
+    """Run from the picture's folder, as a user does: every spelling of the input's or the mask's path is
+    refused as an output."""
+    here = tmp_path / "here"
+    make_composite(here, here / "m", "c", ext=".png")
+    (here / "link.png").symlink_to("c.png")
+    (here / "masklink").symlink_to("m")
+    monkeypatch.chdir(here)
+    before = {p: p.read_bytes() for p in (here / "c.png", here / "m" / "c.png")}
+    assert run("c.png", "--mask", "m/c.png", "-o", output, "--overwrite") == 2
+    assert "refusing to write over the" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in before} == before and not loads
+
+
+def test_a_symlinked_input_is_still_the_input(tmp_path, capsys, loads, monkeypatch):
+    make_composite(tmp_path, tmp_path / "m", "c", ext=".png")
+    (tmp_path / "alias.png").symlink_to(tmp_path / "c.png")
+    monkeypatch.chdir(tmp_path)
+    assert run("alias.png", "--mask", "m/c.png", "-o", "c.png", "--overwrite") == 2
+    assert "refusing to write over the composite" in capsys.readouterr().err and not loads
+
+
 def test_output_folder_for_one_image_is_written_into(tmp_path, capsys):
     make_composite(tmp_path, tmp_path / "m", "c")
     (tmp_path / "out").mkdir()
@@ -285,21 +310,22 @@ def test_urls_in_and_out_give_the_local_runs_files(tmp_path, capsys):
     listing = "composite,mask\na.jpg,a_mask.png\nb.png,b_mask.png\n"
     (tmp_path / "list.csv").write_text(listing)
     assert run(tmp_path / "list.csv", "-o", tmp_path / "local") == 0
-    remote = upath.UPath("memory:///fmm-test/in")
+    base = f"memory:///fmm-test-{tmp_path.name}"  # memory:// lives as long as the process: a run of its own
+    remote = upath.UPath(f"{base}/in")
     for name in ("a.jpg", "a_mask.png", "b.png", "b_mask.png"):
         (remote / name).write_bytes((tmp_path / name).read_bytes())
     (remote / "list.csv").write_text(listing)
     capsys.readouterr()
-    assert run("memory:///fmm-test/in/list.csv", "-o", "memory:///fmm-test/out") == 0
+    assert run(f"{base}/in/list.csv", "-o", f"{base}/out") == 0
     assert "2 ok / 0 skipped / 0 failed" in capsys.readouterr().out
-    out = upath.UPath("memory:///fmm-test/out")
+    out = upath.UPath(f"{base}/out")
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "b.png"]
     for name in ("a.jpg", "b.png"):
         assert (out / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
-    assert run("memory:///fmm-test/in/list.csv", "-o", "memory:///fmm-test/out") == 0
+    assert run(f"{base}/in/list.csv", "-o", f"{base}/out") == 0
     assert "0 ok / 2 skipped / 0 failed" in capsys.readouterr().out
     (remote / "b.png").write_bytes(b"broken")
-    assert run("memory:///fmm-test/in/list.csv", "-o", "memory:///fmm-test/out", "--overwrite") == 1
+    assert run(f"{base}/in/list.csv", "-o", f"{base}/out", "--overwrite") == 1
     assert "b.png: not a readable image" in capsys.readouterr().err
 
 

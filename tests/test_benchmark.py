@@ -16,19 +16,34 @@ FLOORS = {  # set: (triples, mean PSNR at least, mean fMSE at most, fMSE below t
 }
 
 
-@needs_bench
-@pytest.mark.parametrize("name", FLOORS)
-def test_shipped_model_holds_its_measured_quality(name):
+def score(name: str, backend) -> None:
+    """Assert a backend holds the floors of one set of triples."""
     root, n, floor_psnr, ceiling_fmse, floor_wins = FLOORS[name]
     scores = []
-    with load("onnxruntime") as backend:
-        for t in read_manifest(root):
-            comp, mask, real = load_triple(t)
-            out = backend.harmonize(comp, mask)
-            scores.append((psnr(out, real), fmse(out, real, mask), fmse(comp, real, mask)))
+    for t in read_manifest(root):
+        comp, mask, real = load_triple(t)
+        out = backend.harmonize(comp, mask)
+        scores.append((psnr(out, real), fmse(out, real, mask), fmse(comp, real, mask)))
     p, f, f_comp = np.array(scores).T
     assert len(p) == n
     wins = int((f < f_comp).sum())
     assert p.mean() >= floor_psnr, f"{name}: mean PSNR {p.mean():.2f} dB, under {floor_psnr}"
     assert f.mean() <= ceiling_fmse, f"{name}: mean fMSE {f.mean():.1f}, over {ceiling_fmse}"
     assert wins >= floor_wins, f"{name}: fMSE below the composite's on {wins}/{n}, under {floor_wins}"
+
+
+@needs_bench
+@pytest.mark.parametrize("name", FLOORS)
+def test_shipped_model_holds_its_measured_quality(name):
+    with load("onnxruntime") as backend:
+        score(name, backend)
+
+
+@needs_bench
+@pytest.mark.parametrize("name", FLOORS)
+def test_the_fp16_model_holds_the_same_floors(name):
+    """The FP16 ONNX, which TensorRT engines are built from and `auto` runs on a GPU, on the CPU here."""
+    from engine.runtime.backends import default_model_path
+
+    with load("onnxruntime", default_model_path("onnxruntime", fp16=True)) as backend:
+        score(name, backend)

@@ -61,15 +61,28 @@ def test_ray_reports_a_bad_file_and_does_the_rest(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c0.png", "c1.png", "c3.png", "c4.png"]
 
 
-def actor_pids() -> list[int]:
-    pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+def actor_pids(run: int) -> list[int]:
+    """The Ray actors of this run only: `ray::HarmonizeActor` processes descended from its driver (the
+    local Ray it starts is its child), never another run's on the same machine."""
+    parent, actors = {}, []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if cmdline.read_bytes().startswith(b"ray::HarmonizeActor"):
-                pids.append(int(cmdline.parent.name))
-        except OSError:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            parent[pid] = int(fields[1])
+            if (stat.parent / "cmdline").read_bytes().startswith(b"ray::HarmonizeActor"):
+                actors.append(pid)
+        except (OSError, IndexError, ValueError):
             pass
-    return pids
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parent.get(pid, 0)
+            if pid == run:
+                return True
+        return False
+
+    return [pid for pid in actors if descends(pid)]
 
 
 @needs_bench
@@ -79,8 +92,9 @@ def test_an_actor_killed_mid_run_loses_and_corrupts_nothing(plain, tmp_path):
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        if len(list(tmp_path.glob("*.jpg"))) >= 2 and actor_pids():
-            killed = actor_pids()[0]
+        mine = actor_pids(proc.pid) if len(list(tmp_path.glob("*.jpg"))) >= 2 else []
+        if mine:
+            killed = mine[0]
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.05)
     out, err = proc.communicate(timeout=600)

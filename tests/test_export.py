@@ -86,6 +86,8 @@ def test_shipped_onnx_files_are_fresh_exports_of_the_shipped_weights(tmp_path):
         assert meta["checkpoint_sha256"] == digest, f"{shipped.name} is stale: run harmonize export --shipped"
         assert meta["precision"] == ("fp16" if fp16 else "fp32")
         fresh = export_onnx(weights, tmp_path / f"fresh{fp16}.onnx", fp16=fp16)
+        fresh_meta = {p.key: p.value for p in onnx.load(fresh).metadata_props}
+        assert meta == fresh_meta, f"{shipped.name}: its metadata, which every backend reads, is not a fresh export's"
         # The same graph; the exporter folds BatchNorm into the convolutions with whatever float kernels
         # this CPU has, so folded weights may differ from the shipped ones in their last bit, no more.
         g_shipped, g_fresh = onnx.load(shipped).graph, onnx.load(fresh).graph
@@ -98,3 +100,24 @@ def test_shipped_onnx_files_are_fresh_exports_of_the_shipped_weights(tmp_path):
         a, b = load("onnxruntime", shipped).infer(image, mask), load("onnxruntime", fresh).infer(image, mask)
         assert np.abs(a - b).max() < (1e-3 if fp16 else 1e-6), f"{shipped.name} differs from a fresh export"
         assert np.abs(a - ref).max() < (5e-3 if fp16 else 1e-4)
+
+
+def test_lab_mix_goes_through_export_into_every_backend(tiny_checkpoint, tmp_path):
+    """The ensemble weight lives in the model file: a backend that lost it would serve another model."""
+    from engine.training.train import average_checkpoints
+
+    mixed = average_checkpoints([tiny_checkpoint, tiny_checkpoint], tmp_path / "mixed.pt", lab_mix=0.3)
+    onnx_path = export_onnx(mixed, tmp_path / "mixed.onnx")
+    meta = {p.key: p.value for p in onnx.load(onnx_path).metadata_props}
+    assert float(meta["lab_mix"]) == 0.3
+    image = (np.random.default_rng(3).random((40, 56, 3)) * 255).astype(np.uint8)
+    mask = np.zeros((40, 56), np.float32)
+    mask[10:30, 12:40] = 1
+    outs = {}
+    for name, model in (("torch", mixed), ("onnxruntime", onnx_path)):
+        with load(name, model) as backend:
+            assert backend.lab_mix == 0.3, name
+            outs[name] = backend.harmonize(image, mask)
+    with load("onnxruntime", export_onnx(tiny_checkpoint, tmp_path / "plain.onnx")) as plain:
+        assert plain.lab_mix == 0.0 and not np.array_equal(plain.harmonize(image, mask), outs["onnxruntime"])
+    assert np.abs(outs["torch"].astype(int) - outs["onnxruntime"]).max() <= 1

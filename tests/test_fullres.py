@@ -59,6 +59,21 @@ def test_apply_affine_known_answer():
     assert np.array_equal(out[mask == 0], rgb[mask == 0])
 
 
+def test_colour_map_exact_known_answer_rounds_half_up():
+    """Numbers chosen so that every result is exact in binary: off-diagonal terms (a transposed matrix gives
+    other values), results on .5 (truncation would give one less), clipping, and a half mask."""
+    rgb = np.array([[[100, 50, 20], [200, 200, 200], [4, 2, 6]]], np.uint8)
+    mask = np.array([[1.0, 1.0, 0.5]], np.float32)
+    params = np.array([[0.5, 0.25, 0.0, 0.0],  # r' = r/2 + g/4
+                       [0.0, 1.0, 0.5, 0.0],   # g' = g + b/2
+                       [0.125, 0.0, 0.5, 0.0]], np.float32)  # b' = r/8 + b/2
+    out = apply_affine(rgb, mask, params.ravel())
+    # pixel 0: r' = 62.5 -> 63, g' = 60, b' = 12.5 + 10 = 22.5 -> 23
+    # pixel 1: r' = 150, g' = 300 -> 255 (clipped), b' = 25 + 100 = 125
+    # pixel 2, half mask: x + (y - x) / 2 with y = (2.5, 5, 3.5): r 3.25 -> 3, g 3.5 -> 4, b 4.75 -> 5
+    assert out.tolist() == [[[63, 60, 23], [150, 255, 125], [3, 4, 5]]]
+
+
 def test_residual_upsampling_adds_only_a_smooth_change():
     rgb = textured_image(600, 800)
     mask = ellipse_mask(600, 800)

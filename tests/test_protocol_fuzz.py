@@ -60,6 +60,8 @@ def check_reply(reply: bytes, header: dict) -> None:
         assert len(payload) == header["rect"][2] * header["rect"][3] * 3
     if not head["ok"]:
         assert isinstance(head["error"], str) and head["error"]
+        # A malformed request is the client's mistake, refused with what is wrong: never an internal failure.
+        assert not head["error"].startswith("the engine failed"), head["error"]
 
 
 @FUZZ
@@ -89,3 +91,29 @@ def test_arbitrary_bytes_are_refused_without_allocating_what_they_announce(engin
     assert peak < 2e6, f"{peak / 1e6:.1f} MB for a {len(data)}-byte message"
     if header is not None:
         check_reply(engine.handle(header, payload), header)
+
+
+@st.composite
+def big_announcements(draw):
+    """A well-formed header announcing up to the largest payload allowed, then only a few bytes of it."""
+    size = draw(st.integers(1, protocol.MAX_PAYLOAD))
+    header = {"op": "harmonize", "width": draw(st.integers(1, 10_000)), "height": draw(st.integers(1, 10_000)),
+              "rect": [0, 0, 1, 1]}
+    data = protocol.encode(header)
+    head = data[protocol.PREFIX.size:].replace(b'"payload": 0', f'"payload": {size}'.encode())
+    body = draw(st.binary(max_size=min(size - 1, 4096)))
+    return protocol.PREFIX.pack(protocol.MAGIC, protocol.VERSION, len(head)) + head + body, size
+
+
+@FUZZ
+@given(announced=big_announcements())
+def test_a_large_announced_payload_costs_only_what_arrives(announced):
+    data, size = announced
+    tracemalloc.start()
+    try:
+        with pytest.raises(protocol.ProtocolError, match=f"connection closed after .* of {size} bytes"):
+            read(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < protocol.CHUNK + 2**20, f"{peak / 1e6:.1f} MB held for an announced {size / 1e6:.0f} MB"

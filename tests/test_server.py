@@ -16,6 +16,23 @@ from engine.gimp.server import BackendPool, make_server
 from plugin import client, protocol
 
 
+def until(condition, seconds: float = 30.0) -> None:
+    """Poll `condition` until it holds; fail after `seconds`."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds:g} s"
+        time.sleep(0.02)
+
+
+def answers(sock) -> bool:
+    try:
+        return client.ping({"address": str(sock)})["ok"]
+    except (OSError, client.EngineError):
+        return False
+
+
 def raw(engine_address, data: bytes):
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(engine_address)
@@ -79,10 +96,7 @@ def test_serve_command_stops_cleanly_and_removes_its_socket(tmp_path):
     sock = tmp_path / "s.sock"
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--socket", str(sock)], cwd=ROOT,
                             stderr=subprocess.PIPE, text=True)
-    for _ in range(200):
-        if sock.exists():
-            break
-        __import__("time").sleep(0.05)
+    until(lambda: answers(sock) or proc.poll() is not None, 120)
     assert client.request(protocol.encode({"op": "ping"}), {"address": str(sock)})[0]["ok"]
     assert client.ping({"address": str(sock)})["protocol"] == protocol.VERSION
     proc.terminate()
@@ -150,7 +164,6 @@ def test_client_turns_a_dropped_or_silent_engine_into_an_engine_error(tmp_path):
 
 
 def test_stalled_clients_cost_little_memory_time_out_and_are_capped(tmp_path):
-    import time
     import tracemalloc
 
     srv = make_server(BackendPool("onnxruntime"), str(tmp_path / "e.sock"), max_connections=5, read_timeout=1.0)
@@ -165,22 +178,23 @@ def test_stalled_clients_cost_little_memory_time_out_and_are_capped(tmp_path):
             s.connect(str(tmp_path / "e.sock"))
             s.sendall(struct.pack(">4sBI", b"FMMH", protocol.VERSION, len(head)) + head + b"x")
             stalled.append(s)
-        time.sleep(0.4)
-        grown = tracemalloc.get_traced_memory()[0] - before
+        until(lambda: srv.open_connections == 5)
+        with socket.socket(socket.AF_UNIX) as sixth:  # over the cap: told so at once, before it sends anything
+            sixth.connect(str(tmp_path / "e.sock"))
+            sixth.settimeout(5)
+            reply, _ = protocol.receive(sixth)
+            assert not reply["ok"] and "busy" in reply["error"]
+        for s in stalled:  # after the read timeout each stalled connection gets an error and is closed
+            s.settimeout(5)
+            reply, _ = protocol.receive(s)
+            assert not reply["ok"] and "timed out" in reply["error"]
+            s.close()
+        # The peak over the whole life of the five, from their first byte to their timeout: no moment to guess.
+        grown = tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
-    assert grown < 4e6, f"five stalled clients grew the server by {grown / 1e6:.1f} MB"
-    with socket.socket(socket.AF_UNIX) as sixth:  # over the cap: told so at once, before it sends anything
-        sixth.connect(str(tmp_path / "e.sock"))
-        sixth.settimeout(5)
-        reply, _ = protocol.receive(sixth)
-        assert not reply["ok"] and "busy" in reply["error"]
-    for s in stalled:  # after the read timeout each stalled connection gets an error and is closed
-        s.settimeout(5)
-        reply, _ = protocol.receive(s)
-        assert not reply["ok"] and "timed out" in reply["error"]
-        s.close()
-    time.sleep(0.2)
+    assert grown < 4e6, f"five stalled clients grew the server by {grown / 1e6:.1f} MB at the peak"
+    until(lambda: srv.open_connections == 0)
     assert raw(str(tmp_path / "e.sock"), protocol.encode({"op": "ping"}))[0]["ok"]  # slots were freed
     srv.shutdown()
     srv.server_close()

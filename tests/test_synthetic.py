@@ -93,7 +93,11 @@ def test_only_permissive_pictures_train():
     for photo, _ in sources:
         if photo.parent.name == "images":
             assert rows[photo.name]["commercial_ok"] == "1" and rows[photo.name]["derivatives_ok"] == "1"
-    assert sum(p.parent.name == "images" for p, _ in sources) == 67
+    permissive = {f for f, r in rows.items() if r["commercial_ok"] == "1" and r["derivatives_ok"] == "1"
+                  and int(r["n_masks"]) > 0}
+    assert {p.name for p, _ in sources if p.parent.name == "images"} == permissive, "every permissive photo, no other"
+    photos = {p.name for p in (DATA / "photos").glob("*.jpg")}
+    assert {p.name for p, _ in sources if p.parent.name == "photos"} == photos
 
 
 @needs_data
@@ -106,7 +110,10 @@ def test_more_data_adds_only_coco_mores_permissive_photos():
     assert more[: len(base)] == base, "the shipped runs' stream must stay a prefix"
     added = more[len(base):]
     rows = {r["file"]: r for r in csv.DictReader(open(DATA / "coco-more" / "images.csv", newline=""))}
-    assert len(added) == 312 and sum(len(m) for _, m in added) == 531
+    permissive = {f: int(r["n_masks"]) for f, r in rows.items()
+                  if r["commercial_ok"] == "1" and r["derivatives_ok"] == "1" and int(r["n_masks"]) > 0}
+    assert {p.name for p, _ in added} == set(permissive), "every permissive coco-more photo with a mask, no other"
+    assert {p.name: len(m) for p, m in added} == permissive, "each with all of its masks"
     for photo, masks in added:
         assert photo.parent.parent.name == "coco-more"
         assert rows[photo.name]["commercial_ok"] == "1" and rows[photo.name]["derivatives_ok"] == "1"

@@ -1,0 +1,43 @@
+"""On an NVIDIA GPU (marked `gpu`; they skip, saying so, on a machine without one): the kernels against the
+PyTorch reference (gpu-check), the torch backend on CUDA against ONNX Runtime on the bench triples, and the
+shipped model's quality floors with the network in FP16 on the GPU."""
+import numpy as np
+import pytest
+from conftest import BENCH, needs_bench
+from test_benchmark import FLOORS, score
+
+torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")]
+
+
+def test_gpu_check_passes_every_comparison():
+    pytest.importorskip("triton", reason="triton is not installed")
+    pytest.importorskip("cuda.bindings", reason="cuda-python is not installed")
+    from engine.tensorrt.gpu_check import run
+
+    lines, ok = run(repeat=5)
+    assert ok, "\n".join(line for line in lines if line.startswith("FAILED"))
+
+
+@needs_bench
+def test_torch_on_cuda_gives_onnxruntimes_pictures():
+    from engine.runtime.backends import load
+    from engine.training.datasets import load_triple, read_manifest
+
+    with load("torch", device="cuda") as gpu, load("onnxruntime") as cpu:
+        for t in read_manifest(BENCH):
+            comp, mask, _ = load_triple(t)
+            a, b = gpu.harmonize(comp, mask), cpu.harmonize(comp, mask)
+            assert np.abs(a.astype(int) - b).max() <= 1, t.name
+
+
+@needs_bench
+@pytest.mark.parametrize("name", FLOORS)
+def test_fp16_on_the_gpu_holds_the_quality_floors(name):
+    from engine.runtime.backends import load
+
+    with load("torch", device="cuda") as backend:
+        backend.model.half()
+        infer = backend.infer_impl
+        backend.infer_impl = lambda image, mask: infer(image.astype(np.float16), mask.astype(np.float16))
+        score(name, backend)
