@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pytest
@@ -310,7 +311,7 @@ def test_urls_in_and_out_give_the_local_runs_files(tmp_path, capsys):
     listing = "composite,mask\na.jpg,a_mask.png\nb.png,b_mask.png\n"
     (tmp_path / "list.csv").write_text(listing)
     assert run(tmp_path / "list.csv", "-o", tmp_path / "local") == 0
-    base = f"memory:///fmm-test-{tmp_path.name}"  # memory:// lives as long as the process: a run of its own
+    base = f"memory:///fmm-test-{uuid.uuid4().hex}"  # memory:// lives as long as the process: a place of its own
     remote = upath.UPath(f"{base}/in")
     for name in ("a.jpg", "a_mask.png", "b.png", "b_mask.png"):
         (remote / name).write_bytes((tmp_path / name).read_bytes())
