@@ -35,6 +35,7 @@ class Picture:
     meta: dict = field(default_factory=dict)
     gray: bool = False
     jpeg: dict | None = None
+    decoded: Image.Image | None = field(default=None, repr=False, compare=False)  # the RGB as Pillow holds it
 
 
 GRAY_MODES = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
@@ -127,14 +128,20 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> Picture:
+def _upright(img: Image.Image) -> Image.Image:
+    """The picture as it is shown: EXIF orientation applied (the picture itself when there is none)."""
+    return ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
+
+
+def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, keep_decoded: bool = False) -> Picture:
     """An image file as 8-bit RGB (grayscale, palette, 16-bit and CMYK converted; EXIF orientation
     applied), alpha kept aside, with what an output should carry of the file; InputError when it has more
-    than `max_pixels` pixels (None: no limit)."""
+    than `max_pixels` pixels (None: no limit). `keep_decoded` keeps Pillow's RGB picture too, for a caller
+    that resizes it (`Picture.decoded`)."""
     stored = _open(path, max_pixels)
     meta, gray = _metadata(stored), stored.mode in GRAY_MODES
     jpeg = _jpeg_encoding(stored) if stored.mode in ("RGB", "L") else None
-    img = _to_8bit(ImageOps.exif_transpose(stored))
+    img = _to_8bit(_upright(stored))
     exif = _exif(stored)  # after the transpose: it edits the stored picture's own EXIF
     if exif:
         meta["exif"] = exif
@@ -142,28 +149,35 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS) -> Picture
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         alpha = np.asarray(img)[..., 3].copy()
-    return Picture(np.ascontiguousarray(np.asarray(img.convert("RGB"))), alpha, meta, gray, jpeg)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return Picture(np.asarray(img), alpha, meta, gray, jpeg, img if keep_decoded else None)
 
 
-def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A mask file as float32 (H, W) in [0, 1], 1 = foreground; `size` (W, H) must match if given.
+def read_mask8(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask file as uint8 (H, W), 255 = foreground; `size` (W, H) must match if given.
 
     An RGBA or LA mask uses its alpha channel when the colour channels are constant.
     """
-    img = _to_8bit(ImageOps.exif_transpose(_open(path, max(MAX_PIXELS, size[0] * size[1]) if size else MAX_PIXELS)))
+    img = _to_8bit(_upright(_open(path, max(MAX_PIXELS, size[0] * size[1]) if size else MAX_PIXELS)))
     if img.mode in ("RGBA", "LA") and np.ptp(np.asarray(img.convert("L"))) == 0:
         img = img.getchannel("A")
-    mask = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     if size is not None and img.size != tuple(size):
         raise InputError(
             f"{path}: mask is {img.size[0]}x{img.size[1]} but the image is {size[0]}x{size[1]}"
         )
-    return mask
+    return np.asarray(img if img.mode == "L" else img.convert("L"))
+
+
+def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A mask file as float32 (H, W) in [0, 1], 1 = foreground; as read_mask8."""
+    return read_mask8(path, size).astype(np.float32) / 255.0
 
 
 def check_mask(mask: np.ndarray, name: str = "mask") -> None:
-    """Refuse a mask with no foreground or no background: there is nothing to harmonize."""
-    fg = mask > 0.5
+    """Refuse a mask (uint8 0..255, or float in [0, 1]) with no foreground or no background: there is
+    nothing to harmonize."""
+    fg = mask > (127 if mask.dtype == np.uint8 else 0.5)
     if not fg.any():
         raise InputError(f"{name}: mask is empty (no foreground pixel above 0.5)")
     if fg.all():

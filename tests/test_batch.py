@@ -235,14 +235,14 @@ def test_too_large_and_out_of_memory_fail_one_file_each(tmp_path, capsys, monkey
     make_composite(src, masks, "big", size=(60, 80))
     make_composite(src, masks, "oom")
     make_composite(src, masks, "small", size=(20, 30))
-    harmonize = Backend.harmonize
+    finish = Backend.finish
 
-    def low_memory(self, rgb, mask, strength=1.0):
-        if rgb.shape == (48, 64, 3):
+    def low_memory(self, prepared, answer, strength=1.0):  # the full-resolution step runs out of memory
+        if prepared.rgb.shape == (48, 64, 3):
             raise MemoryError
-        return harmonize(self, rgb, mask, strength)
+        return finish(self, prepared, answer, strength)
 
-    monkeypatch.setattr(Backend, "harmonize", low_memory)
+    monkeypatch.setattr(Backend, "finish", low_memory)
     assert run(src, "--masks", masks, "-o", tmp_path / "o", "--max-megapixels", "0.004") == 1
     err = capsys.readouterr()
     assert "1 ok / 0 skipped / 2 failed" in err.out
@@ -278,15 +278,15 @@ def test_an_interrupted_run_says_what_it_finished(tmp_path, capsys, monkeypatch)
     src, masks = tmp_path / "in", tmp_path / "m"
     for name in "abcd":
         make_composite(src, masks, name)
-    harmonize, calls = Backend.harmonize, []
+    answer, calls = Backend.answer, []
 
-    def interrupted(self, rgb, mask, strength=1.0):
+    def interrupted(self, prepared):  # Ctrl-C while the network runs on the third picture
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return harmonize(self, rgb, mask, strength)
+        return answer(self, prepared)
 
-    monkeypatch.setattr(Backend, "harmonize", interrupted)
+    monkeypatch.setattr(Backend, "answer", interrupted)
     assert run(src, "--masks", masks, "-o", tmp_path / "o") == 130
     assert "interrupted: 2 ok / 0 skipped / 0 failed, 2 not started" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.jpg", "b.jpg"]

@@ -16,6 +16,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = ray_throughput()
         print(json.dumps(rows, indent=1) if args.json else ray_table(rows))
         return 0
+    if args.throughput:
+        from ..evaluation.bench import batch_throughput, throughput_table
+
+        result = batch_throughput(args.count)
+        print(json.dumps(result, indent=1) if args.json else throughput_table(result))
+        return 0
     if args.plugin:
         from ..evaluation.bench import plugin_round_trip
 
@@ -47,5 +53,8 @@ def register(sub) -> None:
     b.add_argument("--json", action="store_true", help="print JSON instead of a table")
     b.add_argument("--plugin", action="store_true",
                    help="time the GIMP plug-in's call on a 4000x3000 layer, first and warm, instead")
+    b.add_argument("--throughput", action="store_true",
+                   help="harmonize run over 12 MP JPEGs against a decode-map-encode loop, whole processes, instead")
+    b.add_argument("--count", type=int, default=10, help="pictures for --throughput (default 10)")
     b.add_argument("--ray", action="store_true",
                    help="images per second of harmonize run, plain and on a local Ray with 1 and 2 actors, instead")

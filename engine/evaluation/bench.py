@@ -54,6 +54,93 @@ def make_12mp(folder: Path) -> tuple[Path, Path]:
     return folder / "photo.jpg", folder / "mask.png"
 
 
+def make_composites(folder: Path, count: int, width: int = 4000, height: int = 3000) -> tuple[Path, Path]:
+    """`count` photo-like JPEG composites (quality 92) with masks whose object's box is about half the
+    picture each way, in folder/in and folder/masks."""
+    src, masks = folder / "in", folder / "masks"
+    src.mkdir(parents=True), masks.mkdir(parents=True)
+    yy, xx = np.ogrid[0:height, 0:width]
+    mask = ((((yy - height * 0.55) / (height * 0.3)) ** 2 + ((xx - width * 0.5) / (width * 0.25)) ** 2) <= 1)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(masks / "template.png")
+    for i in range(count):
+        rng = np.random.default_rng(i)
+        small = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
+        rgb = np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC)).astype(np.int16)
+        rgb += rng.integers(-12, 12, (height, width, 1), dtype=np.int16)
+        rgb[mask] = rgb[mask] * np.array([0.7, 0.9, 1.2])  # the pasted object's cast
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(src / f"{i:02d}.jpg", quality=92)
+        (masks / f"{i:02d}.png").write_bytes((masks / "template.png").read_bytes())
+    (masks / "template.png").unlink()
+    return src, masks
+
+
+MAP = np.array([[0.9, 0.05, 0.0, 0.02], [0.03, 0.95, 0.02, 0.0], [0.0, 0.05, 0.85, 0.04]], np.float32)
+
+
+def decode_map_encode(src: str, masks: str, out: str) -> None:
+    """The floor a batch is measured against: one thread decodes each composite and its mask, applies a
+    fixed 3x4 colour map under the mask with numpy, and encodes at quality 95, one after another."""
+    out_dir = Path(out)
+    out_dir.mkdir(exist_ok=True)
+    for composite in sorted(Path(src).glob("*.jpg")):
+        rgb = np.asarray(Image.open(composite).convert("RGB"))
+        fg = np.asarray(Image.open(Path(masks) / f"{composite.stem}.png").convert("L")) > 127
+        x = rgb[fg].astype(np.float32) / 255
+        y = np.clip(x @ MAP[:, :3].T + MAP[:, 3], 0, 1)
+        result = rgb.copy()
+        result[fg] = (y * 255 + 0.5).astype(np.uint8)
+        Image.fromarray(result).save(out_dir / composite.name, quality=95)
+
+
+PEAK = "import resource, sys; print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+
+
+def batch_throughput(count: int = 10, repeat: int = 3) -> dict:
+    """`harmonize run` over `count` 12 MP JPEG composites against the decode-map-encode loop, each a whole
+    process, alternating, `repeat` times: median wall seconds, peak memory (MiB), images per second, and
+    the ratio of the two walls."""
+    import subprocess
+    import sys
+
+    rows: dict[str, list[tuple[float, float]]] = {"harmonize run": [], "decode-map-encode loop": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        src, masks = make_composites(Path(tmp), count)
+        run_code = f"import sys\nfrom engine.cli import main\nrc = main(sys.argv[1:])\n{PEAK}\nsys.exit(rc)"
+        commands = {
+            "harmonize run": [sys.executable, "-c", run_code, "run", str(src), "--masks", str(masks), "-o",
+                              f"{tmp}/run", "-q", "--overwrite"],
+            "decode-map-encode loop": [sys.executable, "-c", f"import sys\nfrom engine.evaluation.bench import "
+                                       f"decode_map_encode\ndecode_map_encode(*sys.argv[1:])\n{PEAK}",
+                                       str(src), str(masks), f"{tmp}/loop"],
+        }
+        for _ in range(repeat):
+            for name, cmd in commands.items():
+                start = time.perf_counter()
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                wall = time.perf_counter() - start
+                if r.returncode != 0:
+                    raise RuntimeError(f"{name} failed: {r.stderr[-2000:]}")
+                peak = int(r.stderr.rsplit("peak", 1)[1].split()[0]) / 1024  # ru_maxrss is in KiB
+                rows[name].append((wall, peak))
+    result = {}
+    for name, runs in rows.items():
+        wall = statistics.median(w for w, _ in runs)
+        result[name] = dict(seconds=wall, peak_mib=statistics.median(p for _, p in runs),
+                            images_per_second=count / wall)
+    result["ratio"] = result["harmonize run"]["seconds"] / result["decode-map-encode loop"]["seconds"]
+    result["count"] = count
+    return result
+
+
+def throughput_table(result: dict) -> str:
+    """Markdown: the two runs and their ratio."""
+    lines = [f"| run ({result['count']} 12 MP JPEGs, median of 3) | wall s | img/s | peak MiB |", "|---|---|---|---|"]
+    for name in ("harmonize run", "decode-map-encode loop"):
+        r = result[name]
+        lines.append(f"| {name} | {r['seconds']:.2f} | {r['images_per_second']:.2f} | {r['peak_mib']:.0f} |")
+    return "\n".join(lines) + f"\n\nratio (harmonize run / loop): {result['ratio']:.2f}"
+
+
 def end_to_end(backend: Backend, photo: Path, mask_path: Path, out: Path) -> float:
     """Seconds for decode + harmonize + encode of one picture (median of 3)."""
 

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import HarmonizeError, InputError
-from ..imageio import MAX_PIXELS, Picture, check_mask, check_output_name, read_image, read_mask, write_image
+from ..imageio import MAX_PIXELS, Picture, check_mask, check_output_name, read_image, read_mask8, write_image
 from ..paths import as_path, is_local
 from ..progress import Progress
 from .backends.base import Backend
+from .fullres import Prepared
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 
@@ -199,13 +203,15 @@ def check_writable(jobs: list[Job]) -> None:
             raise InputError(f"{folder}: cannot write outputs there ({exc.strerror or exc})") from None
 
 
-def _load(job: Job, max_pixels: int) -> tuple[Picture, object]:
+def _load(job: Job, max_pixels: int, backend: Backend) -> tuple[Picture, Prepared]:
+    """Decode a job's picture and mask and prepare them for the network (on the loader's thread)."""
     if job.mask is None:
         raise InputError(f"{job.composite}: no mask found for it")
-    pic = read_image(job.composite, max_pixels)
-    mask = read_mask(job.mask, (pic.rgb.shape[1], pic.rgb.shape[0]))
+    pic = read_image(job.composite, max_pixels, keep_decoded=True)
+    mask = read_mask8(job.mask, (pic.rgb.shape[1], pic.rgb.shape[0]))
     check_mask(mask, str(job.mask))
-    return pic, mask
+    prepared = backend.prepare(pic.rgb, mask, source=pic.decoded)
+    return replace(pic, decoded=None), prepared
 
 
 def triage(jobs: list[Job], overwrite: bool) -> tuple[Summary, list[Job]]:
@@ -221,22 +227,67 @@ def triage(jobs: list[Job], overwrite: bool) -> tuple[Summary, list[Job]]:
     return summary, todo
 
 
+class _Pipeline:
+    """Three stages on two threads and the caller's: a loader decodes and prepares the next picture, the
+    caller runs the network, a writer applies the answer at full resolution and encodes. At most `held`
+    pictures are decoded at once, whatever the batch's size: the loader waits for the writer to finish one."""
+
+    def __init__(self, backend: Backend, max_pixels: int, strength: float, held: int = 2):
+        self.backend, self.max_pixels, self.strength = backend, max_pixels, strength
+        self.slots = threading.BoundedSemaphore(held)
+        self.stopping = threading.Event()
+        self.loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmm-load")
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fmm-write")
+
+    def load(self, job: Job) -> Future:
+        return self.loader.submit(self._load, job)
+
+    def _load(self, job: Job):
+        while not self.slots.acquire(timeout=0.1):
+            if self.stopping.is_set():
+                return None
+        try:
+            return _load(job, self.max_pixels, self.backend)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def write(self, job: Job, pic: Picture, prepared: Prepared, answer: np.ndarray) -> Future:
+        return self.writer.submit(self._write, job, pic, prepared, answer)
+
+    def _write(self, job: Job, pic: Picture, prepared: Prepared, answer: np.ndarray) -> None:
+        try:
+            write_image(job.output, replace(pic, rgb=self.backend.finish(prepared, answer, self.strength)))
+        finally:
+            self.slots.release()
+
+    def drop(self) -> None:
+        """A loaded picture that will not be written: its slot goes back."""
+        self.slots.release()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.loader.shutdown(cancel_futures=True)
+        self.writer.shutdown()
+
+
 def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, strength: float = 1.0,
-              progress: bool = True, prefetch: int = 2, max_pixels: int = MAX_PIXELS) -> Summary:
-    """Harmonize every job; never raises for one job's failure. Ctrl-C stops after the output being
+              progress: bool = True, max_pixels: int = MAX_PIXELS) -> Summary:
+    """Harmonize every job; never raises for one job's failure. Decoding, the network and encoding
+    overlap (`_Pipeline`), with at most two pictures decoded at once. Ctrl-C stops after the outputs being
     written, and the summary counts what was left (`not_started`)."""
     summary, todo = triage(jobs, overwrite)
     remove_stale_parts(jobs)
     bar = Progress(len(todo), "harmonize", enabled=progress)
     errors = (HarmonizeError, OSError, ValueError, MemoryError)
-    pool = ThreadPoolExecutor(max_workers=2)
+    pipe = _Pipeline(backend, max_pixels, strength)
     loads: deque[tuple[Job, Future]] = deque()
     saves: deque[tuple[Job, Future]] = deque()
     queue = iter(todo)
     done, start = 0, time.monotonic()
 
-    def settle(limit: int) -> None:  # bounds the outputs held in memory while they encode
-        while len(saves) > limit:
+    def settle(limit: int) -> None:
+        while len(saves) > limit or (saves and saves[0][1].done()):
             job, fut = saves.popleft()
             try:
                 fut.result()
@@ -245,11 +296,11 @@ def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, streng
                 summary.fail(job.output, exc)
 
     def refill() -> None:
-        while len(loads) < prefetch:
+        while len(loads) < 2:
             job = next(queue, None)
             if job is None:
                 return
-            loads.append((job, pool.submit(_load, job, max_pixels)))
+            loads.append((job, pipe.load(job)))
 
     try:
         refill()
@@ -257,23 +308,29 @@ def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, streng
             job, fut = loads.popleft()
             refill()
             try:
-                pic, mask = fut.result()
-                out = backend.harmonize(pic.rgb, mask, strength)
-                del mask
-                saves.append((job, pool.submit(write_image, job.output, replace(pic, rgb=out))))
-                del pic, out
-                settle(prefetch)
+                pic, prepared = fut.result()
             except errors as exc:
                 summary.fail(job.composite, exc)
+            else:
+                try:
+                    answer = backend.answer(prepared)
+                except errors as exc:
+                    pipe.drop()
+                    summary.fail(job.composite, exc)
+                else:
+                    saves.append((job, pipe.write(job, pic, prepared, answer)))
+                del pic, prepared
+            settle(2)
             done += 1
             bar.update(done, f"{len(summary.failed)} failed" if summary.failed else job.composite.name)
     except KeyboardInterrupt:
+        pipe.stopping.set()
         for _, fut in loads:
             fut.cancel()
         summary.not_started = len(todo) - done
     finally:
         settle(0)  # outputs already being written are finished, never left half-done
-        pool.shutdown(cancel_futures=True)
+        pipe.close()
         bar.close()
         summary.seconds = time.monotonic() - start
     return summary

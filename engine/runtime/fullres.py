@@ -4,8 +4,14 @@ Only foreground pixels (mask > 0) are ever written, so the background comes back
 "affine" head's colour map is applied to the full-resolution pixels, keeping all their texture; the
 "image" head's low-resolution colour change (output minus input) is upsampled and added.
 numpy and Pillow only: this is the runtime path of every backend.
+
+A mask is uint8 (0..255, as read from its file) or float in [0, 1]; the same weights come of both. Nothing
+here makes a float copy of the whole picture: work happens inside the object's box, a band of rows at a
+time, so memory stays a small multiple of the picture's own bytes.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -13,18 +19,63 @@ from PIL import Image
 from .color import lab_to_rgb, move_lab_statistics, rgb_to_lab
 
 LAB_SAMPLES = 65536  # pixels per side for the Lab statistics and the fit: plenty, and fast at 50 MP
+BAND_ROWS = 128  # rows of the object's box worked on at a time
 
 
-def to_network(rgb: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Network inputs (1, 3, S, S) and (1, 1, S, S) float32 from uint8 RGB and a [0, 1] mask."""
-    small = Image.fromarray(rgb).resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+def as_mask8(mask: np.ndarray) -> np.ndarray:
+    """A mask as uint8 0..255 (a float mask in [0, 1] rounded)."""
+    if mask.dtype == np.uint8:
+        return mask
+    return np.round(np.clip(mask, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def weights(mask: np.ndarray) -> np.ndarray:
+    """Blending weights in [0, 1] as float32, from a uint8 or float mask (a band of it)."""
+    if mask.dtype == np.uint8:
+        return mask.astype(np.float32) / 255.0
+    return np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
+
+
+def foreground(mask: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """mask > threshold, for a uint8 or a float mask."""
+    if mask.dtype == np.uint8:
+        return mask > int(threshold * 255)
+    return mask > threshold
+
+
+def to_network(rgb: np.ndarray, mask: np.ndarray, size: int, source: Image.Image | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Network inputs (1, 3, S, S) and (1, 1, S, S) float32 from uint8 RGB and its mask; `source`, the
+    decoded picture the RGB came from, saves a copy of it."""
+    small = (source if source is not None else Image.fromarray(rgb)).resize((size, size), Image.BICUBIC,
+                                                                            reducing_gap=3.0)
     image = np.asarray(small, np.float32).transpose(2, 0, 1)[None] / 255.0
-    m8 = Image.fromarray(np.round(mask * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR)
+    m8 = Image.fromarray(as_mask8(mask)).resize((size, size), Image.BILINEAR)
     m = np.asarray(m8, np.float32)
     binary = m > 127.5
     if not binary.any():  # an object too small to survive the resize: keep its strongest pixels
         binary = m >= m.max()
     return np.ascontiguousarray(image), binary.astype(np.float32)[None, None]
+
+
+@dataclass
+class Prepared:
+    """One picture made ready for a backend: what the network takes at its working size, and what the
+    full-resolution step needs. Made apart from the network (a batch makes the next one on another
+    thread while the network runs)."""
+
+    rgb: np.ndarray  # (H, W, 3) uint8, full resolution
+    mask: np.ndarray  # (H, W) uint8 0..255, or float in [0, 1]
+    image: np.ndarray  # (1, 3, S, S) float32, the network's input
+    small_mask: np.ndarray  # (1, 1, S, S) float32
+    lab_map: np.ndarray | None = None  # (12,) the Lab transfer's colour map, for a model that mixes it in
+
+
+def prepare(rgb: np.ndarray, mask: np.ndarray, size: int, lab: bool = False, source: Image.Image | None = None
+            ) -> Prepared:
+    """The network's inputs at `size`, and the Lab transfer's map when `lab`; `source` as in to_network."""
+    image, small_mask = to_network(rgb, mask, size, source)
+    return Prepared(rgb, mask, image, small_mask, lab_transfer_map(rgb, mask) if lab else None)
 
 
 def foreground_box(mask: np.ndarray) -> tuple[slice, slice] | None:
@@ -35,35 +86,42 @@ def foreground_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _mix(rgb: np.ndarray, mask: np.ndarray, target) -> np.ndarray:
-    """rgb moved mask-weighted towards target(x, box) (float32, 0..255) inside the mask's bounding box.
+def _mix(rgb: np.ndarray, mask: np.ndarray, target, out: np.ndarray | None = None) -> np.ndarray:
+    """rgb moved mask-weighted towards target(x, box) (float32, 0..255) inside the mask's bounding box,
+    a band of rows at a time, into `out` (a copy of rgb when None; rgb itself may be given).
 
-    NOTE: dense arithmetic over the box beats gathering the masked pixels; where the mask is 0 the
-    value is x + 0.5, which truncates back to x exactly, so the background stays bit-identical."""
-    out = rgb.copy()
+    Dense arithmetic over the box beats gathering the masked pixels; where the mask is 0 the value is
+    x + 0.5, which truncates back to x exactly, so the background stays bit-identical."""
+    out = rgb.copy() if out is None else out
     box = foreground_box(mask > 0)
     if box is None:
         return out
-    x = rgb[box].astype(np.float32)
-    mixed = target(x, box)
-    mixed -= x
-    mixed *= mask[box][..., None]
-    mixed += x
-    mixed += 0.5
-    out[box] = np.clip(mixed, 0, 255).astype(np.uint8)
+    rows, cols = box
+    for top in range(rows.start, rows.stop, BAND_ROWS):
+        band = (slice(top, min(top + BAND_ROWS, rows.stop)), cols)
+        x = rgb[band].astype(np.float32)
+        mixed = target(x, band)
+        mixed -= x
+        mixed *= weights(mask[band])[..., None]
+        mixed += x
+        mixed += 0.5
+        out[band] = np.clip(mixed, 0, 255, out=mixed).astype(np.uint8)
     return out
 
 
-def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray) -> np.ndarray:
-    """Apply a 3x4 colour map (12 numbers, row-major, on RGB in [0, 1]) to the masked pixels."""
+def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray, out: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Apply a 3x4 colour map (12 numbers, row-major, on RGB in [0, 1]) to the masked pixels (into `out`,
+    which may be rgb itself, or a copy)."""
     a = np.asarray(params, np.float32).reshape(3, 4)
+    matrix, offset = np.ascontiguousarray(a[:, :3].T), a[:, 3] * np.float32(255.0)
 
     def mapped(x, box):
-        y = x @ a[:, :3].T
-        y += a[:, 3] * 255.0
+        y = x @ matrix
+        y += offset
         return np.clip(y, 0.0, 255.0, out=y)
 
-    return _mix(rgb, mask, mapped)
+    return _mix(rgb, mask, mapped, out)
 
 
 def lab_transfer_map(rgb: np.ndarray, mask: np.ndarray, strength: float = 0.5) -> np.ndarray:
@@ -72,19 +130,29 @@ def lab_transfer_map(rgb: np.ndarray, mask: np.ndarray, strength: float = 0.5) -
 
     One RGB map instead of the per-pixel Lab round trip: it scores as well (docs/results.md) at a fraction
     of the cost (a few thousand pixels of Lab)."""
-    fg = (mask > 0.5).ravel()
-    pixels = rgb.reshape(-1, 3)
-
-    def sample(idx: np.ndarray) -> np.ndarray:
-        return pixels[idx[:: max(1, len(idx) // LAB_SAMPLES)]]
-
-    f, b = sample(np.flatnonzero(fg)), sample(np.flatnonzero(~fg))
+    f, b = _every_nth(rgb, mask, True), _every_nth(rgb, mask, False)
     if not len(f) or not len(b):
         return np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], np.float32)
     moved = lab_to_rgb(move_lab_statistics(rgb_to_lab(f), rgb_to_lab(b), strength))
     x = np.concatenate([f / 255.0, np.ones((len(f), 1))], 1)
     a, *_ = np.linalg.lstsq(x, moved / 255.0, rcond=None)  # (4, 3): x @ a ~ moved
     return a.T.reshape(12).astype(np.float32)
+
+
+def _every_nth(rgb: np.ndarray, mask: np.ndarray, inside: bool) -> np.ndarray:
+    """Every n-th pixel (in raster order) of the foreground (mask > 0.5) or the background, n chosen so that
+    about LAB_SAMPLES are taken; found a band at a time, without an index of the whole picture."""
+    fg = foreground(mask)
+    count = int(np.count_nonzero(fg)) if inside else fg.size - int(np.count_nonzero(fg))
+    step = max(1, count // LAB_SAMPLES)
+    taken, seen = [], 0
+    for top in range(0, fg.shape[0], 4 * BAND_ROWS):
+        band = fg[top:top + 4 * BAND_ROWS]
+        idx = np.flatnonzero(band if inside else ~band)
+        first = (-seen) % step  # the band's first pixel whose rank is a multiple of step
+        taken.append(rgb[top:top + 4 * BAND_ROWS].reshape(-1, 3)[idx[first::step]])
+        seen += len(idx)
+    return np.concatenate(taken) if taken else np.zeros((0, 3), np.uint8)
 
 
 def apply_residual(rgb: np.ndarray, mask: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:

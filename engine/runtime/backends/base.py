@@ -8,7 +8,7 @@ import numpy as np
 
 from ...errors import HarmonizeError, InputError
 from ...imageio import check_mask
-from ..fullres import apply_affine, apply_residual, blend, lab_transfer_map, to_network
+from ..fullres import Prepared, apply_affine, apply_residual, blend, prepare
 
 
 def check_network_inputs(image: np.ndarray, mask: np.ndarray) -> None:
@@ -50,22 +50,36 @@ class Backend:
         raise NotImplementedError
 
     def harmonize(self, rgb: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
-        """Harmonize uint8 RGB (H, W, 3) under a [0, 1] mask (H, W); same size out, background untouched."""
+        """Harmonize uint8 RGB (H, W, 3) under a mask (H, W): [0, 1] floats, or uint8 0..255 as read from a
+        file; same size out, background untouched."""
+        p = self.prepare(rgb, mask)
+        return self.finish(p, self.answer(p), strength)
+
+    def prepare(self, rgb: np.ndarray, mask: np.ndarray, source=None) -> Prepared:
+        """Check a picture and its mask, and make what the network and the full-resolution step need
+        (`source`: the decoded PIL picture the RGB came from, which saves a copy)."""
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise InputError(f"image must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
         if mask.shape != rgb.shape[:2]:
             raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {rgb.shape[1]}x{rgb.shape[0]}")
-        mask = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
+        if mask.dtype != np.uint8:
+            mask = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
         check_mask(mask)
-        image, m = to_network(rgb, mask, self.size)
-        out = self.infer(image, m)[0]
-        if self.head == "affine":
-            if self.lab_mix:  # the model is an ensemble: its map averaged with the Lab transfer's
-                out = (1.0 - self.lab_mix) * out + self.lab_mix * lab_transfer_map(rgb, mask)
-            result = apply_affine(rgb, mask, out)
-        else:
-            result = apply_residual(rgb, mask, image[0], out)
-        return blend(rgb, result, mask, strength)
+        return prepare(rgb, mask, self.size, bool(self.lab_mix) and self.head == "affine", source)
+
+    def answer(self, p: Prepared) -> np.ndarray:
+        """The network's answer for a prepared picture: the colour map (12,), averaged with the Lab
+        transfer's for an ensemble, or the image head's low-resolution picture (3, S, S)."""
+        answer = self.infer(p.image, p.small_mask)[0]
+        if p.lab_map is not None:  # the model is an ensemble: its map averaged with the Lab transfer's
+            answer = (1.0 - self.lab_mix) * answer + self.lab_mix * p.lab_map
+        return answer
+
+    def finish(self, p: Prepared, answer: np.ndarray, strength: float = 1.0) -> np.ndarray:
+        """The answer applied at full resolution, blended at `strength`: a new picture."""
+        if self.head != "affine":
+            return blend(p.rgb, apply_residual(p.rgb, p.mask, p.image[0], answer), p.mask, strength)
+        return blend(p.rgb, apply_affine(p.rgb, p.mask, answer), p.mask, strength)
 
     def close(self) -> None:
         """Release the runtime's resources; safe to call again."""
