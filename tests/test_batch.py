@@ -6,7 +6,7 @@ import uuid
 
 import numpy as np
 import pytest
-from conftest import ROOT, ellipse_mask, textured_image
+from conftest import BENCH, ROOT, ellipse_mask, needs_bench, textured_image
 from PIL import Image
 
 from engine.cli import main
@@ -410,3 +410,79 @@ def test_install_lines_work_from_a_clone(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"needs universal-pathlib and s3fs; install with: pip install "
                        r"'\.\[urls\]' .*then: pip install s3fs"):
         as_path("s3://bucket/list.csv")
+
+
+# --- The batch pipeline: what it holds, and that it makes the pictures the plain path makes ---
+
+def test_at_most_two_pictures_are_decoded_at_once(tmp_path, monkeypatch):
+    import threading
+
+    import engine.runtime.batch as batch
+
+    src, masks = tmp_path / "in", tmp_path / "m"
+    for i in range(8):
+        make_composite(src, masks, f"c{i}")
+    lock, live, most = threading.Lock(), [0], [0]
+    load, write = batch._load, batch.write_image
+
+    def counted_load(*args):
+        with lock:
+            live[0] += 1
+            most[0] = max(most[0], live[0])
+        return load(*args)
+
+    def counted_write(*args):
+        try:
+            return write(*args)
+        finally:
+            with lock:
+                live[0] -= 1
+
+    monkeypatch.setattr(batch, "_load", counted_load)
+    monkeypatch.setattr(batch, "write_image", counted_write)
+    assert run(src, "--masks", masks, "-o", tmp_path / "o") == 0
+    assert most[0] == 2 and live[0] == 0, f"{most[0]} pictures decoded at once"
+
+
+def reference_harmonize(backend, rgb: np.ndarray, m8: np.ndarray) -> np.ndarray:
+    """The full-resolution path written plainly, whole arrays at once: what `run` must reproduce."""
+    from PIL import Image
+
+    size = backend.size
+    mask = m8.astype(np.float32) / 255.0
+    small = Image.fromarray(rgb).resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+    image = np.ascontiguousarray(np.asarray(small, np.float32).transpose(2, 0, 1)[None] / 255.0)
+    sm = np.asarray(Image.fromarray(np.round(mask * 255).astype(np.uint8)).resize((size, size), Image.BILINEAR),
+                    np.float32)
+    binary = sm > 127.5
+    binary = binary if binary.any() else sm >= sm.max()
+    params = backend.infer(image, binary.astype(np.float32)[None, None])[0]
+    if backend.lab_mix:
+        from engine.runtime.color import lab_to_rgb, move_lab_statistics, rgb_to_lab
+
+        fg, pixels = (mask > 0.5).ravel(), rgb.reshape(-1, 3)
+        f_idx, b_idx = np.flatnonzero(fg), np.flatnonzero(~fg)
+        f = pixels[f_idx[:: max(1, len(f_idx) // 65536)]]
+        b = pixels[b_idx[:: max(1, len(b_idx) // 65536)]]
+        moved = lab_to_rgb(move_lab_statistics(rgb_to_lab(f), rgb_to_lab(b), 0.5))
+        a, *_ = np.linalg.lstsq(np.concatenate([f / 255.0, np.ones((len(f), 1))], 1), moved / 255.0, rcond=None)
+        params = (1 - backend.lab_mix) * params + backend.lab_mix * a.T.reshape(12).astype(np.float32)
+    a = np.asarray(params, np.float32).reshape(3, 4)
+    x = rgb.astype(np.float32)
+    y = np.clip(x @ a[:, :3].T + a[:, 3] * 255.0, 0, 255)
+    return np.clip(x + mask[..., None] * (y - x) + 0.5, 0, 255).astype(np.uint8)
+
+
+@needs_bench
+def test_run_makes_the_plain_paths_pictures_on_the_bench(tmp_path):
+    """Every output of the pipelined batch, bit for bit, is the plain whole-array computation's."""
+    from engine.runtime.backends import load
+    from engine.training.datasets import read_manifest
+
+    assert main(["run", str(BENCH / "MANIFEST.csv"), "-o", str(tmp_path), "--format", "png", "-q"]) == 0
+    with load("onnxruntime") as backend:
+        for t in read_manifest(BENCH):
+            rgb = np.asarray(Image.open(t.composite).convert("RGB"))
+            m8 = np.asarray(Image.open(t.mask).convert("L"))
+            got = np.asarray(Image.open(tmp_path / f"{t.composite.stem}.png").convert("RGB"))
+            assert np.array_equal(got, reference_harmonize(backend, rgb, m8)), t.name
