@@ -21,7 +21,7 @@ from .paths import is_local
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # Pillow's own bomb guard; MAX_PIXELS below is checked first
 MAX_PIXELS = 100_000_000  # default limit for one picture: editor images reach 50 MP
-MB_PER_MEGAPIXEL = 32  # a whole `harmonize run` process's peak per megapixel of its picture (docs/running.md)
+MB_PER_MEGAPIXEL = 16  # a whole `harmonize run` process's peak per megapixel of its picture (docs/running.md)
 
 
 @dataclass
