@@ -3,7 +3,7 @@ import pytest
 from conftest import BENCH, needs_bench
 
 from engine.errors import InputError
-from engine.runtime.batch import iharmony4_names
+from engine.runtime.plan import iharmony4_names
 from engine.training.datasets import load_triple, read_iharmony4, read_manifest, read_triples
 
 

@@ -15,7 +15,7 @@ log = logging.getLogger("engine")
 def jobs_of(args: argparse.Namespace) -> list:
     """The jobs a command line asks for: one composite, a folder with a mask folder, or a CSV list."""
     from ..paths import as_path
-    from ..runtime.batch import Job, csv_jobs, find_mask, folder_jobs
+    from ..runtime.plan import Job, csv_jobs, find_mask, folder_jobs
 
     src = as_path(args.input)  # paths, or URLs such as s3://bucket/list.csv
     output = as_path(args.output) if args.output else None
@@ -49,7 +49,8 @@ def jobs_of(args: argparse.Namespace) -> list:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..runtime.batch import check_plan, check_writable, run_batch
+    from ..runtime.batch import run_batch
+    from ..runtime.plan import check_plan, check_writable
 
     if args.quiet:  # failures and the summary only
         logging.getLogger("engine").setLevel(logging.WARNING)

@@ -252,8 +252,9 @@ def ray_throughput(count: int = 120, width: int = 1600, height: int = 1200, acto
     """Images per second of `harmonize run` over `count` synthetic composites, plain and on a local Ray
     with each number of actors, in one run: end to end (Ray's start included) and after start-up."""
     from ..runtime.backends import load
-    from ..runtime.batch import folder_jobs, run_batch
+    from ..runtime.batch import run_batch
     from ..runtime.cluster import RayOptions, run_on_ray
+    from ..runtime.plan import folder_jobs
 
     rng = np.random.default_rng(3)
     yy, xx = np.ogrid[0:height, 0:width]

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from ..errors import HarmonizeError, require
 from ..imageio import MAX_PIXELS
 from ..progress import Progress
-from .batch import Job, Summary, run_batch, triage
+from .batch import Summary, run_batch, triage
+from .plan import Job
 
 log = logging.getLogger("engine")
 RETRIES = 2  # runs of a batch after the first, when its actor died under it

@@ -1,5 +1,5 @@
 """Datasets on disk: iHarmony4 triples (its own layout, or a folder with a MANIFEST.csv) and its file
-naming (`iharmony4_names`, in runtime/batch.py, which `run` also uses to find masks), read by `eval`,
+naming (`iharmony4_names`, in runtime/plan.py, which `run` also uses to find masks), read by `eval`,
 `validate` and training. Synthetic training composites are made in synthetic.py."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..imageio import read_image, read_mask
-from ..runtime.batch import iharmony4_names
+from ..runtime.plan import iharmony4_names
 
 SUBSETS = ("HCOCO", "HAdobe5k", "HFlickr", "Hday2night")
 
