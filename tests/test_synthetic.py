@@ -189,9 +189,10 @@ def _tiny_coco(root, objects):
             writer.writerows(rows)
 
 
-def test_same_category_composites_take_the_colours_of_the_same_kind_of_object_in_another_photo(tmp_path):
-    """HCOCO's recipe: a person takes the Lab mean of the other photo's person; the only car has no
-    other car, so it gets an ordinary edit; the background stays the photo's."""
+@pytest.mark.parametrize("transfers", [("reinhard",), ("histogram",), ("idt",), ("reinhard", "histogram", "idt")])
+def test_same_category_composites_take_the_colours_of_the_same_kind_of_object_in_another_photo(tmp_path, transfers):
+    """HCOCO's recipe: a person takes the Lab mean of the other photo's person, by each transfer; the only
+    car has no other car, so it gets an ordinary edit; the background stays the photo's."""
     from PIL import Image
 
     from engine.evaluation.metrics import rgb_to_lab
@@ -200,7 +201,7 @@ def test_same_category_composites_take_the_colours_of_the_same_kind_of_object_in
     objects = {"a": ((40, 160, 40), (200, 120, 90), "person"), "b": ((40, 40, 160), (90, 110, 200), "person"),
                "c": ((160, 160, 40), (120, 120, 120), "car")}
     _tiny_coco(tmp_path, objects)
-    data = SyntheticComposites(tmp_path, size=32, seed=1, same_category=1.0)
+    data = SyntheticComposites(tmp_path, size=32, seed=1, same_category=1.0, transfers=transfers)
 
     def object_lab(stem):  # the donor's pixels as the dataset samples them
         img = np.asarray(Image.open(tmp_path / "coco" / "images" / f"{stem}.png"), np.float32) / 255
@@ -224,3 +225,45 @@ def test_same_category_composites_take_the_colours_of_the_same_kind_of_object_in
     assert seen == set(objects)
     with pytest.raises(ValueError, match="same_category"):
         SyntheticComposites(tmp_path, size=32, same_category=-0.1)
+
+
+# --- The colour transfers HCOCO and HFlickr were made with, each against a known answer ---
+
+def test_reinhard_gives_the_reference_lab_mean_and_std():
+    from engine.runtime.color import rgb_to_lab
+    from engine.training.synthetic import reinhard
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.5, (4000, 3)).astype(np.float32)
+    ref = np.clip(rng.normal([0.6, 0.4, 0.3], 0.05, (3000, 3)), 0, 1).astype(np.float32)
+    got, want = rgb_to_lab(reinhard(x, ref)), rgb_to_lab(ref)
+    assert np.abs(got.mean(0) - want.mean(0)).max() < 0.5 and np.abs(got.std(0) - want.std(0)).max() < 0.5
+
+
+def test_histogram_matching_known_answer():
+    from engine.training.synthetic import histogram_match
+
+    x = np.array([[0.3, 0.9, 0.1], [0.1, 0.8, 0.2], [0.2, 0.7, 0.3]], np.float32)
+    ref = np.array([[0.5, 0.0, 0.9], [0.6, 0.1, 0.8], [0.7, 0.2, 0.7]], np.float32)
+    # each channel's smallest value takes the reference's smallest, and so on: the order within a channel stays
+    assert np.allclose(histogram_match(x, ref), [[0.7, 0.2, 0.7], [0.5, 0.1, 0.8], [0.6, 0.0, 0.9]])
+
+
+def test_idt_moves_the_whole_distribution_and_leaves_a_matching_one_alone():
+    from engine.training.synthetic import pitie_idt
+
+    rng = np.random.default_rng(1)
+    ref = np.clip(rng.multivariate_normal([0.6, 0.4, 0.3], np.diag([0.01, 0.004, 0.002]), 5000), 0, 1)
+    x = np.clip(rng.multivariate_normal([0.3, 0.5, 0.6], np.diag([0.002, 0.01, 0.004]), 4000), 0, 1)
+    got = pitie_idt(x.astype(np.float32), ref.astype(np.float32), np.random.default_rng(2))
+    assert np.abs(got.mean(0) - ref.mean(0)).max() < 0.01, "the means follow the reference"
+    assert np.abs(np.cov(got.T) - np.cov(ref.T)).max() < 0.002, "so does the covariance, off-diagonal too"
+    same = pitie_idt(ref.astype(np.float32), ref.astype(np.float32), np.random.default_rng(3))
+    assert np.abs(same - ref).max() < 1e-6, "a distribution that already matches is left as it is"
+
+
+def test_an_unknown_transfer_is_refused_before_anything_loads(tmp_path):
+    from engine.training.synthetic import SyntheticComposites
+
+    with pytest.raises(ValueError, match="transfers must name some of reinhard, histogram, idt, not warp"):
+        SyntheticComposites(tmp_path / "nowhere", transfers=("reinhard", "warp"))

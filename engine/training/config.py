@@ -41,7 +41,10 @@ class TrainConfig:
     closeup: float = _option(0.0, "share of views cropped close around the object, so that it fills much of "
                              "the picture as pasted layers often do")
     same_category: float = _option(0.0, "share of synthetic composites made as iHarmony4's HCOCO was: the object "
-                                   "takes the Lab statistics of an object of the same category in another photo")
+                                   "takes the colours of an object of the same category in another photo")
+    transfers: str = _option("reinhard", "colour transfers a same-category composite draws from, comma-separated: "
+                             "reinhard (Lab statistics), histogram (matching per channel), idt (Pitie's iterative "
+                             "distribution transfer)")
     more_data: bool = _option(False, "also the permissive photos of coco-more/ (5 times the objects; "
                               "default: coco/ and photos/)")
     device: str = _option("cpu", "cpu or cuda")

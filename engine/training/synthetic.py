@@ -169,6 +169,40 @@ EDITS = {
 }
 
 
+def reinhard(x: np.ndarray, reference: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Reinhard's transfer: pixels (N, 3) in [0, 1] given the Lab mean and std of the reference's (M, 3)."""
+    return lab_to_rgb(move_lab_statistics(rgb_to_lab(x), rgb_to_lab(reference), 1.0)) / np.float32(255)
+
+
+def _match_1d(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each value replaced by the reference's value at the same quantile (ties keep their order)."""
+    ranks = np.empty(len(values), np.float64)
+    ranks[np.argsort(values, kind="stable")] = np.linspace(0.0, 1.0, len(values)) if len(values) > 1 else 0.0
+    return np.interp(ranks, np.linspace(0.0, 1.0, len(reference)), np.sort(reference))
+
+
+def histogram_match(x: np.ndarray, reference: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Histogram matching per RGB channel: every channel's distribution becomes the reference's."""
+    return np.stack([_match_1d(x[:, c], reference[:, c]) for c in range(3)], 1).astype(np.float32)
+
+
+def pitie_idt(x: np.ndarray, reference: np.ndarray, rng: np.random.Generator, iterations: int = 8) -> np.ndarray:
+    """Pitié's iterative distribution transfer: along random orthonormal axes, each projection matched to
+    the reference's, repeated until the 3D distribution follows (Pitié, Kokaram, Dahyot 2005)."""
+    y = x.astype(np.float64)
+    ref = reference.astype(np.float64)
+    for _ in range(iterations):
+        rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        py, pr = y @ rotation, ref @ rotation
+        y = np.stack([_match_1d(py[:, k], pr[:, k]) for k in range(3)], 1) @ rotation.T
+    return np.clip(y, 0, 1).astype(np.float32)
+
+
+# How HCOCO's and HFlickr's composites were made: the object recoloured towards a reference object of its
+# category in another photo, by one of several colour transfers (DoveNet, Cong et al. CVPR 2020).
+TRANSFERS = {"reinhard": reinhard, "histogram": histogram_match, "idt": pitie_idt}
+
+
 def recolour(fg: np.ndarray, reference: np.ndarray, rng: np.random.Generator, strong: bool = False) -> np.ndarray:
     """Recolour foreground pixels (N, 3) in [0, 1] by random EDITS, of how composites go wrong: 1 to 3
     edits, or with `strong` 2 to 4 edits over wider ranges."""
@@ -219,20 +253,24 @@ class SyntheticComposites:
     photo and only the background tells the network which style is right. A `closeup` share are
     viewed close around the object (its box 1 to 1.6 times over each way), so that it fills much of
     the picture as pasted layers often do. A `same_category` share are made as iHarmony4's HCOCO
-    was: the object takes the Lab colour statistics of an object of the same COCO category in
-    another photo (a person takes those of another person), the edit real pastes most resemble.
-    Returns (composite, mask, real) as float32 (3|1, size, size).
+    was: the object takes the colours of an object of the same COCO category in another photo (a
+    person takes those of another person), by one of the colour `transfers` (TRANSFERS: Reinhard's Lab
+    statistics, histogram matching, Pitié's iterative distribution transfer), the edit real pastes most
+    resemble. Returns (composite, mask, real) as float32 (3|1, size, size).
     """
 
     def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False,
                  mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0, more: bool = False,
-                 same_category: float = 0.0):
+                 same_category: float = 0.0, transfers: tuple[str, ...] = ("reinhard",)):
         for name, share in (("mild", mild), ("restyle", restyle), ("closeup", closeup),
                             ("same_category", same_category)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {share}")
         self.size, self.seed, self.strong, self.mild, self.restyle = size, seed, strong, mild, restyle
-        self.closeup, self.same_category = closeup, same_category
+        unknown = [t for t in transfers if t not in TRANSFERS]
+        if unknown or not transfers:
+            raise ValueError(f"transfers must name some of {', '.join(TRANSFERS)}, not {', '.join(unknown) or 'none'}")
+        self.closeup, self.same_category, self.transfers = closeup, same_category, tuple(transfers)
         self.items, self.categories = [], []
         categories = mask_categories(data_root)
         for photo, masks in permissive_sources(data_root, more):
@@ -291,8 +329,9 @@ class SyntheticComposites:
             real = recolour(photo.reshape(-1, 3), reference, rng).reshape(photo.shape)
         comp = real.copy()
         donor = self._same_category_pixels(category, item, rng)
-        if donor is not None:
-            comp[m] = lab_to_rgb(move_lab_statistics(rgb_to_lab(photo[m]), rgb_to_lab(donor), 1.0)) / np.float32(255)
+        if donor is not None:  # one method draws nothing, so the streams of reinhard-only runs are unchanged
+            pick = 0 if len(self.transfers) == 1 else rng.integers(len(self.transfers))
+            comp[m] = TRANSFERS[self.transfers[pick]](photo[m], donor, rng)
         else:
             comp[m] = recolour(photo[m], reference, rng, self.strong)
         if self.mild and rng.random() < self.mild:  # drawn only when asked, so mild=0 streams are unchanged
