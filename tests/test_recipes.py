@@ -12,7 +12,8 @@ PARSE_ONLY = f"#!/bin/sh\nexec {sys.executable} -c '{CODE}' \"$@\"\n"
 
 
 @pytest.mark.parametrize("recipe, args", [("medium-gpu.sh", ["data", "runs"]), ("small-cpu.sh", ["data", "runs"]),
-                                          ("paper-iharmony4.sh", ["/data/iHarmony4", "runs"])])
+                                          ("paper-iharmony4.sh", ["/data/iHarmony4", "runs"]),
+                                          ("gpu-round-5.sh", ["data", "start", "out", "8"])])
 def test_every_harmonize_call_of_a_recipe_parses(tmp_path, recipe, args):
     shim = tmp_path / "bin" / "harmonize"
     shim.parent.mkdir()
@@ -22,6 +23,7 @@ def test_every_harmonize_call_of_a_recipe_parses(tmp_path, recipe, args):
     r = subprocess.run(["bash", str(ROOT / "recipes" / recipe), *args], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    calls = [line for line in r.stdout.splitlines() if line.startswith("ok ")]
+    logs = "".join(f.read_text() for f in tmp_path.rglob("*.log"))  # a recipe may send each run to a log
+    calls = [line for line in (r.stdout + logs).splitlines() if line.startswith("ok ")]
     text = (ROOT / "recipes" / recipe).read_text()
     assert len(calls) >= text.count("harmonize train") and calls, r.stdout
