@@ -78,7 +78,7 @@ def receive(sock, max_payload: int = MAX_PAYLOAD) -> tuple[dict, bytearray]:
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
     size = header.get("payload", 0)
-    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= max_payload:
+    if not _is_int(size) or not 0 <= size <= max_payload:
         raise ProtocolError(f"payload size {size!r} is out of bounds (max {max_payload})")
     return header, _read_exactly(sock, size)
 
@@ -91,12 +91,16 @@ def harmonize_request(width: int, height: int, rect: tuple[int, int, int, int], 
                    "strength": strength, "device": device}, background + rgb + mask)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is no size
+
+
 def check_harmonize(header: dict, payload: bytes) -> tuple[int, int, tuple[int, int, int, int]]:
     """Validate a harmonize request's sizes; returns (width, height, rect)."""
     W, H, rect = header.get("width"), header.get("height"), header.get("rect")
-    if not (isinstance(W, int) and isinstance(H, int) and W > 0 and H > 0 and W * H <= MAX_PIXELS):
+    if not (_is_int(W) and _is_int(H) and W > 0 and H > 0 and W * H <= MAX_PIXELS):
         raise ProtocolError(f"bad canvas size {W!r}x{H!r}")
-    if not (isinstance(rect, list) and len(rect) == 4 and all(isinstance(v, int) for v in rect)):
+    if not (isinstance(rect, list) and len(rect) == 4 and all(_is_int(v) for v in rect)):
         raise ProtocolError(f"bad rect {rect!r}: expected [x, y, w, h]")
     x, y, w, h = rect
     if not (0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= W and y + h <= H):

@@ -86,6 +86,19 @@ def test_residual_upsampling_adds_only_a_smooth_change():
     assert 20 <= inner.mean() <= 28 and inner.std() < 3, "detail lost or change not applied"
 
 
+def test_residual_known_answer():
+    """The image head's change: a constant change of 0.1 adds 25.5 levels (rounded half up to 26); a
+    gradient is upsampled bilinearly, as Pillow does it."""
+    rgb = np.full((8, 8, 3), 100, np.uint8)
+    mask = np.ones((8, 8), np.float32)
+    before = np.zeros((3, 4, 4), np.float32)
+    assert (apply_residual(rgb, mask, before, before + 0.1) == 126).all()
+    ramp = np.stack([np.tile(np.linspace(0, 0.3, 4, dtype=np.float32), (4, 1))] * 3)
+    want = np.asarray(Image.fromarray(ramp[0], "F").resize((8, 8), Image.BILINEAR)) * 255 + 100
+    got = apply_residual(rgb, mask, before, ramp)
+    assert np.array_equal(got[..., 0], np.floor(want + 0.5).astype(np.uint8))
+
+
 def test_blend_and_strength():
     rgb, result = textured_image(4, 4), np.full((4, 4, 3), 200, np.uint8)
     mask = np.ones((4, 4), np.float32)
