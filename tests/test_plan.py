@@ -27,6 +27,18 @@ def picture(path, size=(24, 32), mask=False):
 
 def test_iharmony4_names_keep_underscores_in_the_id():
     assert iharmony4_names("a_b-c_1_2.jpg") == ("a_b-c_1.png", "a_b-c.jpg")
+    with pytest.raises(Exception, match=r"photo.jpg: not an iHarmony4 composite name <id>_<obj>_<k>\.jpg"):
+        iharmony4_names("photo.jpg")
+
+
+def test_a_csv_that_cannot_be_read_says_why(tmp_path):
+    (tmp_path / "latin.csv").write_bytes("composite,mask\ncafé.jpg,m.png\n".encode("latin-1"))
+    with pytest.raises(Exception, match=r"latin.csv: not UTF-8 text \(invalid continuation byte at byte 18\); "
+                       "save it as UTF-8 CSV"):
+        csv_jobs(tmp_path / "latin.csv", tmp_path / "out")
+    (tmp_path / "folder.csv").mkdir()
+    with pytest.raises(Exception, match=r"folder.csv: cannot read \(Is a directory\)"):
+        csv_jobs(tmp_path / "folder.csv", tmp_path / "out")
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"])

@@ -96,3 +96,65 @@ def test_harmonize_request_lays_out_canvas_rgb_and_mask_in_order():
     assert header == {"op": "harmonize", "width": 2, "height": 1, "rect": [1, 0, 1, 1], "strength": 0.5,
                       "device": "cpu", "payload": 10}
     assert payload == b"CCCCCCrgbm"
+
+
+def test_the_key_check_is_an_hmac_of_the_nonce():
+    import hashlib
+    import hmac
+
+    key = b"k" * 64
+    assert protocol._mac(key, "abc") == hmac.new(key, b"abc", hashlib.sha256).hexdigest()
+    assert protocol._mac(key, "abc") != protocol._mac(key, "abd"), "a MAC that ignored the nonce could be replayed"
+
+
+class Peer:
+    """One side of a conversation, as bytes: what it is sent is kept, what it says is read from `script`."""
+
+    def __init__(self, script: bytes):
+        self.stream, self.sent = BytesStream(script), b""
+
+    def recv_into(self, view, n):
+        return self.stream.recv_into(view, n)
+
+    def sendall(self, data):
+        self.sent += data
+
+
+def test_the_client_answers_only_a_real_challenge():
+    key = b"k" * 64
+    good = Peer(message({"op": "challenge", "nonce": "n1"}) + message({"ok": True}))
+    assert protocol.answer(good, key) == {"ok": True}
+    assert json.loads(good.sent[protocol.PREFIX.size:])["mac"] == protocol._mac(key, "n1")
+    busy = Peer(message({"ok": False, "error": "the engine is busy"}))
+    assert protocol.answer(busy, key)["error"] == "the engine is busy" and busy.sent == b""
+    for first in ({"op": "hello", "nonce": "n"}, {"op": "challenge", "nonce": 5}, {"op": "challenge"}):
+        odd = Peer(message(first))
+        assert protocol.answer(odd, key) == {"ok": False, "error": "the server sent no key challenge"}, first
+        assert odd.sent == b"", "nothing of the key's proof goes to a server that did not ask"
+    with pytest.raises(protocol.ProtocolError, match=r"out of bounds \(max 0\)"):
+        protocol.answer(Peer(message({"op": "challenge", "nonce": "n", "payload": 1}, b"x")), key)
+    with pytest.raises(protocol.ProtocolError, match=r"out of bounds \(max 0\)"):
+        protocol.answer(Peer(message({"op": "challenge", "nonce": "n"}) + message({"ok": True, "payload": 1}, b"x")),
+                        key)
+
+
+class Answering(Peer):
+    """A client that answers the server's challenge with the right MAC and `extra` bytes of payload."""
+
+    def __init__(self, key: bytes, extra: bytes):
+        super().__init__(b"")
+        self.key, self.extra, self.said = key, extra, []
+
+    def sendall(self, data):
+        self.said.append(json.loads(data[protocol.PREFIX.size:]))
+        if len(self.said) == 1:
+            reply = {"op": "auth", "mac": protocol._mac(self.key, self.said[0]["nonce"]), "payload": len(self.extra)}
+            self.stream = BytesStream(message(reply, self.extra))
+
+
+def test_the_server_takes_no_payload_before_the_key_check():
+    key = b"k" * 64
+    for extra in (b"", b"x"):  # the right MAC, with and without a payload behind it
+        client = Answering(key, extra)
+        assert protocol.challenge(client, key) is (extra == b"")
+        assert client.said[-1]["ok"] is (extra == b""), client.said[-1]
