@@ -27,6 +27,8 @@ class OnnxRuntimeBackend(Backend):
             providers = [p for p in wanted if p in ort.get_available_providers()]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
+        # Threads that spin between runs take the CPU from a batch's loader and writer threads.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(model), opts, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
