@@ -174,10 +174,15 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
     return read_mask8(path, size).astype(np.float32) / 255.0
 
 
+def foreground(mask: np.ndarray) -> np.ndarray:
+    """Where a mask (uint8 0..255, or float in [0, 1]) marks the object: above half."""
+    return mask > (127 if mask.dtype == np.uint8 else 0.5)
+
+
 def check_mask(mask: np.ndarray, name: str = "mask") -> None:
     """Refuse a mask (uint8 0..255, or float in [0, 1]) with no foreground or no background: there is
     nothing to harmonize."""
-    fg = mask > (127 if mask.dtype == np.uint8 else 0.5)
+    fg = foreground(mask)
     if not fg.any():
         raise InputError(f"{name}: mask is empty (no foreground pixel above 0.5)")
     if fg.all():

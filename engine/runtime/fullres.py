@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..imageio import foreground
 from .color import lab_to_rgb, move_lab_statistics, rgb_to_lab
 
 LAB_SAMPLES = 65536  # pixels per side for the Lab statistics and the fit: plenty, and fast at 50 MP
@@ -34,13 +35,6 @@ def weights(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.uint8:
         return mask.astype(np.float32) / 255.0
     return np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
-
-
-def foreground(mask: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """mask > threshold, for a uint8 or a float mask."""
-    if mask.dtype == np.uint8:
-        return mask > int(threshold * 255)
-    return mask > threshold
 
 
 def to_network(rgb: np.ndarray, mask: np.ndarray, size: int, source: Image.Image | None = None
@@ -86,13 +80,13 @@ def foreground_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def _mix(rgb: np.ndarray, mask: np.ndarray, target, out: np.ndarray | None = None) -> np.ndarray:
-    """rgb moved mask-weighted towards target(x, box) (float32, 0..255) inside the mask's bounding box,
-    a band of rows at a time, into `out` (a copy of rgb when None; rgb itself may be given).
+def _mix(rgb: np.ndarray, mask: np.ndarray, target) -> np.ndarray:
+    """A copy of rgb moved mask-weighted towards target(x, box) (float32, 0..255) inside the mask's
+    bounding box, a band of rows at a time.
 
     Dense arithmetic over the box beats gathering the masked pixels; where the mask is 0 the value is
     x + 0.5, which truncates back to x exactly, so the background stays bit-identical."""
-    out = rgb.copy() if out is None else out
+    out = rgb.copy()
     box = foreground_box(mask > 0)
     if box is None:
         return out
@@ -109,10 +103,8 @@ def _mix(rgb: np.ndarray, mask: np.ndarray, target, out: np.ndarray | None = Non
     return out
 
 
-def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray, out: np.ndarray | None = None
-                 ) -> np.ndarray:
-    """Apply a 3x4 colour map (12 numbers, row-major, on RGB in [0, 1]) to the masked pixels (into `out`,
-    which may be rgb itself, or a copy)."""
+def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Apply a 3x4 colour map (12 numbers, row-major, on RGB in [0, 1]) to the masked pixels."""
     a = np.asarray(params, np.float32).reshape(3, 4)
     matrix, offset = np.ascontiguousarray(a[:, :3].T), a[:, 3] * np.float32(255.0)
 
@@ -121,7 +113,7 @@ def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray, out: np.
         y += offset
         return np.clip(y, 0.0, 255.0, out=y)
 
-    return _mix(rgb, mask, mapped, out)
+    return _mix(rgb, mask, mapped)
 
 
 def lab_transfer_map(rgb: np.ndarray, mask: np.ndarray, strength: float = 0.5) -> np.ndarray:

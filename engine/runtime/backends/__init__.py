@@ -1,7 +1,7 @@
 """The backend registry: every runtime by name, with its class and what it runs. `load` and `choose`
-read it (so `load` refuses any other name, for the CLI and the server alike), the CLI takes its
-`--backend` choices from it, and the plug-in's list (plugin/protocol.py BACKENDS, standard library
-only) is tested to match it."""
+read it (so `load` refuses any other name), and the CLI takes its `--backend` choices from it. The GIMP
+plug-in names devices instead (`DEVICES`, tested to match plugin/protocol.py's), which `load_device` turns
+into a backend."""
 from __future__ import annotations
 
 import importlib
