@@ -40,15 +40,25 @@ def network_latency(backend: Backend, size: int, batch: int, repeat: int) -> flo
     return median_seconds(lambda: backend.infer(image, mask), repeat)
 
 
+def photo_like(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Smooth random colours with a grain, as int64 (H, W, 3) before clipping: something JPEG encodes as it
+    would a photo."""
+    small = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
+    rgb = np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC)).astype(np.int16)
+    return rgb + rng.integers(-12, 12, (height, width, 1))
+
+
+def ellipse(height: int, width: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    """A filled ellipse (H, W) bool, centre and radii in pixels."""
+    yy, xx = np.ogrid[0:height, 0:width]
+    return (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2) <= 1
+
+
 def make_12mp(folder: Path) -> tuple[Path, Path]:
     """A 4000x3000 photo-like JPEG and its mask, written once for the end-to-end timing."""
     h, w = 3000, 4000
-    rng = np.random.default_rng(1)
-    small = rng.random((30, 40, 3)) * 255
-    rgb = np.asarray(Image.fromarray(small.astype(np.uint8)).resize((w, h), Image.BICUBIC)).astype(np.int16)
-    rgb = np.clip(rgb + rng.integers(-12, 12, (h, w, 1)), 0, 255).astype(np.uint8)
-    yy, xx = np.ogrid[0:h, 0:w]
-    mask = ((((yy - 1700) / 900.0) ** 2 + ((xx - 1800) / 700.0) ** 2) <= 1).astype(np.uint8) * 255
+    rgb = np.clip(photo_like(np.random.default_rng(1), w, h), 0, 255).astype(np.uint8)
+    mask = ellipse(h, w, 1700, 1800, 900.0, 700.0).astype(np.uint8) * 255
     Image.fromarray(rgb).save(folder / "photo.jpg", quality=92)
     Image.fromarray(mask).save(folder / "mask.png")
     return folder / "photo.jpg", folder / "mask.png"
@@ -59,14 +69,10 @@ def make_composites(folder: Path, count: int, width: int = 4000, height: int = 3
     picture each way, in folder/in and folder/masks."""
     src, masks = folder / "in", folder / "masks"
     src.mkdir(parents=True), masks.mkdir(parents=True)
-    yy, xx = np.ogrid[0:height, 0:width]
-    mask = ((((yy - height * 0.55) / (height * 0.3)) ** 2 + ((xx - width * 0.5) / (width * 0.25)) ** 2) <= 1)
+    mask = ellipse(height, width, height * 0.55, width * 0.5, height * 0.3, width * 0.25)
     Image.fromarray(mask.astype(np.uint8) * 255).save(masks / "template.png")
     for i in range(count):
-        rng = np.random.default_rng(i)
-        small = (rng.random((30, 40, 3)) * 255).astype(np.uint8)
-        rgb = np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC)).astype(np.int16)
-        rgb += rng.integers(-12, 12, (height, width, 1), dtype=np.int16)
+        rgb = photo_like(np.random.default_rng(i), width, height)
         rgb[mask] = rgb[mask] * np.array([0.7, 0.9, 1.2])  # the pasted object's cast
         Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(src / f"{i:02d}.jpg", quality=92)
         (masks / f"{i:02d}.png").write_bytes((masks / "template.png").read_bytes())
@@ -92,7 +98,12 @@ def decode_map_encode(src: str, masks: str, out: str) -> None:
         Image.fromarray(result).save(out_dir / composite.name, quality=95)
 
 
-PEAK = "import resource, sys; print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+# The process's own peak, in KiB: VmHWM belongs to its memory since exec, where ru_maxrss would also count
+# the parent's memory, which the forked child shares until it execs.
+PEAK = ("import resource, sys, re, pathlib\n"
+        "status = pathlib.Path('/proc/self/status')\n"
+        "hwm = re.search(r'VmHWM:\\s+(\\d+)', status.read_text()) if status.exists() else None\n"
+        "print('peak', hwm[1] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
 
 
 def batch_throughput(count: int = 10, repeat: int = 3) -> dict:
@@ -120,7 +131,7 @@ def batch_throughput(count: int = 10, repeat: int = 3) -> dict:
                 wall = time.perf_counter() - start
                 if r.returncode != 0:
                     raise RuntimeError(f"{name} failed: {r.stderr[-2000:]}")
-                peak = int(r.stderr.rsplit("peak", 1)[1].split()[0]) / 1024  # ru_maxrss is in KiB
+                peak = int(r.stderr.rsplit("peak", 1)[1].split()[0]) / 1024  # in KiB
                 rows[name].append((wall, peak))
     result = {}
     for name, runs in rows.items():
@@ -228,8 +239,7 @@ def plugin_round_trip(width: int = 4000, height: int = 3000, repeat: int = 3) ->
     rng = np.random.default_rng(2)
     small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
     canvas = np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC))
-    yy, xx = np.ogrid[0:height, 0:width]
-    mask = (((yy - height * 0.55) / (height * 0.3)) ** 2 + ((xx - width * 0.45) / (width * 0.25)) ** 2 <= 1)
+    mask = ellipse(height, width, height * 0.55, width * 0.45, height * 0.3, width * 0.25)
     layer = np.clip(canvas * np.array([0.6, 0.8, 1.2]), 0, 255).astype(np.uint8)
     mask8 = (mask * 255).astype(np.uint8)
     args = (width, height, (0, 0, width, height), canvas.tobytes(), layer.tobytes(), mask8.tobytes())
@@ -257,8 +267,7 @@ def ray_throughput(count: int = 120, width: int = 1600, height: int = 1200, acto
     from ..runtime.plan import folder_jobs
 
     rng = np.random.default_rng(3)
-    yy, xx = np.ogrid[0:height, 0:width]
-    mask = ((((yy - height * 0.55) / (height * 0.3)) ** 2 + ((xx - width * 0.45) / (width * 0.25)) ** 2) <= 1)
+    mask = ellipse(height, width, height * 0.55, width * 0.45, height * 0.3, width * 0.25)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         src, masks = Path(tmp) / "in", Path(tmp) / "masks"
