@@ -258,3 +258,12 @@ def test_tcp_client_without_the_key_gets_an_error_and_nothing_else(tcp_engine, t
 def test_a_tcp_server_needs_a_key():
     with pytest.raises(HarmonizeError, match="needs the plug-in's key"):
         make_server(BackendPool("onnxruntime"), ("127.0.0.1", 0))
+
+
+def test_a_device_the_started_backend_runs_on_is_served_by_it(monkeypatch):
+    """On a CPU machine, asking for the CPU must not load the model a second time."""
+    import engine.runtime.backends as backends
+
+    pool = BackendPool("onnxruntime")
+    monkeypatch.setattr(backends, "load_device", lambda *a: pytest.fail("a second backend was loaded"))
+    assert pool.backend("cpu") is pool.backend("auto") is pool.default

@@ -44,9 +44,11 @@ class BackendPool:
 
     def backend(self, device: str):
         """The backend that runs this pool's model on `device` ("auto": the one the server started
-        with), loaded on first use."""
+        with, which also serves the device it runs on), loaded on first use."""
         from ..runtime.backends import load_device
 
+        if device == self.default.device:
+            return self.default
         if device not in self.loaded:
             self.loaded[device] = load_device(device, self.model)
         return self.loaded[device]
