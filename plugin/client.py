@@ -108,13 +108,20 @@ def ping(config: dict | None = None, timeout: float = 30.0) -> dict:
     return _exchange(connect(address_of(config), config), protocol.encode({"op": "ping"}), timeout)[0]
 
 
-def open_engine(config: dict, status=None) -> socket.socket:
-    """A connection to the engine server, starting one in the background when none answers."""
-    address = address_of(config)
+def _try_connect(address, config: dict) -> socket.socket | None:
+    """A connection to the server, or None when nothing listens there (yet)."""
     try:
         return connect(address, config)
     except OSError:
-        pass
+        return None
+
+
+def open_engine(config: dict, status=None) -> socket.socket:
+    """A connection to the engine server, starting one in the background when none answers."""
+    address = address_of(config)
+    sock = _try_connect(address, config)
+    if sock is not None:
+        return sock
     if rendezvous.in_flatpak():
         raise EngineError(flatpak_message(config, address))
     starting = rendezvous.FileLock(rendezvous.start_lock_path(address))
@@ -122,10 +129,9 @@ def open_engine(config: dict, status=None) -> socket.socket:
         raise EngineError(f"another call has been starting the engine for {START_TIMEOUT:.0f} s; see "
                           f"{rendezvous.log_path(address)}")
     try:
-        try:  # the call that held the lock may have started it meanwhile
-            return connect(address, config)
-        except OSError:
-            pass
+        sock = _try_connect(address, config)  # the call that held the lock may have started it meanwhile
+        if sock is not None:
+            return sock
         if status:
             status("Harmonize Layer: starting the engine (the first call loads the model)")
         return _wait_for_server(_start_server(config, address), address, config)
@@ -167,16 +173,11 @@ def _start_server(config: dict, address) -> subprocess.Popen:
 
 def _wait_for_server(proc: subprocess.Popen, address, config: dict) -> socket.socket:
     deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            return connect(address, config)
-        except OSError:
-            pass
+    while (sock := _try_connect(address, config)) is None:
         if proc.poll() is not None:
-            try:  # it may have found another server that had just started: use that one
-                return connect(address, config)
-            except OSError:
-                pass
+            sock = _try_connect(address, config)  # it may have found another server that had just started
+            if sock is not None:
+                return sock
             lines = rendezvous.log_path(address).read_text(errors="replace").strip().splitlines()
             raise EngineError(f"the engine did not start: {lines[-1] if lines else f'exit status {proc.returncode}'}"
                               f" (log: {rendezvous.log_path(address)})")
@@ -184,6 +185,7 @@ def _wait_for_server(proc: subprocess.Popen, address, config: dict) -> socket.so
             raise EngineError(f"the engine did not answer within {START_TIMEOUT:.0f} s of starting (log: "
                               f"{rendezvous.log_path(address)})")
         time.sleep(0.05)
+    return sock
 
 
 def harmonize(width: int, height: int, rect, background: bytes, rgb: bytes, mask: bytes, strength: float = 1.0,
