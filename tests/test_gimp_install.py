@@ -136,3 +136,12 @@ def test_install_without_gimp_makes_no_gimp_folder(home, capsys):
     assert not (home / ".config").exists() and not (home / ".var").exists()
     assert main(["gimp", "--check"]) == 1
     assert "GIMP 3 profiles found: none" in capsys.readouterr().out
+
+
+def test_a_tcp_server_finds_the_key_of_the_newest_installed_plugin(home):
+    from engine.gimp.install import installed_key
+
+    assert installed_key() is None
+    profile(home / NATIVE / "3.0"), profile(home / NATIVE / "3.2")
+    assert main(["gimp", "install", "--all-profiles"]) == 0
+    assert installed_key() == str(home / NATIVE / "3.2" / "plug-ins" / "harmonize_layer" / "engine.key")

@@ -11,6 +11,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from plugin import rendezvous
 
     from ..errors import InputError
+    from ..gimp.install import installed_key
     from ..gimp.server import serve
 
     if args.flatpak:
@@ -21,7 +22,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         address = args.socket or rendezvous.default_address()
     key = None
     if isinstance(address, tuple):
-        key_file = args.key_file or _installed_key()
+        key_file = args.key_file or installed_key()
         if key_file is None:
             raise InputError("a server on TCP needs the plug-in's key: run 'harmonize gimp install' first, or give "
                              "--key-file")
@@ -31,17 +32,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise InputError(f"cannot read the key {key_file}: {exc}") from None
     serve(args.backend, args.model, address, key=key, idle_minutes=args.idle_minutes)
     return 0
-
-
-def _installed_key() -> str | None:
-    """The key of the plug-in in the newest GIMP profile, where one is installed."""
-    from ..gimp.install import find_profiles, plugin_dir
-
-    for profile in find_profiles():
-        key = plugin_dir(profile.path) / "engine.key"
-        if key.exists():
-            return str(key)
-    return None
 
 
 def cmd_gimp(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from ..errors import InputError
 NAME = "harmonize_layer"
 FILES = ("harmonize_layer.py", "gimpfu_shim.py", "client.py", "protocol.py", "rendezvous.py")
 PROFILE = re.compile(r"3\.(\d+)")
+KEY_NAME = "engine.key"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def engine_config(dest: Path, flatpak: bool, address: str | None = None) -> dict
     from ..runtime.backends import devices
 
     config = {"python": sys.executable, "version": __version__, "devices": list(devices()),
-              "idle_minutes": client.IDLE_MINUTES, "key_file": str(dest / "engine.key")}
+              "idle_minutes": client.IDLE_MINUTES, "key_file": str(dest / KEY_NAME)}
     if address:
         config["address"] = address
     elif flatpak:  # the sandbox does not share $XDG_RUNTIME_DIR: meet under the home folder
@@ -106,9 +107,19 @@ def install(profile_path: Path, address: str | None = None, flatpak: bool = Fals
     config = engine_config(dest, flatpak, address)
     if python:
         config["python"] = python
-    rendezvous.write_key(dest / "engine.key")
+    rendezvous.write_key(config["key_file"])
     (dest / client.CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
     return dest
+
+
+def installed_key() -> str | None:
+    """The key file of the plug-in in the newest GIMP profile that has one installed."""
+    for profile in find_profiles():
+        dest = plugin_dir(profile.path)
+        key_file = client.read_config(dest).get("key_file") if (dest / client.CONFIG_NAME).exists() else None
+        if key_file and Path(key_file).exists():
+            return key_file
+    return None
 
 
 def uninstall(profile_path: Path) -> bool:
