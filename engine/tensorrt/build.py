@@ -38,10 +38,10 @@ class BuildProfile:
     max_batch: int = 4
 
 
-def ensure_rtx_library_link(t) -> None:
+def ensure_rtx_library_link() -> None:
     """TensorRT for RTX's parser dlopens libtensorrt_rtx.so when it meets a plugin node, but the wheel
     ships only libtensorrt_rtx.so.1: without the link the process aborts. Make it, or say how."""
-    if "rtx" not in t.__name__:
+    if "rtx" not in trt.__name__:
         return
     import tensorrt_rtx_libs
 
@@ -77,8 +77,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, comput
                  verbose: bool = False) -> Path:
     """Build and write the engine for `compute_capability` (None: this machine's GPU) and its sidecar;
     returns the engine path."""
-    t = trt
-    ensure_rtx_library_link(t)
+    ensure_rtx_library_link()
     onnx_path = Path(onnx_path)
     onnx_bytes = onnx_path.read_bytes()
     import onnx
@@ -97,16 +96,16 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, comput
     out = Path(out) if out else engine_path(onnx_path.stem, cc)
     register_plugin(target_cc=cc)  # the plugins the parser creates compile their PTX for sm_cc
     logger = BuildLogger(verbose)
-    builder = t.Builder(logger)
+    builder = trt.Builder(logger)
     network = builder.create_network(0)
-    parser = t.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise HarmonizeError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
-    if "rtx" in t.__name__:
+    if "rtx" in trt.__name__:
         config.num_compute_capabilities = 1
-        config.set_compute_capability(getattr(t.ComputeCapability, f"SM{cc}"), 0)
+        config.set_compute_capability(getattr(trt.ComputeCapability, f"SM{cc}"), 0)
     shapes = builder.create_optimization_profile()
     for name, channels in (("image", 3), ("mask", 1)):
         shapes.set_shape(name, (1, channels, min_size, min_size), (1, channels, opt_size, opt_size),
@@ -120,7 +119,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, comput
     if serialized is None:
         raise HarmonizeError(f"TensorRT failed to build {onnx_path}; run with --verbose for its log")
     plugin_layers = [m for m in logger.lines if re.search(r"Serialized custom layer data size", m, re.I)]
-    expected = sum(1 for i in range(network.num_layers) if network.get_layer(i).type == t.LayerType.PLUGIN_V3)
+    expected = sum(1 for i in range(network.num_layers) if network.get_layer(i).type == trt.LayerType.PLUGIN_V3)
     if expected == 0 or len(plugin_layers) < expected:
         raise HarmonizeError(f"the parser did not take our plugin for the harmony nodes "
                              f"({expected} plugin layers, {len(plugin_layers)} serialized)")
@@ -131,7 +130,7 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, comput
     meta = dict(
         head=model_meta.get("head", "affine"), working_size=int(model_meta["size"]),
         lab_mix=float(model_meta.get("lab_mix", 0)),
-        library=f"{t.__name__} {t.__version__}", gpu=cuda_device.gpu_name(), compute_capability=cc,
+        library=f"{trt.__name__} {trt.__version__}", gpu=cuda_device.gpu_name(), compute_capability=cc,
         onnx=str(onnx_path), onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(), plugin_version=PLUGIN_VERSION,
         plugin_layers=expected, plugin_log=plugin_layers, build_seconds=round(time.perf_counter() - start, 1),
         profile=dict(min=[1, min_size, min_size], opt=[1, opt_size, opt_size], max=[max_batch, max_size, max_size]),
