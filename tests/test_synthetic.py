@@ -131,8 +131,8 @@ def test_each_named_edit_changes_colours_and_strong_edits_reach_further():
         moved = {}
         for strong in (0, 1):
             r = {k: v[strong] for k, v in RANGES.items()}
-            moved[strong] = np.mean([np.abs(edit(fg, reference, r, np.random.default_rng(s)) - fg).mean()
-                                     for s in range(40)])
+            draws = [edit.draw(r, np.random.default_rng(s)) for s in range(40)]
+            moved[strong] = np.mean([np.abs(edit.apply(fg, reference, p) - fg).mean() for p in draws])
         assert moved[0] > 1e-3, f"{name} left the pixels as they were"
         assert moved[1] > moved[0], f"strong {name} moved pixels {moved[1]:.4f}, normal {moved[0]:.4f}"
 
@@ -250,15 +250,15 @@ def test_histogram_matching_known_answer():
 
 
 def test_idt_moves_the_whole_distribution_and_leaves_a_matching_one_alone():
-    from engine.training.synthetic import pitie_idt
+    from engine.training.synthetic import idt_rotations, pitie_idt
 
     rng = np.random.default_rng(1)
     ref = np.clip(rng.multivariate_normal([0.6, 0.4, 0.3], np.diag([0.01, 0.004, 0.002]), 5000), 0, 1)
     x = np.clip(rng.multivariate_normal([0.3, 0.5, 0.6], np.diag([0.002, 0.01, 0.004]), 4000), 0, 1)
-    got = pitie_idt(x.astype(np.float32), ref.astype(np.float32), np.random.default_rng(2))
+    got = pitie_idt(x.astype(np.float32), ref.astype(np.float32), idt_rotations(np.random.default_rng(2)))
     assert np.abs(got.mean(0) - ref.mean(0)).max() < 0.01, "the means follow the reference"
     assert np.abs(np.cov(got.T) - np.cov(ref.T)).max() < 0.002, "so does the covariance, off-diagonal too"
-    same = pitie_idt(ref.astype(np.float32), ref.astype(np.float32), np.random.default_rng(3))
+    same = pitie_idt(ref.astype(np.float32), ref.astype(np.float32), idt_rotations(np.random.default_rng(3)))
     assert np.abs(same - ref).max() < 1e-6, "a distribution that already matches is left as it is"
 
 

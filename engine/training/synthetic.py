@@ -7,7 +7,10 @@ the target. numpy and Pillow only, deterministic per (seed, index).
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -124,52 +127,72 @@ RANGES = {
 }
 
 
-def _transfer(x, reference, r, rng):  # colour statistics transferred (partly) from another photo
-    a = rng.uniform(*r["transfer"])
+# Each edit is drawn, then applied: draw(ranges, rng) gives its parameters as a tuple of floats, before
+# any pixel is touched, so that the batched path (batched.py) can apply the same draws on a torch device;
+# apply(pixels (N, 3), reference pixels (M, 3), parameters) edits the pixels.
+class Edit(NamedTuple):
+    draw: Callable[[dict, np.random.Generator], tuple[float, ...]]
+    apply: Callable[[np.ndarray, np.ndarray, tuple[float, ...]], np.ndarray]
+
+
+def _transfer(x, reference, p):  # colour statistics transferred (partly) from another photo
     mu, sd = x.mean(0), x.std(0) + 1e-3
     rmu, rsd = reference.mean(0), reference.std(0) + 1e-3
-    return x + a * (((x - mu) / sd * rsd + rmu) - x)
+    return x + p[0] * (((x - mu) / sd * rsd + rmu) - x)
 
 
-def _white_balance(x, reference, r, rng):
-    return x * rng.uniform(*r["gain"], size=3).astype(np.float32)
+def _white_balance(x, reference, p):
+    return x * np.asarray(p, np.float32)
 
 
-def _exposure(x, reference, r, rng):
-    return x * np.float32(2.0 ** rng.uniform(*r["stops"]))
+def _exposure(x, reference, p):
+    return x * np.float32(p[0])
 
 
-def _gamma(x, reference, r, rng):  # a tone curve
-    return np.clip(x, 0, 1) ** np.float32(rng.uniform(*r["gamma"]))
+def _gamma(x, reference, p):  # a tone curve
+    return np.clip(x, 0, 1) ** np.float32(p[0])
 
 
-def _saturation(x, reference, r, rng):
+def _saturation(x, reference, p):
     y = _luma(x)[:, None]
-    return y + np.float32(rng.uniform(*r["saturation"])) * (x - y)
+    return y + np.float32(p[0]) * (x - y)
 
 
-def _hue(x, reference, r, rng):  # a rotation about the grey axis
-    t = np.deg2rad(rng.uniform(*r["hue"]))
+def hue_rotation(degrees: float) -> np.ndarray:
+    """The 3x3 rotation of RGB about the grey axis by `degrees` (float64)."""
+    t = np.deg2rad(degrees)
     k = np.ones(3, np.float32) / np.sqrt(3)
     kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], np.float32)
-    rot = np.eye(3, dtype=np.float32) + np.sin(t) * kx + (1 - np.cos(t)) * kx @ kx
-    return x @ rot.T
+    return np.eye(3, dtype=np.float32) + np.sin(t) * kx + (1 - np.cos(t)) * kx @ kx
 
 
-def _contrast(x, reference, r, rng):
+def _hue(x, reference, p):  # a rotation about the grey axis
+    return x @ hue_rotation(p[0]).T
+
+
+def _contrast(x, reference, p):
     m = x.mean(0)
-    return m + np.float32(rng.uniform(*r["contrast"])) * (x - m)
+    return m + np.float32(p[0]) * (x - m)
 
 
-# The ways a pasted object's colours go wrong, by name; each takes (pixels (N, 3), reference pixels,
-# this draw's ranges, rng). Their order is part of the random streams: append, never reorder.
+def _uniform(key: str):
+    return lambda r, rng: (rng.uniform(*r[key]),)
+
+
+# The ways a pasted object's colours go wrong, by name. Their order and draws are part of the random
+# streams: append, never reorder.
 EDITS = {
-    "transfer": _transfer, "white balance": _white_balance, "exposure": _exposure, "gamma": _gamma,
-    "saturation": _saturation, "hue": _hue, "contrast": _contrast,
+    "transfer": Edit(_uniform("transfer"), _transfer),
+    "white balance": Edit(lambda r, rng: tuple(float(g) for g in rng.uniform(*r["gain"], size=3)), _white_balance),
+    "exposure": Edit(lambda r, rng: (2.0 ** rng.uniform(*r["stops"]),), _exposure),
+    "gamma": Edit(_uniform("gamma"), _gamma),
+    "saturation": Edit(_uniform("saturation"), _saturation),
+    "hue": Edit(_uniform("hue"), _hue),
+    "contrast": Edit(_uniform("contrast"), _contrast),
 }
 
 
-def reinhard(x: np.ndarray, reference: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+def reinhard(x: np.ndarray, reference: np.ndarray, params=None) -> np.ndarray:
     """Reinhard's transfer: pixels (N, 3) in [0, 1] given the Lab mean and std of the reference's (M, 3)."""
     return lab_to_rgb(move_lab_statistics(rgb_to_lab(x), rgb_to_lab(reference), 1.0)) / np.float32(255)
 
@@ -181,37 +204,65 @@ def _match_1d(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.interp(ranks, np.linspace(0.0, 1.0, len(reference)), np.sort(reference))
 
 
-def histogram_match(x: np.ndarray, reference: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+def histogram_match(x: np.ndarray, reference: np.ndarray, params=None) -> np.ndarray:
     """Histogram matching per RGB channel: every channel's distribution becomes the reference's."""
     return np.stack([_match_1d(x[:, c], reference[:, c]) for c in range(3)], 1).astype(np.float32)
 
 
-def pitie_idt(x: np.ndarray, reference: np.ndarray, rng: np.random.Generator, iterations: int = 8) -> np.ndarray:
-    """Pitié's iterative distribution transfer: along random orthonormal axes, each projection matched to
-    the reference's, repeated until the 3D distribution follows (Pitié, Kokaram, Dahyot 2005)."""
+IDT_ITERATIONS = 8
+
+
+def idt_rotations(rng: np.random.Generator, iterations: int = IDT_ITERATIONS) -> np.ndarray:
+    """The random orthonormal axes of `pitie_idt`'s iterations: (iterations, 3, 3) float64."""
+    return np.stack([np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(iterations)])
+
+
+def pitie_idt(x: np.ndarray, reference: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+    """Pitié's iterative distribution transfer: along each of the `rotations`' orthonormal axes (see
+    `idt_rotations`), each projection matched to the reference's, until the 3D distribution follows
+    (Pitié, Kokaram, Dahyot 2005)."""
     y = x.astype(np.float64)
     ref = reference.astype(np.float64)
-    for _ in range(iterations):
-        rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    for rotation in rotations:
         py, pr = y @ rotation, ref @ rotation
         y = np.stack([_match_1d(py[:, k], pr[:, k]) for k in range(3)], 1) @ rotation.T
     return np.clip(y, 0, 1).astype(np.float32)
 
 
+class Transfer(NamedTuple):
+    draw: Callable[[np.random.Generator], np.ndarray | None]
+    apply: Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
+
+
 # How HCOCO's and HFlickr's composites were made: the object recoloured towards a reference object of its
 # category in another photo, by one of several colour transfers (DoveNet, Cong et al. CVPR 2020).
-TRANSFERS = {"reinhard": reinhard, "histogram": histogram_match, "idt": pitie_idt}
+TRANSFERS = {
+    "reinhard": Transfer(lambda rng: None, reinhard),
+    "histogram": Transfer(lambda rng: None, histogram_match),
+    "idt": Transfer(idt_rotations, pitie_idt),
+}
+
+
+def draw_edits(rng: np.random.Generator, strong: bool = False) -> list[tuple[str, tuple[float, ...]]]:
+    """Random EDITS, of how composites go wrong, as (name, parameters): 1 to 3 edits, or with `strong`
+    2 to 4 edits over wider ranges."""
+    r = {k: v[int(strong)] for k, v in RANGES.items()}
+    names = list(EDITS)
+    picks = rng.choice(len(names), size=rng.integers(2, 5) if strong else rng.integers(1, 4), replace=False)
+    return [(names[e], EDITS[names[e]].draw(r, rng)) for e in picks]
+
+
+def apply_edits(fg: np.ndarray, reference: np.ndarray, edits: list[tuple[str, tuple[float, ...]]]) -> np.ndarray:
+    """Foreground pixels (N, 3) in [0, 1] with `edits` (from `draw_edits`) applied in turn, clipped."""
+    x = fg.astype(np.float32)
+    for name, params in edits:
+        x = EDITS[name].apply(x, reference, params)
+    return np.clip(x, 0, 1).astype(np.float32)  # float64 scalars (the hue rotation) promote
 
 
 def recolour(fg: np.ndarray, reference: np.ndarray, rng: np.random.Generator, strong: bool = False) -> np.ndarray:
-    """Recolour foreground pixels (N, 3) in [0, 1] by random EDITS, of how composites go wrong: 1 to 3
-    edits, or with `strong` 2 to 4 edits over wider ranges."""
-    x = fg.astype(np.float32)
-    r = {k: v[int(strong)] for k, v in RANGES.items()}
-    edits = list(EDITS.values())
-    for e in rng.choice(len(edits), size=rng.integers(2, 5) if strong else rng.integers(1, 4), replace=False):
-        x = edits[e](x, reference, r, rng)
-    return np.clip(x, 0, 1).astype(np.float32)  # float64 scalars (the hue rotation) promote
+    """Recolour foreground pixels (N, 3) in [0, 1] by random EDITS (`draw_edits`)."""
+    return apply_edits(fg, reference, draw_edits(rng, strong))
 
 
 def random_blob_mask(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -239,6 +290,44 @@ def _view_around(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int, 
     y0 = rng.integers(max(0, by1 - ch), min(by0, h - ch) + 1)
     x0 = rng.integers(max(0, bx1 - cw), min(bx0, w - cw) + 1)
     return int(y0), int(x0), ch, cw
+
+
+@dataclass
+class Plan:
+    """One synthetic composite before its pixels are made: the view of the photo (uint8 (size, size, 3)),
+    the object's mask (bool), the reference pixels an edit moves colours towards, and every random
+    choice: the target's own edits (restyle), the object's edits or its colour transfer (name, donor
+    pixels, parameters), how much of the edit a mild composite keeps, and the mirror flip."""
+
+    photo: np.ndarray
+    mask: np.ndarray
+    reference: np.ndarray
+    restyle: list[tuple[str, tuple[float, ...]]] | None = None
+    edits: list[tuple[str, tuple[float, ...]]] | None = None
+    transfer: tuple[str, np.ndarray, np.ndarray | None] | None = None
+    mild: float | None = None
+    flip: bool = False
+
+
+def render(plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Plan's (composite, mask, real) as float32 (3|1, size, size): the reference the batched path
+    (batched.render_batch) is tested against."""
+    photo, m = plan.photo.astype(np.float32) / 255, plan.mask
+    real = photo
+    if plan.restyle is not None:
+        real = apply_edits(photo.reshape(-1, 3), plan.reference, plan.restyle).reshape(photo.shape)
+    comp = real.copy()
+    if plan.transfer is not None:
+        name, donor, params = plan.transfer
+        comp[m] = TRANSFERS[name].apply(photo[m], donor, params)
+    else:
+        comp[m] = apply_edits(photo[m], plan.reference, plan.edits)
+    if plan.mild is not None:
+        comp[m] = real[m] + np.float32(plan.mild) * (comp[m] - real[m])
+    if plan.flip:
+        comp, m, real = comp[:, ::-1], m[:, ::-1], real[:, ::-1]
+    comp, real = (np.ascontiguousarray(a.transpose(2, 0, 1)) for a in (comp, real))
+    return comp, m[None].astype(np.float32), real
 
 
 class SyntheticComposites:
@@ -289,14 +378,19 @@ class SyntheticComposites:
         return 10**9  # an endless stream; the trainer counts steps
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return render(self.draw(index))
+
+    def draw(self, index: int) -> Plan:
+        """Sample `index`'s every random choice, and its view of the photo: what `render` (here) or
+        `batched.render_batch` (on a torch device, a batch at a time) turns into a composite."""
         rng = np.random.default_rng((self.seed, index))
         for _ in range(20):
-            sample = self._try(rng)
-            if sample is not None:
-                return sample
+            plan = self._try(rng)
+            if plan is not None:
+                return plan
         raise RuntimeError("could not draw a synthetic composite with a usable mask")
 
-    def _try(self, rng: np.random.Generator):
+    def _try(self, rng: np.random.Generator) -> Plan | None:
         item = rng.integers(len(self.items))
         img, masks = self.items[item]
         h, w = img.shape[:2]
@@ -318,28 +412,23 @@ class SyntheticComposites:
             y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
         box = (x0, y0, x0 + cw, y0 + ch)
         s = (self.size, self.size)
-        real = np.asarray(Image.fromarray(img).resize(s, Image.BICUBIC, box=box), np.float32) / 255
         m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(s, Image.BILINEAR, box=box)) > 127
         if not 0.01 <= m.mean() <= 0.8:
             return None
-        ref_img = self.items[rng.integers(len(self.items))][0]
-        reference = reference_pixels(ref_img)
-        photo = real
+        photo = np.asarray(Image.fromarray(img).resize(s, Image.BICUBIC, box=box))
+        plan = Plan(photo, m, reference_pixels(self.items[rng.integers(len(self.items))][0]))
         if self.restyle and rng.random() < self.restyle:  # drawn only when asked, as for mild
-            real = recolour(photo.reshape(-1, 3), reference, rng).reshape(photo.shape)
-        comp = real.copy()
+            plan.restyle = draw_edits(rng)
         donor = self._same_category_pixels(category, item, rng)
         if donor is not None:  # one method draws nothing, so the streams of reinhard-only runs are unchanged
-            pick = 0 if len(self.transfers) == 1 else rng.integers(len(self.transfers))
-            comp[m] = TRANSFERS[self.transfers[pick]](photo[m], donor, rng)
+            name = self.transfers[0 if len(self.transfers) == 1 else rng.integers(len(self.transfers))]
+            plan.transfer = (name, donor, TRANSFERS[name].draw(rng))
         else:
-            comp[m] = recolour(photo[m], reference, rng, self.strong)
+            plan.edits = draw_edits(rng, self.strong)
         if self.mild and rng.random() < self.mild:  # drawn only when asked, so mild=0 streams are unchanged
-            comp[m] = real[m] + np.float32(rng.uniform(0.0, 0.3)) * (comp[m] - real[m])
-        if rng.random() < 0.5:
-            comp, m, real = comp[:, ::-1], m[:, ::-1], real[:, ::-1]
-        comp, real = (np.ascontiguousarray(a.transpose(2, 0, 1)) for a in (comp, real))
-        return comp, m[None].astype(np.float32).copy(), real
+            plan.mild = rng.uniform(0.0, 0.3)
+        plan.flip = bool(rng.random() < 0.5)
+        return plan
 
     def _same_category_pixels(self, category: str | None, item: int, rng: np.random.Generator):
         """A sample of the pixels of an object of `category` in another photo, drawn with probability
