@@ -1,9 +1,9 @@
 """On an NVIDIA GPU (marked `gpu`; they skip, saying so, on a machine without one): the kernels against the
 PyTorch reference (gpu-check), the torch backend on CUDA against ONNX Runtime on the bench triples, and the
-shipped model's quality floors with the network in FP16 on the GPU."""
+shipped model's quality floors with the network in FP16 on the GPU; synthetic composites made on the GPU."""
 import numpy as np
 import pytest
-from conftest import BENCH, needs_bench
+from conftest import BENCH, DATA, needs_bench, needs_data
 from test_benchmark import FLOORS, score
 
 torch = pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
@@ -41,3 +41,16 @@ def test_fp16_on_the_gpu_holds_the_quality_floors(name):
         infer = backend.infer_impl
         backend.infer_impl = lambda image, mask: infer(image.astype(np.float16), mask.astype(np.float16))
         score(name, backend)
+
+
+@needs_data
+def test_composites_made_on_the_gpu_are_the_cpus():
+    """--render device on a GPU makes the composites the CPU makes for the same seed (batched.render_batch)."""
+    from engine.training import batched, synthetic
+
+    data = synthetic.SyntheticComposites(DATA, 128, seed=7, strong=True, mild=0.2, restyle=0.5, closeup=0.5,
+                                         same_category=0.7, transfers=("reinhard", "histogram", "idt"))
+    batch = batched.collate([batched.encode(data.draw(i)) for i in range(32)])
+    cpu, gpu = batched.render_batch(batch, "cpu"), batched.render_batch(batch, "cuda")
+    for name, a, b in zip(("composite", "mask", "real"), cpu, gpu, strict=True):
+        assert torch.abs(a - b.cpu()).max() < 1 / 255, name

@@ -267,3 +267,24 @@ def test_an_unknown_transfer_is_refused_before_anything_loads(tmp_path):
 
     with pytest.raises(ValueError, match="transfers must name some of reinhard, histogram, idt, not warp"):
         SyntheticComposites(tmp_path / "nowhere", transfers=("reinhard", "warp"))
+
+
+@needs_data
+def test_packed_pictures_are_what_a_256_px_run_reads(tmp_path):
+    """pack_sources keeps the permissive pictures only, the masks exactly as the stream reads them, the photos
+    as JPEGs at the stream's resolution; and it refuses to write into a folder that holds something."""
+    from engine.errors import InputError
+    from engine.training.synthetic import SyntheticComposites, pack_sources
+
+    written = pack_sources(DATA, tmp_path / "packed", 256)
+    assert written < 31 * 2**20, "small enough to carry beside the repository"
+    packed, original = (SyntheticComposites(d, 256, more=True) for d in (tmp_path / "packed", DATA))
+    assert len(packed.items) == len(original.items) and packed.categories == original.categories
+    loss = []
+    for (photo_a, masks_a), (photo_b, masks_b) in zip(packed.items, original.items, strict=True):
+        assert photo_a.shape == photo_b.shape
+        loss.append(np.abs(photo_a.astype(int) - photo_b).mean())
+        assert all(np.array_equal(a, b) for a, b in zip(masks_a, masks_b, strict=True))
+    assert np.mean(loss) < 1.5 and max(loss) < 8, "the photos, to JPEG's loss (in levels)"
+    with pytest.raises(InputError, match="not empty"):
+        pack_sources(DATA, tmp_path / "packed", 256)

@@ -36,13 +36,13 @@ def test_a_time_budget_ends_the_run_and_its_schedule_and_resumes_with_what_is_le
             "--batch-size", "2", "--workers", "0", "--steps", "1000000", "--lr", "0.01", "--minutes"]
     assert main(args + ["0.03"]) == 0
     first = torch.load(out, weights_only=True)
-    assert 1.8 <= first["elapsed"] < 2.0 and 3 <= first["step"] < 20
+    assert 1.8 <= first["elapsed"] < 2.1 and 3 <= first["step"] < 20
     assert first["optimizer"]["param_groups"][0]["lr"] < 0.05 * 0.01, "the cosine schedule must end with the time"
     assert main(args + ["0.03", "--resume"]) == 0
     assert torch.load(out, weights_only=True)["step"] == first["step"], "a spent budget trains no further"
     assert main(args + ["0.06", "--resume"]) == 0
     second = torch.load(out, weights_only=True)
-    assert second["step"] > first["step"] + 3 and 3.6 <= second["elapsed"] < 3.8
+    assert second["step"] > first["step"] + 3 and 3.6 <= second["elapsed"] < 3.9
 
 
 @needs_data

@@ -1,11 +1,12 @@
 """`harmonize bench`: latency of every available backend in one run, ratios against PyTorch; or the
-plug-in's engine call, or images per second on Ray."""
+plug-in's engine call, images per second on Ray, or synthetic training composites per second."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
+from ..errors import require
 from . import add_reference, add_verb
 
 
@@ -21,6 +22,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         result = batch_throughput(args.count)
         print(json.dumps(result, indent=1) if args.json else throughput_table(result))
+        return 0
+    if args.synthesis:
+        require("torch", "train")
+        from ..evaluation.bench import synthesis_table, synthesis_throughput
+
+        result = synthesis_throughput(args.synthesis, args.device)
+        print(json.dumps(result, indent=1) if args.json else synthesis_table(result))
         return 0
     if args.plugin:
         from ..evaluation.bench import plugin_round_trip
@@ -56,5 +64,9 @@ def register(sub) -> None:
     b.add_argument("--throughput", action="store_true",
                    help="harmonize run over 12 MP JPEGs against a decode-map-encode loop, whole processes, instead")
     b.add_argument("--count", type=int, default=10, help="pictures for --throughput (default 10)")
+    b.add_argument("--synthesis", metavar="DATA",
+                   help="synthetic training composites per second from the photos in DATA (../shared/data): a "
+                        "sample at a time, against drawn on the CPU and made in batches on --device, instead")
+    b.add_argument("--device", default="cpu", help="where --synthesis makes its batches: cpu or cuda (default cpu)")
     b.add_argument("--ray", action="store_true",
                    help="images per second of harmonize run, plain and on a local Ray with 1 and 2 actors, instead")

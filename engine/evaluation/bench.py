@@ -301,3 +301,49 @@ def ray_table(rows: list[dict]) -> str:
                      f"| {r['end_to_end']:.2f} ({r['end_to_end'] / base['end_to_end']:.2f}x) "
                      f"| {r['after_start']:.2f} ({r['after_start'] / base['after_start']:.2f}x) |")
     return "\n".join(lines)
+
+
+# The composites of recipes/gpu-round-5.sh, whose training waited on the loader's workers.
+SYNTHESIS_RECIPE = dict(strong=True, mild=0.2, restyle=0.5, closeup=0.5, more=True, same_category=0.5,
+                        transfers=("reinhard", "histogram", "idt"))
+
+
+def synthesis_throughput(data: str | Path, device: str = "cpu", size: int = 256, count: int = 96,
+                         batch: int = 16, repeat: int = 3) -> dict:
+    """Synthetic composites per second, in one process on one CPU thread (a loader worker's lot), median of
+    `repeat`: made a sample at a time (`--render loader`), only drawn (a worker's share with `--render
+    device`), and rendered a batch at a time on `device` from drawn plans."""
+    import torch
+
+    from ..training.batched import collate, encode, render_batch
+    from ..training.synthetic import SyntheticComposites, render
+
+    torch.set_num_threads(1)
+    synthetic = SyntheticComposites(data, size, seed=0, **SYNTHESIS_RECIPE)
+    plans = [encode(synthetic.draw(i)) for i in range(count)]
+
+    def render_all() -> None:
+        for k in range(0, count - batch + 1, batch):
+            render_batch(collate(plans[k:k + batch]), device)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    render_all()  # warm-up: CUDA's context, the first kernels
+    seconds = {
+        "a sample at a time (--render loader)": median_seconds(
+            lambda: [render(synthetic.draw(i)) for i in range(count)], repeat, warmup=0),
+        "drawn only (a worker's share with --render device)": median_seconds(
+            lambda: [encode(synthetic.draw(i)) for i in range(count)], repeat, warmup=0),
+        f"rendered in batches of {batch} on {device}": median_seconds(render_all, repeat, warmup=0),
+    }
+    rates = {name: (count if "batches" not in name else count // batch * batch) / s for name, s in seconds.items()}
+    names = list(rates)
+    return dict(size=size, device=device, samples_per_second=rates, worker_gain=rates[names[1]] / rates[names[0]])
+
+
+def synthesis_table(result: dict) -> str:
+    """Markdown: samples per second of each way, and what a loader worker gains with --render device."""
+    lines = [f"| synthetic composites at {result['size']} px | samples/s |", "|---|---|"]
+    lines += [f"| {name} | {rate:.1f} |" for name, rate in result["samples_per_second"].items()]
+    gain = result["worker_gain"]
+    return "\n".join(lines) + f"\n\nsamples per loader worker, --render device against loader: {gain:.1f}x"

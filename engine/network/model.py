@@ -25,6 +25,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "paper": dict(widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256,
                   mask_pool="authors"),
     "medium": dict(widths=(32, 64, 128, 256, 128), decoder=(128, 64, 32), head="affine", size=256, prior=0.5),
+    "wide": dict(widths=(40, 80, 160, 320, 160), decoder=(160, 80, 40), head="affine", size=256, prior=0.5),
     "small": dict(widths=(16, 32, 64, 128, 64), decoder=(64, 32, 32), head="affine", size=128, prior=0.5),
     "tiny": dict(widths=(8, 8, 16, 16, 16), decoder=(16, 8, 8), head="affine", size=64, prior=0.0),
 }

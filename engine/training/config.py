@@ -19,12 +19,14 @@ class TrainConfig:
     """Everything a run needs but its output path. The paper's recipe: config="paper",
     iharmony4=ROOT, batch_size=24, optimizer="adadelta", lr=1.0, loss="mse"."""
 
-    config: str = _option(CPU_CONFIG, "paper, medium, small or tiny")
+    config: str = _option(CPU_CONFIG, "paper, wide, medium, small or tiny")
     data: str | None = _option(None, "folder of training photos and masks (../shared/data layout)")
     iharmony4: str | None = _option(None, "iHarmony4 root: train on its *_train.txt lists")
     batch_size: int = _option(16, "samples per step")
     steps: int = _option(4000, "length of the learning-rate schedule")
     until: int | None = _option(None, "stop at this step (the schedule still spans --steps)")
+    pause_after: float | None = _option(None, "stop this process after this many minutes, checkpointed to resume "
+                                        "(the schedule still spans --steps or --minutes)")
     minutes: float | None = _option(None, "train this long instead (wall clock, resumes included): the schedule "
                                     "spans the time, and --steps only caps the steps")
     lr: float = _option(1e-3, "peak learning rate (cosine decay over --steps, or --minutes)")
@@ -45,6 +47,9 @@ class TrainConfig:
     transfers: str = _option("reinhard", "colour transfers a same-category composite draws from, comma-separated: "
                              "reinhard (Lab statistics), histogram (matching per channel), idt (Pitie's iterative "
                              "distribution transfer)")
+    render: str = _option("loader", "where synthetic composites are made: in the loader's workers a sample at a time, "
+                          "or on --device a batch at a time from what the workers draw (the same composites, "
+                          "several times the samples per worker)", choices=("loader", "device"))
     more_data: bool = _option(False, "also the permissive photos of coco-more/ (5 times the objects; "
                               "default: coco/ and photos/)")
     device: str = _option("cpu", "cpu or cuda")

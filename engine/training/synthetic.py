@@ -110,6 +110,40 @@ def write_heldout(data_root: str | Path, out: str | Path, count: int = 120, seed
     return out / "MANIFEST.csv"
 
 
+def pack_sources(data_root: str | Path, out: str | Path, size: int, quality: int = 90) -> int:
+    """Copy the permissive pictures (coco/, coco-more/ and photos/, with their listings) into `out` at the
+    resolution SyntheticComposites(size) works from, small enough to carry to a training machine:
+    photos as JPEG of `quality`, masks exactly as the stream reads them. Returns the bytes written."""
+    root, out = Path(data_root), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out}: not empty; give a new folder")
+    for folder in ("coco", "coco-more"):
+        with open(root / folder / "images.csv", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["commercial_ok"] == "1" and r["derivatives_ok"] == "1"]
+        keep = {r["file"] for r in rows}
+        with open(root / folder / "masks.csv", newline="") as f:
+            masks = [r for r in csv.DictReader(f) if r["image"] in keep]
+        for name, table in (("images.csv", rows), ("masks.csv", masks)):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            with open(out / folder / name, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(table[0]))
+                writer.writeheader()
+                writer.writerows(table)
+        for photo, mask_paths in _licensed(root, folder, True):
+            _pack_photo(photo, out / folder / "images" / photo.name, size, quality)
+            for m in mask_paths:
+                (out / folder / "masks").mkdir(parents=True, exist_ok=True)
+                _resize_short(Image.open(m).convert("L"), 2 * size).save(out / folder / "masks" / m.name)
+    for photo in sorted((root / "photos").glob("*.jpg")):
+        _pack_photo(photo, out / "photos" / photo.name, size, quality)
+    return sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+
+
+def _pack_photo(src: Path, dst: Path, size: int, quality: int) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _resize_short(Image.open(src).convert("RGB"), 2 * size).save(dst, quality=quality)
+
+
 def _resize_short(img: Image.Image, short: int) -> Image.Image:
     s = short / min(img.size)
     return img if s >= 1 else img.resize((round(img.width * s), round(img.height * s)), Image.BICUBIC)

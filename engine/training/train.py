@@ -6,6 +6,7 @@ so an interrupted run resumes from the last one with `--resume`.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..atomic import atomic_path
 from ..errors import InputError
 from ..network.model import FMMNet, create_model
 from ..progress import Progress
+from .batched import PlanStream, collate, render_batch
 from .config import TrainConfig
 from .datasets import load_triple, read_iharmony4
 from .synthetic import SyntheticComposites
@@ -102,11 +104,23 @@ def save_checkpoint(path: Path, model: FMMNet, optimizer, step: int, config: dic
                         step=step, seed=seed, elapsed=elapsed), tmp)
 
 
+def slim_checkpoint(src: str | Path, out: str | Path, half: bool = False) -> Path:
+    """A copy of a checkpoint without its optimizer state (a third of its size), the weights in float16
+    with `half`: what a training machine sends back and the next round resumes from."""
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    model = {k: v.half() if half and v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        torch.save({**{k: v for k, v in ckpt.items() if k != "optimizer"}, "model": model}, tmp)
+    return out
+
+
 def train(out: str | Path, settings: TrainConfig) -> Path:
     """Train and checkpoint to `out`; returns its path."""
     c = settings
-    if c.minutes is not None and c.minutes <= 0:
-        raise InputError(f"--minutes must be more than 0, not {c.minutes}")
+    for flag, minutes in (("--minutes", c.minutes), ("--pause-after", c.pause_after)):
+        if minutes is not None and minutes <= 0:
+            raise InputError(f"{flag} must be more than 0, not {minutes}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(c.seed)
@@ -115,10 +129,11 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
     model.to(c.device).train()
     opt = make_optimizer(model, c, ckpt)
     loader = make_loader(c, model.config["size"], seed + start)
-    clock = Clock(c.minutes, spent=ckpt.get("elapsed", 0.0) if ckpt is not None else 0.0)
+    clock = Clock(c.minutes, spent=ckpt.get("elapsed", 0.0) if ckpt is not None else 0.0, pause=c.pause_after)
     step = run_steps(model, opt, loader, c, clock, start,
                      lambda step: save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed()))
     save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed())
+    print(clock.summary(step - start) + f", at step {step}", file=sys.stderr, flush=True)
     return out
 
 
@@ -148,7 +163,7 @@ def make_optimizer(model: FMMNet, c: TrainConfig, ckpt: dict | None) -> torch.op
         opt = torch.optim.Adadelta(model.parameters(), lr=c.lr)
     else:
         raise InputError(f"optimizer must be 'adam' or 'adadelta', not {c.optimizer!r}")
-    if ckpt is not None:
+    if ckpt is not None and "optimizer" in ckpt:  # a slimmed checkpoint starts the optimizer afresh
         opt.load_state_dict(ckpt["optimizer"])
     return opt
 
@@ -156,6 +171,10 @@ def make_optimizer(model: FMMNet, c: TrainConfig, ckpt: dict | None) -> torch.op
 def make_loader(c: TrainConfig, size: int, seed: int) -> DataLoader:
     """Batches of (composite, mask, real) at `size`: synthetic composites from photos and/or iHarmony4
     crops, taken in turn; a resumed run is seeded by its step, so its stream goes on rather than repeats."""
+    if c.render not in ("loader", "device"):
+        raise InputError(f"--render must be loader or device, not {c.render!r}")
+    if c.render == "device" and (c.data is None or c.iharmony4 is not None):
+        raise InputError("--render device makes synthetic composites only: give --data, and no --iharmony4")
     sets: list[Dataset] = []
     if c.data is not None:
         try:
@@ -169,22 +188,43 @@ def make_loader(c: TrainConfig, size: int, seed: int) -> DataLoader:
         sets.append(IHarmony4Crops(c.iharmony4, size, seed=seed))
     if not sets:
         raise InputError("give training data: --data (synthetic from photos) and/or --iharmony4 ROOT")
-    data = sets[0] if len(sets) == 1 else Interleaved(sets)
+    data, collate_fn = (sets[0] if len(sets) == 1 else Interleaved(sets)), None
+    if c.render == "device":
+        data, collate_fn = PlanStream(sets[0]), collate
     return DataLoader(data, batch_size=c.batch_size, shuffle=False, num_workers=c.workers, drop_last=True,
-                      persistent_workers=c.workers > 0)
+                      persistent_workers=c.workers > 0, collate_fn=collate_fn)
+
+
+def to_device(batch, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A loader batch as (composite, mask, real) on `device`: made there from plans (--render device), or moved."""
+    if isinstance(batch, dict):
+        return render_batch(batch, device)
+    return tuple(t.to(device) for t in batch)
 
 
 class Clock:
-    """A run's training time, carried across resumes, and its budget (`minutes`, or None: steps only)."""
+    """A run's training time, carried across resumes, and its budget (`minutes`, or None: steps only);
+    `pause` minutes end this process's share of it early."""
 
-    def __init__(self, minutes: float | None, spent: float = 0.0):
+    def __init__(self, minutes: float | None, spent: float = 0.0, pause: float | None = None):
         self.budget = minutes * 60 if minutes else None
-        self.spent, self.started = spent, time.monotonic()
+        self.spent, self.started, self.pause = spent, time.monotonic(), pause * 60 if pause else None
+        self.first_step: float | None = None  # when this process's first step was done
 
     def elapsed(self) -> float:
         return self.spent + time.monotonic() - self.started
 
+    def summary(self, steps: int) -> str:
+        """This process's steps and time, and its rate once the first step was done (the loader started)."""
+        ran = time.monotonic() - self.started
+        line = f"{steps} steps in {ran:.0f} s"
+        if self.first_step is not None and steps > 1:
+            line += f" ({(steps - 1) / max(time.monotonic() - self.first_step, 1e-9):.2f} steps/s after the first)"
+        return line
+
     def left(self) -> bool:
+        if self.pause is not None and time.monotonic() - self.started >= self.pause:
+            return False
         return self.budget is None or self.elapsed() < self.budget
 
 
@@ -199,7 +239,7 @@ def run_steps(model: FMMNet, opt, loader: DataLoader, c: TrainConfig, clock: Clo
     stop = min(c.steps, c.until) if c.until is not None else c.steps  # `until` ends early, same schedule
     while step < stop and clock.left():
         try:
-            comp, mask, real = (t.to(c.device) for t in next(it))
+            comp, mask, real = to_device(next(it), c.device)
         except StopIteration:
             it = iter(loader)
             continue
@@ -211,6 +251,8 @@ def run_steps(model: FMMNet, opt, loader: DataLoader, c: TrainConfig, clock: Clo
         value.backward()
         opt.step()
         step += 1
+        if clock.first_step is None:
+            clock.first_step = time.monotonic()
         running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
         shown = f"fg PSNR {-10 * running:.2f} dB" if c.loss == "psnr" else f"loss {running * 255**2:.1f}"
         if budget:
