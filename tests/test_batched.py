@@ -24,7 +24,7 @@ def _objects(rng, batch=6, pixels=300):
 
 
 def test_each_edit_on_a_batch_is_the_reference_edit_of_each_objects_pixels():
-    assert list(batched.TORCH_EDITS) == list(synthetic.EDITS), "every edit is made on the device, in one order"
+    assert list(batched.TORCH_EDITS) == synthetic.EDIT_NAMES, "every edit is made on the device, in one order"
     rng = np.random.default_rng(0)
     x, m = _objects(rng)
     reference = rng.uniform(0, 0.5, (len(x), 80, 3)).astype(np.float32)
@@ -32,7 +32,7 @@ def test_each_edit_on_a_batch_is_the_reference_edit_of_each_objects_pixels():
     rmu = ref.mean(-1, keepdim=True)
     rsd = ref.std(-1, unbiased=False, keepdim=True) + 1e-3
     ranges = {k: v[1] for k, v in synthetic.RANGES.items()}
-    for name, edit in synthetic.EDITS.items():
+    for name, edit in {**synthetic.EDITS, **synthetic.LIGHTING}.items():
         params = [edit.draw(ranges, rng) for _ in x]
         p = torch.tensor([list(q) + [0.0] * (3 - len(q)) for q in params], dtype=torch.float32)
         got = batched.TORCH_EDITS[name](torch.from_numpy(x), torch.from_numpy(m).float(), p, rmu, rsd).numpy()
@@ -65,6 +65,7 @@ RECIPES = {
     "strong, mild, restyled, close up": dict(seed=4, strong=True, mild=0.3, restyle=0.5, closeup=0.5),
     "same category, every transfer": dict(seed=5, strong=True, same_category=0.7, more=True, restyle=0.3, mild=0.2,
                                           transfers=("reinhard", "histogram", "idt")),
+    "time of day": dict(seed=6, time_of_day=0.5, restyle=0.3),
 }
 
 
@@ -82,6 +83,8 @@ def test_a_batch_made_on_the_device_is_the_reference_composites(recipe):
     assert np.array_equal(want[0][want[1].repeat(3, 1) == 0], want[2][want[1].repeat(3, 1) == 0])
     if "transfers" in RECIPES[recipe]:
         assert {p.transfer[0] for p in plans if p.transfer} == {"reinhard", "histogram", "idt"}
+    elif "time_of_day" in RECIPES[recipe]:
+        assert 8 <= sum(p.edits[0][0] == "time of day" for p in plans) <= 24
     else:
         assert {p.flip for p in plans} == {True, False} and any(p.edits for p in plans)
 

@@ -288,3 +288,55 @@ def test_packed_pictures_are_what_a_256_px_run_reads(tmp_path):
     assert np.mean(loss) < 1.5 and max(loss) < 8, "the photos, to JPEG's loss (in levels)"
     with pytest.raises(InputError, match="not empty"):
         pack_sources(DATA, tmp_path / "packed", 256)
+
+
+# --- Hday2night's recipe: the object lit at another time of day ---
+
+def test_the_planckian_locus_gives_the_standard_illuminants():
+    from engine.training.synthetic import light_gains, planckian_xy
+
+    assert np.allclose(planckian_xy(2856), (0.44757, 0.40745), atol=1e-3), "CIE illuminant A is a 2856 K black body"
+    assert np.allclose(planckian_xy(5000), (0.3451, 0.3516), atol=1e-3)
+    with pytest.raises(ValueError, match="1667 to 25000 K"):
+        planckian_xy(1000)
+    assert np.allclose(light_gains(6504), 1.0), "daylight lit by daylight is unchanged"
+    warm, cold = light_gains(2856), light_gains(10000)
+    assert warm[0] > 1.5 and warm[2] < 0.4 and cold[0] < 1 < cold[2] and warm[1] == cold[1] == 1
+
+
+def test_time_of_day_multiplies_linear_light_by_the_lights_colour_and_strength():
+    from engine.runtime.color import linear_to_srgb, srgb_to_linear
+    from engine.training.synthetic import LIGHTING, light_gains
+
+    grey = linear_to_srgb(np.full((5, 3), 0.2)).astype(np.float32)
+    edit = LIGHTING["time of day"].apply
+    assert np.allclose(edit(grey, None, (6504, 0.0)), grey, atol=1e-6)
+    assert np.allclose(srgb_to_linear(edit(grey, None, (6504, 1.0)).astype(np.float64)), 0.4, atol=1e-6)
+    lit = srgb_to_linear(edit(grey, None, (2856, -1.0)).astype(np.float64))
+    assert np.allclose(lit, 0.2 * light_gains(2856) / 2, atol=1e-6)
+    draws = [LIGHTING["time of day"].draw({}, np.random.default_rng(s)) for s in range(200)]
+    kelvin, stops = np.array(draws).T
+    assert 2500 <= kelvin.min() and kelvin.max() <= 12000 and -2 <= stops.min() and stops.max() <= 0.5
+    assert abs((kelvin < 5477).mean() - 0.5) < 0.1, "evenly on a log scale: half of them below 5477 K"
+
+
+@needs_data
+def test_time_of_day_composites_relight_only_the_object():
+    from engine.runtime.color import srgb_to_linear
+    from engine.training.synthetic import SyntheticComposites, light_gains, render
+
+    data = SyntheticComposites(DATA, size=64, seed=2, time_of_day=1.0)
+    for i in range(6):
+        plan = data.draw(i)
+        (name, (kelvin, stops)), = plan.edits
+        assert name == "time of day" and plan.transfer is None
+        comp, mask, real = render(plan)
+        assert np.array_equal(comp[:, mask[0] == 0], real[:, mask[0] == 0])
+        fg = mask[0] == 1
+        light = light_gains(kelvin) * 2.0**stops
+        a, b = srgb_to_linear(real[:, fg].astype(np.float64)), srgb_to_linear(comp[:, fg].astype(np.float64))
+        unclipped = (a * light[:, None] < 0.99).all(0) & (a > 0.01).all(0)
+        assert unclipped.sum() > 20
+        assert np.allclose(b[:, unclipped], a[:, unclipped] * light[:, None], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="time_of_day"):
+        SyntheticComposites(DATA, size=64, time_of_day=2.0)

@@ -12,19 +12,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..runtime.color import _M, _WHITE
-from .synthetic import EDITS, IDT_ITERATIONS, TRANSFERS, Plan, SyntheticComposites
+from ..runtime.color import D65_WHITE, SRGB_TO_XYZ
+from .synthetic import EDIT_NAMES, IDT_ITERATIONS, TRANSFERS, Plan, SyntheticComposites, light_gains
 
 MAX_EDITS = 4  # strong composites draw 2 to 4 edits
-_EDIT_NAMES, _TRANSFER_NAMES = list(EDITS), list(TRANSFERS)
+_TRANSFER_NAMES = list(TRANSFERS)
 
 
 def encode(plan: Plan) -> dict[str, np.ndarray]:
     """A Plan as fixed-size arrays (the reference and donor pixels excepted, padded by `collate`)."""
-    def edits(drawn):  # indices into EDITS (-1: none) and their parameters
+    def edits(drawn):  # indices into EDIT_NAMES (-1: none) and their parameters
         index, params = np.full(MAX_EDITS, -1, np.int64), np.zeros((MAX_EDITS, 3))
         for j, (name, p) in enumerate(drawn or ()):
-            index[j], params[j, :len(p)] = _EDIT_NAMES.index(name), p
+            index[j], params[j, :len(p)] = EDIT_NAMES.index(name), p
         return index, params
 
     restyle, restyle_params = edits(plan.restyle)
@@ -84,7 +84,7 @@ def _valid(n: torch.Tensor, length: int) -> torch.Tensor:
     return (torch.arange(length, device=n.device)[None] < n[:, None]).to(torch.float32)[:, None]
 
 
-# --- the EDITS, on a batch: x (B, 3, P), w (B, 1, P), p (B, 3) parameters, the reference's mean and std ---
+# --- EDITS and LIGHTING on a batch: x (B, 3, P), w (B, 1, P), p (B, 3) parameters, the reference's mean and std ---
 
 _LUMA = (0.299, 0.587, 0.114)
 _AXIS = np.ones(3, np.float32) / np.sqrt(3)
@@ -114,6 +114,21 @@ def _contrast(x, w, p, rmu, rsd):
     return mean + p[:, :1, None] * (x - mean)
 
 
+def _srgb_to_linear(c: torch.Tensor) -> torch.Tensor:  # as color.srgb_to_linear
+    return torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:  # as color.linear_to_srgb
+    return torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
+
+
+def _time_of_day(x, w, p, rmu, rsd):
+    gains = torch.from_numpy(np.stack([light_gains(k) for k in p[:, 0].tolist()])).to(x.device)
+    light = gains * torch.exp2(p[:, 1:2].double())  # (B, 3), from the few kelvins on the host
+    lin = _srgb_to_linear(x.clamp(0, 1).double()) * light[:, :, None]
+    return _linear_to_srgb(lin.clamp(0, 1)).float()
+
+
 TORCH_EDITS = {
     "transfer": _transfer,
     "white balance": lambda x, w, p, rmu, rsd: x * p[:, :, None],
@@ -122,16 +137,17 @@ TORCH_EDITS = {
     "saturation": _saturation,
     "hue": _hue,
     "contrast": _contrast,
+    "time of day": _time_of_day,
 }
 
 
 def apply_edits(x: torch.Tensor, w: torch.Tensor, index: torch.Tensor, params: torch.Tensor,
                 rmu: torch.Tensor, rsd: torch.Tensor) -> torch.Tensor:
-    """Each sample's drawn edits (`index` (B, MAX_EDITS) into EDITS, -1 for none) applied in turn to
+    """Each sample's drawn edits (`index` (B, MAX_EDITS) into EDIT_NAMES, -1 for none) applied in turn to
     x (B, 3, P), statistics taken over `w`, then clipped: synthetic.apply_edits for a batch."""
     x = x.clone()
     for j in range(index.shape[1]):
-        for e, name in enumerate(_EDIT_NAMES):
+        for e, name in enumerate(EDIT_NAMES):
             chosen = index[:, j] == e
             if chosen.any():
                 x[chosen] = TORCH_EDITS[name](x[chosen], w[chosen], params[chosen, j].float(), rmu[chosen],
@@ -142,8 +158,7 @@ def apply_edits(x: torch.Tensor, w: torch.Tensor, index: torch.Tensor, params: t
 # --- the colour TRANSFERS, on a batch: x (B, 3, P), m (B, 1, P) bool, donor (B, D, 3) padded to donor_n ---
 
 def _rgb_to_lab(c: torch.Tensor) -> torch.Tensor:  # (..., 3) float64 in [0, 1], as color.rgb_to_lab
-    lin = torch.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    xyz = lin @ torch.from_numpy(_M.T).to(c.device) / torch.from_numpy(_WHITE).to(c.device)
+    xyz = _srgb_to_linear(c) @ torch.from_numpy(SRGB_TO_XYZ.T).to(c.device) / torch.from_numpy(D65_WHITE).to(c.device)
     f = torch.where(xyz > (6 / 29) ** 3, xyz.clamp(min=0) ** (1 / 3), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
     return torch.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
 
@@ -151,10 +166,9 @@ def _rgb_to_lab(c: torch.Tensor) -> torch.Tensor:  # (..., 3) float64 in [0, 1],
 def _lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:  # (..., 3) to [0, 1] on uint8 levels, as color.lab_to_rgb
     fy = (lab[..., 0] + 16) / 116
     f = torch.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], -1)
-    xyz = torch.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * torch.from_numpy(_WHITE).to(lab.device)
-    lin = (xyz @ torch.from_numpy(np.linalg.inv(_M).T).to(lab.device)).clamp(0, 1)
-    c = torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1 / 2.4) - 0.055)
-    return torch.floor((c * 255 + 0.5).clamp(0, 255)).float() / 255
+    xyz = torch.where(f > 6 / 29, f**3, 3 * (6 / 29) ** 2 * (f - 4 / 29)) * torch.from_numpy(D65_WHITE).to(lab.device)
+    lin = (xyz @ torch.from_numpy(np.linalg.inv(SRGB_TO_XYZ).T).to(lab.device)).clamp(0, 1)
+    return torch.floor((_linear_to_srgb(lin) * 255 + 0.5).clamp(0, 255)).float() / 255
 
 
 def _reinhard(x, m, donor, donor_n, rotations):

@@ -47,6 +47,8 @@ class TrainConfig:
     transfers: str = _option("reinhard", "colour transfers a same-category composite draws from, comma-separated: "
                              "reinhard (Lab statistics), histogram (matching per channel), idt (Pitie's iterative "
                              "distribution transfer)")
+    time_of_day: float = _option(0.0, "share of synthetic composites made as iHarmony4's Hday2night was: the object "
+                                 "lit at another time of day (its light's colour temperature and strength)")
     render: str = _option("loader", "where synthetic composites are made: in the loader's workers a sample at a time, "
                           "or on --device a batch at a time from what the workers draw (the same composites, "
                           "several times the samples per worker)", choices=("loader", "device"))

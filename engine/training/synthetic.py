@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..runtime.color import lab_to_rgb, move_lab_statistics, rgb_to_lab
+from ..runtime.color import SRGB_TO_XYZ, lab_to_rgb, linear_to_srgb, move_lab_statistics, rgb_to_lab, srgb_to_linear
 from ..runtime.fullres import foreground_box
 
 
@@ -226,6 +226,53 @@ EDITS = {
 }
 
 
+def planckian_xy(kelvin: float) -> tuple[float, float]:
+    """CIE 1931 xy of a black body's light at `kelvin` (1667 to 25000 K): Kim et al.'s cubic fit of the
+    Planckian locus (2002)."""
+    t = float(kelvin)
+    if not 1667 <= t <= 25000:
+        raise ValueError(f"the Planckian fit holds from 1667 to 25000 K, not {t}")
+    if t <= 4000:
+        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
+    else:
+        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
+    if t <= 2222:
+        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
+    elif t <= 4000:
+        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
+    return x, y
+
+
+DAYLIGHT_KELVIN = 6504  # the scene's light: daylight, on the Planckian locus
+
+
+def light_gains(kelvin: float) -> np.ndarray:
+    """Linear-RGB gains (green 1) that turn a surface lit by daylight into the same surface lit by a black
+    body at `kelvin`: the ratio of the two lights' whites in linear sRGB."""
+    def white(t):
+        x, y = planckian_xy(t)
+        return np.linalg.solve(SRGB_TO_XYZ, np.array([x / y, 1.0, (1 - x - y) / y]))
+    gains = white(kelvin) / white(DAYLIGHT_KELVIN)
+    return gains / gains[1]
+
+
+def _time_of_day(x, reference, p):  # the object lit at another hour: its light's colour and strength
+    lin = srgb_to_linear(np.clip(x, 0, 1)) * (light_gains(p[0]) * 2.0 ** p[1])
+    return linear_to_srgb(np.clip(lin, 0, 1)).astype(np.float32)
+
+
+# How Hday2night's composites were made, where the object comes from a photo of the same scene at another
+# time of day: here its light changes colour temperature (2500 to 12000 K, evenly on a log scale) and
+# strength (-2 to +0.5 stops). Not among EDITS, so drawn only when asked (`time_of_day`).
+LIGHTING = {
+    "time of day": Edit(lambda r, rng: (float(np.exp(rng.uniform(np.log(2500), np.log(12000)))),
+                                        rng.uniform(-2.0, 0.5)), _time_of_day),
+}
+EDIT_NAMES = list(EDITS) + list(LIGHTING)  # every edit a Plan may name, in the batched path's order
+
+
 def reinhard(x: np.ndarray, reference: np.ndarray, params=None) -> np.ndarray:
     """Reinhard's transfer: pixels (N, 3) in [0, 1] given the Lab mean and std of the reference's (M, 3)."""
     return lab_to_rgb(move_lab_statistics(rgb_to_lab(x), rgb_to_lab(reference), 1.0)) / np.float32(255)
@@ -290,7 +337,7 @@ def apply_edits(fg: np.ndarray, reference: np.ndarray, edits: list[tuple[str, tu
     """Foreground pixels (N, 3) in [0, 1] with `edits` (from `draw_edits`) applied in turn, clipped."""
     x = fg.astype(np.float32)
     for name, params in edits:
-        x = EDITS[name].apply(x, reference, params)
+        x = (EDITS.get(name) or LIGHTING[name]).apply(x, reference, params)
     return np.clip(x, 0, 1).astype(np.float32)  # float64 scalars (the hue rotation) promote
 
 
@@ -379,14 +426,15 @@ class SyntheticComposites:
     was: the object takes the colours of an object of the same COCO category in another photo (a
     person takes those of another person), by one of the colour `transfers` (TRANSFERS: Reinhard's Lab
     statistics, histogram matching, Pitié's iterative distribution transfer), the edit real pastes most
-    resemble. Returns (composite, mask, real) as float32 (3|1, size, size).
+    resemble. A `time_of_day` share are made as Hday2night was: the object lit at another hour
+    (LIGHTING). Returns (composite, mask, real) as float32 (3|1, size, size).
     """
 
     def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False,
                  mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0, more: bool = False,
-                 same_category: float = 0.0, transfers: tuple[str, ...] = ("reinhard",)):
+                 same_category: float = 0.0, transfers: tuple[str, ...] = ("reinhard",), time_of_day: float = 0.0):
         for name, share in (("mild", mild), ("restyle", restyle), ("closeup", closeup),
-                            ("same_category", same_category)):
+                            ("same_category", same_category), ("time_of_day", time_of_day)):
             if not 0.0 <= share <= 1.0:
                 raise ValueError(f"{name} must be within 0..1, not {share}")
         self.size, self.seed, self.strong, self.mild, self.restyle = size, seed, strong, mild, restyle
@@ -394,6 +442,7 @@ class SyntheticComposites:
         if unknown or not transfers:
             raise ValueError(f"transfers must name some of {', '.join(TRANSFERS)}, not {', '.join(unknown) or 'none'}")
         self.closeup, self.same_category, self.transfers = closeup, same_category, tuple(transfers)
+        self.time_of_day = time_of_day
         self.items, self.categories = [], []
         categories = mask_categories(data_root)
         for photo, masks in permissive_sources(data_root, more):
@@ -453,8 +502,10 @@ class SyntheticComposites:
         plan = Plan(photo, m, reference_pixels(self.items[rng.integers(len(self.items))][0]))
         if self.restyle and rng.random() < self.restyle:  # drawn only when asked, as for mild
             plan.restyle = draw_edits(rng)
-        donor = self._same_category_pixels(category, item, rng)
-        if donor is not None:  # one method draws nothing, so the streams of reinhard-only runs are unchanged
+        if self.time_of_day and rng.random() < self.time_of_day:  # drawn only when asked, as for mild
+            plan.edits = [("time of day", LIGHTING["time of day"].draw({}, rng))]
+        elif (donor := self._same_category_pixels(category, item, rng)) is not None:
+            # one method draws nothing, so the streams of reinhard-only runs are unchanged
             name = self.transfers[0 if len(self.transfers) == 1 else rng.integers(len(self.transfers))]
             plan.transfer = (name, donor, TRANSFERS[name].draw(rng))
         else:

@@ -180,7 +180,7 @@ def make_loader(c: TrainConfig, size: int, seed: int) -> DataLoader:
         try:
             sets.append(SyntheticComposites(c.data, size, seed=seed, strong=c.strong_edits, mild=c.mild,
                                              restyle=c.restyle, closeup=c.closeup, more=c.more_data,
-                                             same_category=c.same_category,
+                                             same_category=c.same_category, time_of_day=c.time_of_day,
                                              transfers=tuple(t.strip() for t in c.transfers.split(","))))
         except ValueError as exc:  # a share out of 0..1
             raise InputError(f"--{str(exc).replace('_', '-')}") from None
