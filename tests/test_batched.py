@@ -121,3 +121,18 @@ def test_pause_after_stops_the_process_and_the_run_resumes(tmp_path, monkeypatch
     assert 2 <= first < 20, "the process stopped after its 1.2 s"
     assert main(args + ["--pause-after", "0.02"]) == 0
     assert torch.load(out, weights_only=True)["step"] > first + 1, "the next process went on from there"
+
+
+@needs_data
+def test_auto_renders_on_a_gpu_only_and_only_synthetic_composites(iharmony4_root):
+    from engine.training.config import TrainConfig
+    from engine.training.train import make_loader
+
+    def dataset(**settings):
+        return type(make_loader(TrainConfig(config="tiny", workers=0, **settings), 32, 0).dataset).__name__
+
+    assert dataset(data=str(DATA), device="cuda") == "PlanStream"
+    assert dataset(data=str(DATA), device="cpu") == "SyntheticComposites"
+    assert dataset(data=str(DATA), device="cuda", render="loader") == "SyntheticComposites"
+    assert dataset(data=str(DATA), device="cpu", render="device") == "PlanStream"
+    assert dataset(data=str(DATA), iharmony4=str(iharmony4_root), device="cuda") == "Interleaved"

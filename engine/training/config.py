@@ -49,9 +49,10 @@ class TrainConfig:
                              "distribution transfer)")
     time_of_day: float = _option(0.0, "share of synthetic composites made as iHarmony4's Hday2night was: the object "
                                  "lit at another time of day (its light's colour temperature and strength)")
-    render: str = _option("loader", "where synthetic composites are made: in the loader's workers a sample at a time, "
+    render: str = _option("auto", "where synthetic composites are made: in the loader's workers a sample at a time, "
                           "or on --device a batch at a time from what the workers draw (the same composites, "
-                          "several times the samples per worker)", choices=("loader", "device"))
+                          "several times the samples per worker); auto: on the device when it is a GPU and "
+                          "the data are synthetic only", choices=("auto", "loader", "device"))
     more_data: bool = _option(False, "also the permissive photos of coco-more/ (5 times the objects; "
                               "default: coco/ and photos/)")
     device: str = _option("cpu", "cpu or cuda")

@@ -171,10 +171,12 @@ def make_optimizer(model: FMMNet, c: TrainConfig, ckpt: dict | None) -> torch.op
 def make_loader(c: TrainConfig, size: int, seed: int) -> DataLoader:
     """Batches of (composite, mask, real) at `size`: synthetic composites from photos and/or iHarmony4
     crops, taken in turn; a resumed run is seeded by its step, so its stream goes on rather than repeats."""
-    if c.render not in ("loader", "device"):
-        raise InputError(f"--render must be loader or device, not {c.render!r}")
-    if c.render == "device" and (c.data is None or c.iharmony4 is not None):
+    if c.render not in ("auto", "loader", "device"):
+        raise InputError(f"--render must be auto, loader or device, not {c.render!r}")
+    synthetic_only = c.data is not None and c.iharmony4 is None
+    if c.render == "device" and not synthetic_only:
         raise InputError("--render device makes synthetic composites only: give --data, and no --iharmony4")
+    on_device = c.render == "device" or (c.render == "auto" and synthetic_only and c.device.startswith("cuda"))
     sets: list[Dataset] = []
     if c.data is not None:
         try:
@@ -189,7 +191,7 @@ def make_loader(c: TrainConfig, size: int, seed: int) -> DataLoader:
     if not sets:
         raise InputError("give training data: --data (synthetic from photos) and/or --iharmony4 ROOT")
     data, collate_fn = (sets[0] if len(sets) == 1 else Interleaved(sets)), None
-    if c.render == "device":
+    if on_device:
         data, collate_fn = PlanStream(sets[0]), collate
     return DataLoader(data, batch_size=c.batch_size, shuffle=False, num_workers=c.workers, drop_last=True,
                       persistent_workers=c.workers > 0, collate_fn=collate_fn)
