@@ -75,6 +75,9 @@ def test_train_on_synthetic_composites_lowers_the_loss(tmp_path):
 def test_train_needs_data(tmp_path, capsys):
     assert main(["train", "--config", "tiny", "--out", str(tmp_path / "x.pt"), "--workers", "0"]) == 2
     assert "give training data: --data" in capsys.readouterr().err
+    assert main(["train", "--config", "tiny", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.pt"),
+                 "--workers", "0"]) == 2
+    assert f"{tmp_path / 'nowhere' / 'coco' / 'images.csv'}: not found" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
 
 

@@ -23,7 +23,10 @@ from ..runtime.fullres import foreground_box
 def _licensed(root: Path, folder: str, permissive: bool) -> list[tuple[Path, list[Path]]]:
     """(photo, masks) of one licence-listed folder (coco/, coco-more/) whose pictures may train shipped
     weights (commercial_ok and derivatives_ok), or, with `permissive` False, those that may not."""
-    with open(root / folder / "images.csv", newline="") as f:
+    listing = root / folder / "images.csv"
+    if not listing.exists():
+        raise InputError(f"{listing}: not found; give a folder of training pictures as ../shared/data lays them out")
+    with open(listing, newline="") as f:
         rows = [r for r in csv.DictReader(f)
                 if (r["commercial_ok"] == "1" and r["derivatives_ok"] == "1") == permissive]
     masks = root / folder / "masks"

@@ -184,7 +184,9 @@ def make_loader(c: TrainConfig, size: int, seed: int) -> DataLoader:
                                              restyle=c.restyle, closeup=c.closeup, more=c.more_data,
                                              same_category=c.same_category, time_of_day=c.time_of_day,
                                              transfers=tuple(t.strip() for t in c.transfers.split(","))))
-        except ValueError as exc:  # a share out of 0..1
+        except InputError:
+            raise
+        except ValueError as exc:  # a share out of 0..1, named as its option
             raise InputError(f"--{str(exc).replace('_', '-')}") from None
     if c.iharmony4 is not None:
         sets.append(IHarmony4Crops(c.iharmony4, size, seed=seed))
