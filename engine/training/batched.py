@@ -1,8 +1,8 @@
 """Synthetic composites made a batch at a time on a torch device (`harmonize train --render device`).
 
 The loader's workers only draw: each sample's view of the photo and every random choice, as a Plan
-(synthetic.py), at about a tenth of the cost of making it. The pixels are then made here for the whole
-batch with tensor operations: the EDITS and the colour TRANSFERS, masked statistics in place of the
+(synthetic.py), at about a sixth of the cost of making it. The pixels are then made here for the whole
+batch with tensor operations: the EDITS, LIGHTING and colour TRANSFERS, masked statistics in place of the
 object's pixel lists, sorting with the background pushed to the end in place of per-object histograms.
 For the same seed they are synthetic.render's composites, up to float rounding (tests/test_batched.py).
 """
