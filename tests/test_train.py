@@ -175,3 +175,24 @@ def test_average_checkpoints_is_the_mean_of_their_weights(iharmony4_root, tmp_pa
     assert main(["average", str(a), str(b), "-o", str(tmp_path / "mix.pt"), "--lab-mix", "0.5"]) == 0
     assert load_checkpoint(tmp_path / "mix.pt").lab_mix == 0.5
     assert load_checkpoint(tmp_path / "avg.pt").lab_mix == 0.0
+
+
+def test_a_slimmed_checkpoint_is_the_weights_and_a_run_resumes_from_it(iharmony4_root, tmp_path):
+    from engine.training.train import slim_checkpoint
+
+    out = tmp_path / "ck.pt"
+    args = ["train", "--config", "tiny", "--size", "16", "--iharmony4", str(iharmony4_root), "--out", str(out),
+            "--batch-size", "2", "--workers", "0", "--steps", "6"]
+    assert main(args + ["--until", "3"]) == 0
+    full = torch.load(out, weights_only=True)
+    slim = torch.load(slim_checkpoint(out, tmp_path / "slim.pt", half=True), weights_only=True)
+    assert "optimizer" not in slim and {k: slim[k] for k in ("config", "step", "seed")} == \
+        {k: full[k] for k in ("config", "step", "seed")}
+    for key, value in full["model"].items():
+        if value.is_floating_point():
+            assert slim["model"][key].dtype == torch.float16
+            assert torch.allclose(slim["model"][key].float(), value, rtol=1e-3, atol=1e-4), key
+    assert (tmp_path / "slim.pt").stat().st_size < out.stat().st_size / 3
+    (tmp_path / "slim.pt").replace(out)
+    assert main(args + ["--resume"]) == 0, "a run goes on from the weights alone, with a new optimizer"
+    assert torch.load(out, weights_only=True)["step"] == 6
