@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..imageio import check_output_name
 from ..paths import as_path, is_local
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")  # a mask is looked for in this order
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def iharmony4_names(composite_name: str) -> tuple[str, str]:
 
 def find_mask(composite: Path, masks: Path) -> Path | None:
     """The mask of a composite: same stem in `masks` (any image type), else the iHarmony4 name."""
-    candidates = [masks / (composite.stem + ext) for ext in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")]
+    candidates = [masks / (composite.stem + ext) for ext in IMAGE_EXTS]
     try:
         candidates.append(masks / iharmony4_names(composite.name)[0])
     except InputError:
