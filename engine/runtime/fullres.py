@@ -122,7 +122,9 @@ def lab_transfer_map(rgb: np.ndarray, mask: np.ndarray, strength: float = 0.5) -
 
     One RGB map instead of the per-pixel Lab round trip: it scores as well (docs/results.md) at a fraction
     of the cost (a few thousand pixels of Lab)."""
-    f, b = _every_nth(rgb, mask, True), _every_nth(rgb, mask, False)
+    fg = foreground(mask)
+    inside = int(np.count_nonzero(fg))
+    f, b = _every_nth(rgb, fg, True, inside), _every_nth(rgb, fg, False, fg.size - inside)
     if not len(f) or not len(b):
         return np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], np.float32)
     moved = lab_to_rgb(move_lab_statistics(rgb_to_lab(f), rgb_to_lab(b), strength))
@@ -131,11 +133,10 @@ def lab_transfer_map(rgb: np.ndarray, mask: np.ndarray, strength: float = 0.5) -
     return a.T.reshape(12).astype(np.float32)
 
 
-def _every_nth(rgb: np.ndarray, mask: np.ndarray, inside: bool) -> np.ndarray:
-    """Every n-th pixel (in raster order) of the foreground (mask > 0.5) or the background, n chosen so that
-    about LAB_SAMPLES are taken; found a band at a time, without an index of the whole picture."""
-    fg = foreground(mask)
-    count = int(np.count_nonzero(fg)) if inside else fg.size - int(np.count_nonzero(fg))
+def _every_nth(rgb: np.ndarray, fg: np.ndarray, inside: bool, count: int) -> np.ndarray:
+    """Every n-th pixel (in raster order) of the foreground `fg` (bool) or of the background, whichever holds
+    `count` pixels, n chosen so that about LAB_SAMPLES are taken; found a band at a time, without an index of
+    the whole picture."""
     step = max(1, count // LAB_SAMPLES)
     taken, seen = [], 0
     for top in range(0, fg.shape[0], 4 * BAND_ROWS):
