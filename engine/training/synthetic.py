@@ -20,17 +20,26 @@ from ..runtime.color import SRGB_TO_XYZ, lab_to_rgb, linear_to_srgb, move_lab_st
 from ..runtime.fullres import foreground_box
 
 
-def _licensed(root: Path, folder: str, permissive: bool) -> list[tuple[Path, list[Path]]]:
-    """(photo, masks) of one licence-listed folder (coco/, coco-more/) whose pictures may train shipped
+def _listed(root: Path, folder: str, permissive: bool) -> list[dict[str, str]]:
+    """The rows of a licence-listed folder's images.csv (coco/, coco-more/) whose pictures may train shipped
     weights (commercial_ok and derivatives_ok), or, with `permissive` False, those that may not."""
     listing = root / folder / "images.csv"
     if not listing.exists():
         raise InputError(f"{listing}: not found; give a folder of training pictures as ../shared/data lays them out")
     with open(listing, newline="") as f:
-        rows = [r for r in csv.DictReader(f)
+        return [r for r in csv.DictReader(f)
                 if (r["commercial_ok"] == "1" and r["derivatives_ok"] == "1") == permissive]
+
+
+def _files(root: Path, folder: str, rows: list[dict[str, str]]) -> list[tuple[Path, list[Path]]]:
+    """(photo, masks) of listed rows: the picture, and its objects' masks (<stem>_<k>.png)."""
     masks = root / folder / "masks"
     return [(root / folder / "images" / r["file"], sorted(masks.glob(f"{Path(r['file']).stem}_*.png"))) for r in rows]
+
+
+def _licensed(root: Path, folder: str, permissive: bool) -> list[tuple[Path, list[Path]]]:
+    """(photo, masks) of the pictures `_listed` gives."""
+    return _files(root, folder, _listed(root, folder, permissive))
 
 
 def permissive_sources(data_root: str | Path, more: bool = False) -> list[tuple[Path, list[Path]]]:
@@ -121,21 +130,19 @@ def pack_sources(data_root: str | Path, out: str | Path, size: int, quality: int
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: not empty; give a new folder")
     for folder in ("coco", "coco-more"):
-        with open(root / folder / "images.csv", newline="") as f:
-            rows = [r for r in csv.DictReader(f) if r["commercial_ok"] == "1" and r["derivatives_ok"] == "1"]
+        rows = _listed(root, folder, True)
         keep = {r["file"] for r in rows}
         with open(root / folder / "masks.csv", newline="") as f:
             masks = [r for r in csv.DictReader(f) if r["image"] in keep]
+        (out / folder / "masks").mkdir(parents=True, exist_ok=True)
         for name, table in (("images.csv", rows), ("masks.csv", masks)):
-            (out / folder).mkdir(parents=True, exist_ok=True)
             with open(out / folder / name, "w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=list(table[0]))
                 writer.writeheader()
                 writer.writerows(table)
-        for photo, mask_paths in _licensed(root, folder, True):
+        for photo, mask_paths in _files(root, folder, rows):
             _pack_photo(photo, out / folder / "images" / photo.name, size, quality)
             for m in mask_paths:
-                (out / folder / "masks").mkdir(parents=True, exist_ok=True)
                 _resize_short(Image.open(m).convert("L"), 2 * size).save(out / folder / "masks" / m.name)
     for photo in sorted((root / "photos").glob("*.jpg")):
         _pack_photo(photo, out / "photos" / photo.name, size, quality)
