@@ -322,23 +322,22 @@ def synthesis_throughput(data: str | Path, device: str = "cpu", size: int = 256,
     synthetic = SyntheticComposites(data, size, seed=0, **SYNTHESIS_RECIPE)
     plans = [encode(synthetic.draw(i)) for i in range(count)]
 
+    batches = count // batch
+
     def render_all() -> None:
-        for k in range(0, count - batch + 1, batch):
+        for k in range(0, batches * batch, batch):
             render_batch(collate(plans[k:k + batch]), device)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
     render_all()  # warm-up: CUDA's context, the first kernels
-    seconds = {
-        "a sample at a time (--render loader)": median_seconds(
-            lambda: [render(synthetic.draw(i)) for i in range(count)], repeat, warmup=0),
-        "drawn only (a worker's share with --render device)": median_seconds(
-            lambda: [encode(synthetic.draw(i)) for i in range(count)], repeat, warmup=0),
-        f"rendered in batches of {batch} on {device}": median_seconds(render_all, repeat, warmup=0),
-    }
-    rates = {name: (count if "batches" not in name else count // batch * batch) / s for name, s in seconds.items()}
-    names = list(rates)
-    return dict(size=size, device=device, samples_per_second=rates, worker_gain=rates[names[1]] / rates[names[0]])
+    loader = count / median_seconds(lambda: [render(synthetic.draw(i)) for i in range(count)], repeat, warmup=0)
+    drawn = count / median_seconds(lambda: [encode(synthetic.draw(i)) for i in range(count)], repeat, warmup=0)
+    rendered = batches * batch / median_seconds(render_all, repeat, warmup=0)
+    rates = {"a sample at a time (--render loader)": loader,
+             "drawn only (a worker's share with --render device)": drawn,
+             f"rendered in batches of {batch} on {device}": rendered}
+    return dict(size=size, device=device, samples_per_second=rates, worker_gain=drawn / loader)
 
 
 def synthesis_table(result: dict) -> str:
