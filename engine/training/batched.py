@@ -176,6 +176,7 @@ def _reinhard(x, m, donor, donor_n, rotations):
     lab_b, wb = _rgb_to_lab(donor.double()).transpose(1, 2), _valid(donor_n, donor.shape[1]).double()
     mf, mb = _mean(lab, w), _mean(lab_b, wb)
     sf, sb = _std(lab, w, mf) + 1e-6, _std(lab_b, wb, mb) + 1e-6
+    # move_lab_statistics at strength 1, written as it computes it, so the rounding to 8 bits agrees
     moved = (lab - mf) / sf * (sf + 1.0 * (sb - sf)) + (mf + 1.0 * (mb - mf))
     return _lab_to_rgb(moved.transpose(1, 2)).transpose(1, 2)
 
