@@ -145,3 +145,98 @@ def test_a_tcp_server_finds_the_key_of_the_newest_installed_plugin(home):
     profile(home / NATIVE / "3.0"), profile(home / NATIVE / "3.2")
     assert main(["gimp", "install", "--all-profiles"]) == 0
     assert installed_key() == str(home / NATIVE / "3.2" / "plug-ins" / "harmonize_layer" / "engine.key")
+
+
+def test_a_mistyped_gimp_dir_is_refused_and_nothing_is_made(home, capsys):
+    gimp32 = profile(home / NATIVE / "3.2")
+    typo = home / NATIVE / "3.2x"
+    assert main(["gimp", "install", "--gimp-dir", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert f"--gimp-dir {typo} does not exist" in err and f"found on this machine: {gimp32})" in err
+    assert "--create" in err and sorted(p.name for p in (home / NATIVE).iterdir()) == ["3.2"]
+    assert main(["gimp", "--uninstall", "--gimp-dir", str(typo)]) == 2 and not typo.exists()
+
+    # the folder that holds the profiles is not one: GIMP would not read plug-ins there either
+    assert main(["gimp", "install", "--gimp-dir", str(home / NATIVE)]) == 2
+    assert f"give one of them, such as --gimp-dir {gimp32}" in capsys.readouterr().err
+    assert not (home / NATIVE / "plug-ins").exists()
+
+    assert main(["gimp", "install", "--create", "--gimp-dir", str(typo)]) == 0, "--create makes it on purpose"
+    assert (typo / "plug-ins" / "harmonize_layer" / "harmonize_layer.py").exists()
+    assert f"created {typo}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["gimp", "install", "--create"])
+    assert stop.value.code == 2 and "--create makes the folder --gimp-dir names" in capsys.readouterr().err
+
+
+def test_harmonize_gimp_alone_prints_its_help_and_installs_nothing(home, capsys):
+    gimp32 = profile(home / NATIVE / "3.2")
+    assert main(["gimp"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: harmonize gimp") and "--uninstall" in out and "--create" in out
+    assert list(gimp32.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["check", "--uninstall"], ["install", "--uninstall"], ["uninstall", "--check"],
+                                  ["--check", "--uninstall"], ["install", "--check"], ["check", "--address", "/a.sock"],
+                                  ["--uninstall", "--address", "/a.sock"], ["install", "--all-profiles", "--gimp-dir"]])
+def test_contradictory_options_are_refused_and_change_nothing(home, capsys, argv):
+    gimp32 = profile(home / NATIVE / "3.2")
+    assert main(["gimp", "install"]) == 0
+    dest = gimp32 / "plug-ins" / "harmonize_layer"
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(["gimp", *argv, *([str(gimp32)] if argv[-1] == "--gimp-dir" else [])])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: harmonize gimp") and "harmonize gimp: error:" in err
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+
+
+def test_uninstalling_nothing_says_so(home, capsys):
+    gimp32 = profile(home / NATIVE / "3.2")
+    assert main(["gimp", "--uninstall"]) == 0
+    assert capsys.readouterr().out == (f"nothing to remove: the plug-in is not installed (looked in "
+                                       f"{gimp32 / 'plug-ins' / 'harmonize_layer'})\n")
+    assert main(["gimp", "install"]) == 0
+    capsys.readouterr()
+    assert main(["gimp", "uninstall"]) == 0
+    assert capsys.readouterr().out == f"removed {gimp32 / 'plug-ins' / 'harmonize_layer'}\n"
+
+
+def test_check_of_a_flatpak_profile_says_to_start_the_server(home, capsys):
+    """The Flatpak plug-in cannot start the engine: --check says what the plug-in itself would ask for."""
+    gimp32 = profile(home / FLATPAK / "3.2")
+    assert main(["gimp", "install"]) == 0
+    capsys.readouterr()
+    assert main(["gimp", "--check"]) == 0, "the installation is right; the server is the user's to start"
+    out = capsys.readouterr().out
+    assert "first Harmonize Layer call starts one" not in out
+    todo = [line for line in out.splitlines() if line.startswith("todo    ")]
+    assert len(todo) == 1 and f"{os.path.dirname(sys.executable)}/harmonize serve --flatpak" in todo[0]
+    assert rendezvous.flatpak_socket() in todo[0]
+
+    # named with --gimp-dir, a Flatpak profile is still one: the plug-in meets the engine where both see
+    (gimp32 / "plug-ins").rename(home / "old-plug-ins")
+    assert main(["gimp", "install", "--gimp-dir", str(gimp32)]) == 0
+    config = json.loads((gimp32 / "plug-ins" / "harmonize_layer" / "engine.json").read_text())
+    assert config["address"] == rendezvous.flatpak_socket()
+
+
+def test_snap_gimp_is_said_to_be_unsupported_and_gets_nothing(home, capsys):
+    snap32 = profile(home / SNAP / "3.2")
+    assert main(["gimp", "install"]) == 2
+    assert "the Snap GIMP is not supported yet" in capsys.readouterr().err
+    assert list(snap32.iterdir()) == []
+    assert main(["gimp", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert f"skipped GIMP 3.2 (snap) at {snap32}: the Snap GIMP is not supported yet" in out
+
+    gimp32 = profile(home / NATIVE / "3.2")  # beside a native GIMP: that one gets it, the Snap is named
+    assert main(["gimp", "install"]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped GIMP 3.2 (snap) at {snap32}" in out and f"GIMP 3.2 (native) in {gimp32}" in out
+    assert list(snap32.iterdir()) == [] and (gimp32 / "plug-ins" / "harmonize_layer").is_dir()
+    assert main(["gimp", "--check"]) == 0
+    assert "skipped GIMP 3.2 (snap)" in capsys.readouterr().out

@@ -37,8 +37,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_gimp(args: argparse.Namespace) -> int:
     from ..gimp.install import main as gimp_main
 
-    action = "check" if args.check else "uninstall" if args.uninstall else args.action
-    return gimp_main(action, args.gimp_dir, args.address, args.all_profiles)
+    action = gimp_action(args)
+    if action is None:  # installing is never what a bare `harmonize gimp` does
+        args.verb_parser.print_help()
+        return 2
+    return gimp_main(action, args.gimp_dir, args.address, args.all_profiles, args.create)
+
+
+def gimp_action(args: argparse.Namespace) -> str | None:
+    """The one action `harmonize gimp` was asked for (the word or its flag), or None; contradictory
+    options end it with a usage error (exit 2)."""
+    named = {args.action, "check" if args.check else None, "uninstall" if args.uninstall else None} - {None}
+    error = args.verb_parser.error
+    if len(named) > 1:
+        error(f"asked to {' and to '.join(sorted(named))} at once: give one of install, check (--check) and "
+              "uninstall (--uninstall)")
+    action = next(iter(named), None)
+    for flag, value in (("--address", args.address), ("--create", args.create)):
+        if value and action != "install":
+            error(f"{flag} is for install only")
+    if args.create and not args.gimp_dir:
+        error("--create makes the folder --gimp-dir names: give --gimp-dir")
+    if args.gimp_dir and args.all_profiles:
+        error("--gimp-dir names one profile and --all-profiles asks for every one: give one or the other")
+    return action
 
 
 def minutes(text: str) -> float:
@@ -64,12 +86,17 @@ def register(sub) -> None:
     add_backend(s)
     add_model(s)
 
-    g = add_verb(sub, "gimp", cmd_gimp, "install the GIMP 3 plug-in Filters > Harmonize Layer")
-    g.add_argument("action", nargs="?", default="install", choices=["install", "check", "uninstall"])
+    g = add_verb(sub, "gimp", cmd_gimp, "install the GIMP 3 plug-in Filters > Harmonize Layer, check it or remove it")
+    g.add_argument("action", nargs="?", choices=["install", "check", "uninstall"],
+                   help="install: into the newest GIMP 3 profile of each packaging found; check: the same as "
+                        "--check; uninstall: the same as --uninstall. Give one (alone, this prints this help)")
     g.add_argument("--check", action="store_true", help="name every GIMP 3 profile and whether the plug-in in it "
                    "is current; exit 1 if the newest lacks it")
     g.add_argument("--uninstall", action="store_true", help="remove the plug-in from every profile")
     g.add_argument("--all-profiles", action="store_true",
-                   help="also install into older GIMP 3 profiles (default: the newest of each packaging)")
-    g.add_argument("--gimp-dir", help="one GIMP 3 profile folder (default: those found for this platform)")
-    g.add_argument("--address", help="engine socket path the plug-in should use (default: its own)")
+                   help="also install into (or check) older GIMP 3 profiles (default: the newest of each packaging)")
+    g.add_argument("--gimp-dir", help="one GIMP 3 profile folder, which must exist (default: those found for this "
+                   "platform; Snap GIMP is not supported yet)")
+    g.add_argument("--create", action="store_true", help="with install: make the --gimp-dir folder when it does "
+                   "not exist (GIMP reads it only if it is its profile)")
+    g.add_argument("--address", help="with install: engine socket path the plug-in should use (default: its own)")

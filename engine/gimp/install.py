@@ -1,11 +1,11 @@
 """`harmonize gimp install|--check|--uninstall`: put the plug-in where GIMP 3 looks for it.
 
 Every GIMP 3.x profile is found where each packaging keeps it (native, Flatpak, Snap, Windows, macOS);
-a future 3.x needs no change here. The plug-in goes into the newest profile of each packaging found,
-which is the one that GIMP reads (`--all-profiles` also into older ones, for a GIMP kept beside a newer
-one). Its files are copied into `<profile>/plug-ins/harmonize_layer/` (GIMP wants the folder named like
-the executable file), with an `engine.json` that points it at this interpreter and an `engine.key` only
-this user may read.
+a future 3.x needs no change here; the Snap is found only to say that it is not supported yet. The
+plug-in goes into the newest profile of each packaging found, which is the one that GIMP reads
+(`--all-profiles` also into older ones, for a GIMP kept beside a newer one). Its files are copied into
+`<profile>/plug-ins/harmonize_layer/` (GIMP wants the folder named like the executable file), with an
+`engine.json` that points it at this interpreter and an `engine.key` only this user may read.
 """
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ NAME = "harmonize_layer"
 FILES = ("harmonize_layer.py", "gimpfu_shim.py", "client.py", "protocol.py", "rendezvous.py")
 PROFILE = re.compile(r"3\.(\d+)")
 KEY_NAME = "engine.key"
+# GIMP's own guide for the Snap: plug-ins come from a content snap connected to its gimp-plugins interface
+# (developer.gimp.org, "How to package a plugin that will work on Snap"); files in its profile are not
+# enough, and its confinement cannot run this engine's Python.
+SNAP_UNSUPPORTED = ("the Snap GIMP is not supported yet: a Snap GIMP takes plug-ins only from snaps connected "
+                    "to its gimp-plugins interface, and none is published for fmm-harmonize; use GIMP from your "
+                    "distribution or from Flathub")
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,12 @@ class Profile:
 
     path: Path
     version: tuple[int, int]
-    packaging: str  # native, flatpak, snap, windows or macos
+    packaging: str  # native, flatpak, snap, windows, macos, or given (a --gimp-dir elsewhere)
 
     @property
     def label(self) -> str:
+        if self.packaging == "given":
+            return f"the GIMP profile {self.path}"
         return f"GIMP {self.version[0]}.{self.version[1]} ({self.packaging})"
 
 
@@ -182,45 +190,98 @@ def check_profile(profile_path: Path, read_by: str | None = None) -> list[tuple[
     return lines
 
 
-def check_server(config: dict) -> tuple[str, str]:
-    """Whether an engine server answers where the plug-in would look."""
+def check_server(config: dict, flatpak: bool = False) -> tuple[str, str]:
+    """Whether an engine server answers where the plug-in would look; a Flatpak GIMP cannot start one,
+    so there the user is told what to run ("todo")."""
     try:
         header = client.ping(config)
         return "ok", (f"engine server running (pid {header.get('pid')}, {header.get('backend')} on "
                       f"{header.get('device')}, version {header.get('version')})")
     except (client.EngineError, OSError, protocol.ProtocolError):
+        if flatpak:
+            return "todo", "no engine server running. " + client.flatpak_message(config, client.address_of(config))
         return "ok", ("no engine server running: the first Harmonize Layer call starts one, and it stops "
                       f"after {config.get('idle_minutes', client.IDLE_MINUTES)} idle minutes")
 
 
-def main(action: str, gimp_dir: str | None, address: str | None = None, all_profiles: bool = False) -> int:
+def given_profile(gimp_dir: str) -> Profile:
+    """The profile `--gimp-dir` names, with its packaging when it lies where one keeps its profiles (a
+    Flatpak profile needs the socket both sides see, whichever way it was named)."""
+    path = Path(gimp_dir).expanduser().absolute()
+    m = PROFILE.fullmatch(path.name)
+    for packaging, root in profile_roots():
+        if m and path.parent == root.absolute():
+            return Profile(path, (3, int(m[1])), packaging)
+    return Profile(path, (3, int(m[1])) if m else (3, 0), "given")
+
+
+def _refuse_unread(path: Path, create: bool) -> None:
+    """Refuse a --gimp-dir that GIMP would never read: one that does not exist (a typo, most often; made
+    only with --create), or the folder that holds the profiles rather than one of them."""
+    if not path.exists():
+        if create:
+            return
+        found = ", ".join(str(p.path) for p in find_profiles()) or "none"
+        raise InputError(f"--gimp-dir {path} does not exist (GIMP 3 profiles found on this machine: {found}). "
+                         "GIMP makes its profile when it first starts, and Edit > Preferences > Folders names "
+                         "it; give an existing one, or add --create to make this one")
+    if not path.is_dir():
+        raise InputError(f"--gimp-dir {path} is a file, not a GIMP profile folder")
+    inner = sorted(d.name for d in path.iterdir() if PROFILE.fullmatch(d.name) and d.is_dir())
+    if inner and not PROFILE.fullmatch(path.name):
+        raise InputError(f"--gimp-dir {path} holds GIMP profiles ({', '.join(inner)}) but is not one: give one of "
+                         f"them, such as --gimp-dir {path / inner[-1]}")
+
+
+def main(action: str, gimp_dir: str | None, address: str | None = None, all_profiles: bool = False,
+         create: bool = False) -> int:
     """The CLI's entry: prints what it did; the exit status follows --check's verdict."""
     profiles = find_profiles()
-    if gimp_dir:
-        chosen = [Profile(Path(gimp_dir), (3, 0), "given")]
-    else:
-        chosen = targets(profiles, all_profiles)
+    chosen = [given_profile(gimp_dir)] if gimp_dir else targets(profiles, all_profiles)
     if action == "install":
-        if not chosen:  # never make GIMP's folder ourselves: --check would then trust it
-            looked = ", ".join(str(root / "3.x") for _, root in profile_roots())
-            raise InputError(f"no GIMP 3 profile found (looked in {looked}); start GIMP 3 once so that it "
-                             "makes one, or give --gimp-dir")
-        for p in chosen:
-            dest = install(p.path, address, flatpak=p.packaging == "flatpak")
-            print(f"installed Filters > Harmonize Layer for {p.label if gimp_dir is None else p.path} in {dest}")
-        print(f"engine: {sys.executable}; restart GIMP to see it")
-        if any(p.packaging == "flatpak" for p in chosen):
-            print(f"Flatpak GIMP cannot start the engine itself: start it with '{Path(sys.executable).parent}"
-                  f"/harmonize serve --flatpak' before using Harmonize Layer there")
-        return 0
+        if gimp_dir:
+            _refuse_unread(chosen[0].path, create)
+        return _install(chosen, address, gimp_dir is not None)
     if action == "uninstall":
-        for p in profiles if not gimp_dir else chosen:
-            if uninstall(p.path):
-                print(f"removed {plugin_dir(p.path)}")
-        return 0
+        if gimp_dir:
+            _refuse_unread(chosen[0].path, create=False)
+        return _uninstall(chosen if gimp_dir else profiles)
     if action == "check":
         return _print_check(profiles, chosen, gimp_dir is not None)
     raise InputError(f"unknown action {action!r}")
+
+
+def _install(chosen: list[Profile], address: str | None, given: bool) -> int:
+    supported = [p for p in chosen if p.packaging != "snap"]
+    for p in chosen:
+        if p.packaging == "snap":
+            print(f"skipped {p.label} at {p.path}: {SNAP_UNSUPPORTED}")
+    if not supported:  # never make GIMP's folder ourselves: --check would then trust it
+        if chosen:
+            raise InputError(f"no GIMP 3 that fmm-harmonize supports was found, only the Snap one. {SNAP_UNSUPPORTED}")
+        looked = ", ".join(str(root / "3.x") for _, root in profile_roots())
+        raise InputError(f"no GIMP 3 profile found (looked in {looked}); start GIMP 3 once so that it "
+                         "makes one, or give --gimp-dir")
+    for p in supported:
+        if given and not p.path.is_dir():
+            print(f"created {p.path} (--create)")
+        dest = install(p.path, address, flatpak=p.packaging == "flatpak")
+        print(f"installed Filters > Harmonize Layer for {p.label} in {dest}")
+    print(f"engine: {sys.executable}; restart GIMP to see it")
+    if any(p.packaging == "flatpak" for p in supported):
+        print(f"Flatpak GIMP cannot start the engine itself: start it with '{Path(sys.executable).parent}"
+              f"/harmonize serve --flatpak' before using Harmonize Layer there")
+    return 0
+
+
+def _uninstall(profiles: list[Profile]) -> int:
+    removed = [p for p in profiles if uninstall(p.path)]
+    for p in removed:
+        print(f"removed {plugin_dir(p.path)}")
+    if not removed:
+        where = ", ".join(str(plugin_dir(p.path)) for p in profiles) or "no GIMP 3 profile found"
+        print(f"nothing to remove: the plug-in is not installed (looked in {where})")
+    return 0
 
 
 def _print_check(profiles: list[Profile], chosen: list[Profile], given: bool) -> int:
@@ -230,15 +291,25 @@ def _print_check(profiles: list[Profile], chosen: list[Profile], given: bool) ->
         lines.append(("ok" if profiles else "MISSING", f"GIMP 3 profiles found: {names}" + (
             "" if profiles else " (is GIMP 3 installed and started once? Or give --gimp-dir)")))
     newest = {p.packaging: p for p in reversed(chosen)}
+    usable = []
     for p in chosen:
-        lines += check_profile(p.path)
+        if p.packaging == "snap":
+            lines.append(("skipped", f"{p.label} at {p.path}: {SNAP_UNSUPPORTED}"))
+            continue
+        found = check_profile(p.path)
+        lines += found
+        if all(status == "ok" for status, _ in found):
+            usable.append(p)
     for p in profiles if not given else ():
         if p not in chosen:
             lines += check_profile(p.path, read_by=newest[p.packaging].label)
-    configs = [client.read_config(plugin_dir(p.path)) for p in chosen
-               if (plugin_dir(p.path) / client.CONFIG_NAME).exists()]
-    for config in configs[:1]:
-        lines.append(check_server(config))
+    served = set()
+    for p in usable:
+        config = client.read_config(plugin_dir(p.path))
+        if client.address_of(config) not in served:
+            served.add(client.address_of(config))
+            lines.append(check_server(config, flatpak=p.packaging == "flatpak"))
     for status, message in lines:
         print(f"{status:7} {message}")
-    return 0 if lines and all(s in ("ok", "stale") for s, _ in lines) else 1
+    # lower case is a note (an older copy, a server to start, an unsupported Snap); upper case a failure
+    return 0 if usable and all(s.islower() for s, _ in lines) else 1
