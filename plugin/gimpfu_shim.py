@@ -25,6 +25,16 @@ except (ImportError, ValueError):
 PF_FLOAT, PF_SLIDER, PF_OPTION, PF_STRING = "float", "slider", "option", "string"
 
 
+def plain(label: str) -> str:
+    """A label without its mnemonic's underscore: "S_trength" is "Strength"."""
+    return label.replace("_", "")
+
+
+def title(label: str) -> str:
+    """A menu label as a dialog title: "Harmoni_ze Layer..." is "Harmonize Layer"."""
+    return plain(label).removesuffix("...")
+
+
 class UserError(Exception):
     """A problem to show the user as a message (the procedure then returns EXECUTION_ERROR)."""
 
@@ -48,28 +58,44 @@ if not GIMP3:
 else:
 
     def _add_argument(procedure, kind, name, label, default, extra):
-        nick = name.replace("_", "-")
+        # the label is the dialog's, with its mnemonic ("S_trength"); the blurb (a tooltip) goes without
+        nick, blurb = name.replace("_", "-"), plain(label)
         if kind in (PF_FLOAT, PF_SLIDER):
             lo, hi = extra[0], extra[1]
-            procedure.add_double_argument(nick, label, label, lo, hi, default, GObject.ParamFlags.READWRITE)
+            procedure.add_double_argument(nick, label, blurb, lo, hi, default, GObject.ParamFlags.READWRITE)
         elif kind == PF_OPTION:
             choice = Gimp.Choice.new()
             for i, option in enumerate(extra):  # the label's lower case is the value a script passes
                 choice.add(option.lower(), i, option, "")
-            procedure.add_choice_argument(nick, label, label, choice, extra[default].lower(),
+            procedure.add_choice_argument(nick, label, blurb, choice, extra[default].lower(),
                                           GObject.ParamFlags.READWRITE)
         else:
-            procedure.add_string_argument(nick, label, label, default, GObject.ParamFlags.READWRITE)
+            procedure.add_string_argument(nick, label, blurb, default, GObject.ParamFlags.READWRITE)
+
+    def _dialog(procedure, config, spec):
+        """The procedure's dialog, with gimpfu's widgets: a PF_SLIDER is a slider (GimpScaleEntry), where
+        ProcedureDialog makes a spin entry of a double, and a PF_OPTION a combo box with its label, where
+        ProcedureDialog makes a radio frame of up to three choices (whose title GIMP 3.2 leaves without
+        a mnemonic)."""
+        gi.require_version("GimpUi", "3.0")
+        gi.require_version("Gtk", "3.0")
+        from gi.repository import GimpUi, Gtk
+
+        GimpUi.init(spec["name"])
+        dialog = GimpUi.ProcedureDialog.new(procedure, config, title(spec["label"]))
+        for kind, name, _label, _default, extra in spec["params"]:
+            if kind == PF_SLIDER:
+                step = extra[2] if len(extra) > 2 else (extra[1] - extra[0]) / 100
+                dialog.get_scale_entry(name.replace("_", "-"), 1.0).set_increments(step, step * 5)
+            elif kind == PF_OPTION:
+                dialog.get_widget(name.replace("_", "-"), Gtk.ComboBox)
+        dialog.fill(None)
+        return dialog
 
     def _run(spec):
         def run(procedure, run_mode, image, drawables, config, data):
             if run_mode == Gimp.RunMode.INTERACTIVE:
-                gi.require_version("GimpUi", "3.0")
-                from gi.repository import GimpUi
-
-                GimpUi.init(spec["name"])
-                dialog = GimpUi.ProcedureDialog.new(procedure, config, spec["label"])
-                dialog.fill(None)
+                dialog = _dialog(procedure, config, spec)
                 ok = dialog.run()
                 dialog.destroy()
                 if not ok:
@@ -85,7 +111,7 @@ else:
             except UserError as exc:
                 return _error(procedure, str(exc))
             except Exception as exc:  # any other failure is still shown as a message, not only a traceback
-                return _error(procedure, f"{spec['label']} failed: {type(exc).__name__}: {exc}")
+                return _error(procedure, f"{title(spec['label'])} failed: {type(exc).__name__}: {exc}")
             return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
 
         return run

@@ -92,10 +92,13 @@ register(
     "Recolours the selected layer (its object: the layer mask, else the selection, else its alpha) so that "
     "its lighting and colours match the image under it, as a new layer above it.",
     "fmm-harmonize", "fmm-harmonize", "2026",
-    "Harmonize Layer", "RGB*",
+    # "...": the item opens a dialog. "_" marks the mnemonics: Z is free in GIMP's Filters menu (H is
+    # En_hance's), and T and D are none of the dialog's own buttons' (_OK, _Cancel, _Reset, _Load Saved
+    # Settings, _Save Settings, _Help).
+    "Harmoni_ze Layer...", "RGB*",
     [
-        (PF_SLIDER, "strength", "Strength", 1.0, (0.0, 1.0, 0.05)),
-        (PF_OPTION, "device", "Device", 0,
+        (PF_SLIDER, "strength", "S_trength", 1.0, (0.0, 1.0, 0.05)),
+        (PF_OPTION, "device", "_Device", 0,
          [LABELS[d] for d in offered_devices(os.path.dirname(os.path.abspath(__file__)))]),
     ],
     [],

@@ -25,6 +25,18 @@ CHROOTS = [Path(p) for p in os.environ.get("FMM_GIMP_CHROOTS", "/var/cache/fmm/g
 REQUIRED = os.environ.get("FMM_REQUIRE_GIMP") == "1"
 pytestmark = pytest.mark.gimp
 PHOTO_H, PHOTO_W, OBJ_H, OBJ_W = 90, 120, 40, 50
+# Run inside GIMP: what the PDB says of the installed procedure, as <work>/procedure.json.
+PROCEDURE = """
+import json, os
+import gi
+gi.require_version("Gimp", "3.0")
+from gi.repository import Gimp
+proc = Gimp.get_pdb().lookup_procedure("python-fu-harmonize-layer")
+args = {p.name: {"nick": p.get_nick(), "type": p.value_type.name, "minimum": getattr(p, "minimum", None),
+                 "maximum": getattr(p, "maximum", None)} for p in proc.get_arguments()}
+json.dump({"label": proc.get_menu_label(), "paths": proc.get_menu_paths(), "args": args},
+          open(os.path.join(os.environ["FMM_WORK"], "procedure.json"), "w"))
+"""
 
 
 def console(chroot: Path) -> str | None:
@@ -148,3 +160,23 @@ def test_real_gimp_shows_an_engine_crash_as_a_message(gimp_env, monkeypatch):
     assert result["status"] != "success"
     assert "RuntimeError: CUDA error: an illegal memory access" in result.get("error", ""), result
     assert len(result["layers"]) == result["layers_before"], "a layer was added despite the error"
+
+
+def test_real_gimp_menu_item_and_dialog_controls(gimp_env):
+    """What GIMP shows: "Harmonize Layer..." under Filters (the "..." of an item that opens a dialog),
+    Strength a double from 0 to 1 (which the dialog shows as a slider), and a mnemonic on every control,
+    none taken by the dialog's own buttons (_OK, _Cancel, _Reset, _Load..., _Save..., _Help)."""
+    chroot, work, inside = gimp_env
+    (work / "procedure.py").write_text(PROCEDURE)
+    r = gimp(chroot, inside, "--batch-interpreter=python-fu-eval", "-b", f"exec(open('{inside}/procedure.py').read())",
+             "--quit")
+    assert (work / "procedure.json").exists(), f"GIMP did not finish the batch:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    found = json.loads((work / "procedure.json").read_text())
+    assert found["label"].replace("_", "") == "Harmonize Layer..." and found["paths"] == ["<Image>/Filters"]
+    strength, device = found["args"]["strength"], found["args"]["device"]
+    assert (strength["type"], strength["minimum"], strength["maximum"]) == ("gdouble", 0.0, 1.0)
+    assert device["type"] == "gchararray"
+    mnemonics = [label[label.index("_") + 1].lower() for label in (found["label"], strength["nick"], device["nick"])
+                 if label.count("_") == 1]
+    assert len(mnemonics) == 3, f"every label needs one mnemonic: {found}"
+    assert not set(mnemonics[1:]) & set("ocrlsh"), f"a control's mnemonic is a dialog button's: {mnemonics}"

@@ -266,7 +266,7 @@ def _install(chosen: list[Profile], address: str | None, given: bool) -> int:
         if given and not p.path.is_dir():
             print(f"created {p.path} (--create)")
         dest = install(p.path, address, flatpak=p.packaging == "flatpak")
-        print(f"installed Filters > Harmonize Layer for {p.label} in {dest}")
+        print(f"installed Filters > Harmonize Layer... for {p.label} in {dest}")
     print(f"engine: {sys.executable}; restart GIMP to see it")
     if any(p.packaging == "flatpak" for p in supported):
         print(f"Flatpak GIMP cannot start the engine itself: start it with '{Path(sys.executable).parent}"
