@@ -54,9 +54,15 @@ def _key(config: dict) -> bytes:
 
 
 def connect(address, config: dict | None = None, timeout: float = 30.0) -> socket.socket:
-    """A connection to a listening server; over TCP, one that proved it holds the user's key. OSError
-    when nothing listens there."""
+    """A connection to a listening server: over a Unix socket, one in a folder of this user's own; over
+    TCP, one that proved it holds the user's key, as this side proved it too. OSError when nothing listens
+    there; EngineError when what is there is not this user's engine (nothing of a request was sent)."""
     family = socket.AF_INET if isinstance(address, tuple) else socket.AF_UNIX
+    if family == socket.AF_UNIX:
+        try:
+            rendezvous.private_folder(Path(address).parent, create=False)
+        except rendezvous.UnsafeFolder as exc:
+            raise EngineError(str(exc)) from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
@@ -67,19 +73,31 @@ def connect(address, config: dict | None = None, timeout: float = 30.0) -> socke
                 raise EngineError(verdict.get("error", "the engine refused the connection"))
     except protocol.ProtocolError as exc:
         sock.close()
-        raise EngineError(f"something other than the engine answers at {address} ({exc})") from None
+        raise EngineError(f"something other than this user's engine answers at {_where(address)} ({exc}); nothing "
+                          "was sent to it") from None
     except BaseException:
         sock.close()
         raise
     return sock
 
 
+def _where(address) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+
+
 def _exchange(sock: socket.socket, message: bytes, timeout: float) -> tuple[dict, bytes]:
     with sock:
         sock.settimeout(timeout)
         try:
-            sock.sendall(message)
-            reply = protocol.receive(sock)
+            try:
+                sock.sendall(message)
+            except OSError as sending:  # refused while it was being sent? Then its reason is waiting to be read
+                try:
+                    reply = protocol.receive(sock)
+                except (protocol.ProtocolError, OSError):
+                    raise sending from None
+            else:
+                reply = protocol.receive(sock)
         except TimeoutError:
             raise EngineError(f"the engine did not answer within {timeout:g} s") from None
         except (protocol.ProtocolError, OSError) as exc:  # Closed included: it went away mid-request
@@ -125,7 +143,11 @@ def open_engine(config: dict, status=None) -> socket.socket:
     if rendezvous.in_flatpak():
         raise EngineError(flatpak_message(config, address))
     starting = rendezvous.FileLock(rendezvous.start_lock_path(address))
-    if not starting.acquire(timeout=START_TIMEOUT):
+    try:
+        started = starting.acquire(timeout=START_TIMEOUT)
+    except rendezvous.UnsafeFolder as exc:
+        raise EngineError(str(exc)) from None
+    if not started:
         raise EngineError(f"another call has been starting the engine for {START_TIMEOUT:.0f} s; see "
                           f"{rendezvous.log_path(address)}")
     try:
@@ -151,21 +173,23 @@ def _start_server(config: dict, address) -> subprocess.Popen:
     python = config.get("python")
     if not python:
         raise EngineError("no engine interpreter is configured; run: harmonize gimp install")
-    cmd = [python, "-m", "engine.cli", "serve", "--idle-minutes", str(config.get("idle_minutes", IDLE_MINUTES))]
+    args = ["serve", "--idle-minutes", str(config.get("idle_minutes", IDLE_MINUTES))]
     if isinstance(address, tuple):
-        cmd += ["--port", str(address[1]), "--key-file", str(config.get("key_file", ""))]
+        args += ["--port", str(address[1]), "--key-file", str(config.get("key_file", ""))]
     else:
-        cmd += ["--socket", str(address)]
-    log = rendezvous.log_path(address)
-    log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        args += ["--socket", str(address)]
+    cmd = rendezvous.isolated(python, rendezvous.CLI, config.get("engine_path")) + args
     if os.name == "nt":  # no console window, and not ended with GIMP's
         detach = dict(creationflags=subprocess.CREATE_NO_WINDOW | subprocess.CREATE_NEW_PROCESS_GROUP)
     else:
         detach = dict(start_new_session=True)
     try:
-        with open(log, "wb") as out:
+        with os.fdopen(rendezvous.open_private(rendezvous.log_path(address), os.O_WRONLY | os.O_TRUNC), "wb") as out:
+            # GIMP's working folder may be anyone's: the engine starts in its interpreter's own
             return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    close_fds=True, **detach)
+                                    close_fds=True, cwd=os.path.dirname(python) or None, **detach)
+    except rendezvous.UnsafeFolder as exc:
+        raise EngineError(str(exc)) from None
     except OSError as exc:
         raise EngineError(f"cannot start the engine ({python}): {exc.strerror or exc}; run: harmonize gimp "
                           "install") from None
@@ -192,7 +216,10 @@ def harmonize(width: int, height: int, rect, background: bytes, rgb: bytes, mask
               device: str = "auto", config: dict | None = None, status=None) -> tuple[bytes, dict]:
     """The layer's harmonized RGB u8 in `rect`, given the canvas without it and its RGB and mask there,
     and the reply's header (which backend and device did the work)."""
-    message = protocol.harmonize_request(width, height, rect, background, rgb, mask, strength, device)
+    try:
+        message = protocol.harmonize_request(width, height, rect, background, rgb, mask, strength, device)
+    except protocol.ProtocolError as exc:
+        raise EngineError(str(exc)) from None
     header, payload = request(message, config, status=status)
     if len(payload) != rect[2] * rect[3] * 3:
         raise EngineError(f"the engine returned {len(payload)} bytes for a {rect[2]}x{rect[3]} layer")

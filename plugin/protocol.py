@@ -1,31 +1,37 @@
 """Wire format between the GIMP plug-in and the engine (standard library only: GIMP's Python has no numpy).
 
 A message is: magic b"FMMH", version (1 byte), header length (4 bytes, big-endian), a JSON header, then
-`header["payload"]` raw bytes. Sizes are bounded so a malformed or hostile message is refused before
-anything large is allocated. Requests: {"op": "ping"}, and {"op": "harmonize", "width", "height", "rect",
-"strength", "device"} whose payload is the canvas without the layer, then the layer's RGB and mask in
-rect (all u8). Replies: {"ok": true, ...} with the layer's new RGB u8 (and the backend and device that
-made it), or {"ok": false, "error": "..."}.
+`header["payload"]` raw bytes. Sizes are bounded, the header's nesting too, and a message must arrive whole
+within its deadline, so a malformed, hostile or slow message is refused before anything large is
+allocated or a thread is held for long. Requests: {"op": "ping"}, and {"op": "harmonize", "width",
+"height", "rect", "strength", "device"} whose payload is the canvas without the layer, then the layer's
+RGB and mask in rect (all u8). Replies: {"ok": true, ...} with the layer's new RGB u8 (and the backend and
+device that made it), or {"ok": false, "error": "..."}.
 
-Over TCP (no private socket file) the server first proves the client is its user's: it sends
-{"op": "challenge", "nonce"}, the client answers {"op": "auth", "mac"} (HMAC-SHA256 of the nonce under the
-key in engine.key), and the server replies {"ok": true} or an error and closes. Nothing with a payload is
-read before that.
+Over TCP (no private socket file) each side proves to the other that it holds the key in engine.key
+before any picture moves: the server sends {"op": "challenge", "nonce": S}; the client answers {"op":
+"auth", "nonce": C, "mac": HMAC(key, "client", S, C)}; the server replies {"ok": true, "mac": HMAC(key,
+"server", S, C)} or an error and closes, and the client sends nothing more unless that MAC is right. Both
+nonces are fresh per connection, so no proof can be replayed, and the role names keep one side's proof
+from passing for the other's. Nothing with a payload is read before the client's proof.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import struct
+import time
 
 MAGIC = b"FMMH"
-VERSION = 2
+VERSION = 3  # 3: the server proves the key too (2: only the client did)
 PREFIX = struct.Struct(">4sBI")
 MAX_HEADER = 64 * 1024
+MAX_DEPTH = 16  # a header nests two deep; json would recurse once per bracket of a hostile one
 MAX_PIXELS = 100_000_000  # 100 megapixels: twice GIMP's usual 50 MP ceiling
-MAX_PAYLOAD = MAX_PIXELS * 4
+MAX_PAYLOAD = MAX_PIXELS * 7  # the largest canvas (RGB) with a layer as large (RGB and mask)
 # What a request's "device" may name, in the plug-in's menu order; the engine's list
 # (engine/backends DEVICES) is tested to be the same, since this side cannot import the engine.
 DEVICES = ("auto", "cpu", "gpu")
@@ -48,11 +54,17 @@ def encode(header: dict, payload: bytes = b"") -> bytes:
 CHUNK = 256 * 1024
 
 
-def _read_exactly(sock, n: int, between_messages: bool = False) -> bytearray:
-    """n bytes; memory grows only with what arrived, so an announced size costs nothing until it is sent."""
+def _read_exactly(sock, n: int, between_messages: bool = False, deadline: float | None = None) -> bytearray:
+    """n bytes; memory grows only with what arrived, so an announced size costs nothing until it is sent.
+    TimeoutError once the monotonic `deadline` passes, however the bytes trickle in."""
     buf = bytearray()
     scratch = memoryview(bytearray(min(n, CHUNK)))
     while len(buf) < n:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the message did not arrive in time")
+            sock.settimeout(left)
         k = sock.recv_into(scratch, min(n - len(buf), CHUNK))
         if k == 0:
             if not buf and between_messages:
@@ -62,31 +74,63 @@ def _read_exactly(sock, n: int, between_messages: bool = False) -> bytearray:
     return buf
 
 
-def receive(sock, max_payload: int = MAX_PAYLOAD) -> tuple[dict, bytearray]:
-    """Read one message from a socket; ProtocolError on anything malformed or over `max_payload`."""
-    magic, version, length = PREFIX.unpack(_read_exactly(sock, PREFIX.size, between_messages=True))
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[][{}]')  # a JSON string (skipped whole) or a bracket
+
+
+def _nesting(text: bytes) -> int:
+    """How deep the brackets of JSON `text` nest (those inside strings do not count)."""
+    depth = deepest = 0
+    for token in _TOKENS.findall(text):
+        if token in (b"[", b"{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def receive(sock, max_payload: int = MAX_PAYLOAD, timeout: float | None = None) -> tuple[dict, bytearray]:
+    """Read one message from a socket, whole within `timeout` seconds when given (TimeoutError after);
+    ProtocolError on anything malformed or over `max_payload`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    magic, version, length = PREFIX.unpack(_read_exactly(sock, PREFIX.size, True, deadline))
     if magic != MAGIC:
         raise ProtocolError("not an fmm-harmonize message (bad magic)")
     if version != VERSION:
-        raise ProtocolError(f"protocol version {version} is not supported (this side speaks {VERSION})")
+        raise ProtocolError(f"protocol version {version} is not supported (this side speaks {VERSION}): the "
+                            "plug-in and the engine are from different versions; run: harmonize gimp install")
     if length > MAX_HEADER:
         raise ProtocolError(f"header of {length} bytes exceeds {MAX_HEADER}")
+    text = bytes(_read_exactly(sock, length, deadline=deadline))
+    if _nesting(text) > MAX_DEPTH:
+        raise ProtocolError(f"header nests deeper than {MAX_DEPTH} levels")
     try:
-        header = json.loads(_read_exactly(sock, length))
+        header = json.loads(text)
     except ValueError:
         raise ProtocolError("header is not JSON") from None
     if not isinstance(header, dict):
         raise ProtocolError("header is not a JSON object")
     size = header.get("payload", 0)
     if not _is_int(size) or not 0 <= size <= max_payload:
-        raise ProtocolError(f"payload size {size!r} is out of bounds (max {max_payload})")
-    return header, _read_exactly(sock, size)
+        raise ProtocolError(f"payload size {size!r} is out of bounds (max {max_payload} bytes)")
+    return header, _read_exactly(sock, size, deadline=deadline)
+
+
+def check_canvas(width, height) -> None:
+    """ProtocolError naming the limit unless width x height is a canvas the engine takes."""
+    if not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
+        raise ProtocolError(f"bad canvas size {width!r}x{height!r}")
+    if width * height > MAX_PIXELS:
+        raise ProtocolError(f"bad canvas size {width}x{height}: {width * height / 1e6:.2f} megapixels, where the "
+                            f"engine takes at most {MAX_PIXELS // 1_000_000} megapixels")
 
 
 def harmonize_request(width: int, height: int, rect: tuple[int, int, int, int], background: bytes,
                       rgb: bytes, mask: bytes, strength: float = 1.0, device: str = "auto") -> bytes:
     """Harmonize a layer over a canvas: the canvas as seen without the layer (RGB u8, width x height),
-    and in `rect` = (x, y, w, h) the layer's RGB u8 and its mask u8. The reply is the layer's new RGB."""
+    and in `rect` = (x, y, w, h) the layer's RGB u8 and its mask u8. The reply is the layer's new RGB.
+    ProtocolError, before anything is copied, for a canvas over the limit."""
+    check_canvas(width, height)
     return encode({"op": "harmonize", "width": width, "height": height, "rect": list(rect),
                    "strength": strength, "device": device}, background + rgb + mask)
 
@@ -98,8 +142,7 @@ def _is_int(value) -> bool:
 def check_harmonize(header: dict, payload: bytes) -> tuple[int, int, tuple[int, int, int, int]]:
     """Validate a harmonize request's sizes; returns (width, height, rect)."""
     W, H, rect = header.get("width"), header.get("height"), header.get("rect")
-    if not (_is_int(W) and _is_int(H) and W > 0 and H > 0 and W * H <= MAX_PIXELS):
-        raise ProtocolError(f"bad canvas size {W!r}x{H!r}")
+    check_canvas(W, H)
     if not (isinstance(rect, list) and len(rect) == 4 and all(_is_int(v) for v in rect)):
         raise ProtocolError(f"bad rect {rect!r}: expected [x, y, w, h]")
     x, y, w, h = rect
@@ -117,32 +160,55 @@ def check_harmonize(header: dict, payload: bytes) -> tuple[int, int, tuple[int, 
     return W, H, (x, y, w, h)
 
 
-def _mac(key: bytes, nonce: str) -> str:
-    return hmac.new(key, nonce.encode(), hashlib.sha256).hexdigest()
+# --- The key proof over TCP, in both directions ---
+
+NOT_AUTHORIZED = "not authorized: this engine answers only its own user's plug-in (the key in engine.key)"
 
 
-def challenge(sock, key: bytes) -> bool:
-    """The server's side of the key check: True when the client proved it holds `key`; otherwise the
-    client got an error reply and the connection should be closed."""
-    nonce = secrets.token_hex(16)
-    sock.sendall(encode({"op": "challenge", "nonce": nonce}))
-    try:
-        header, _ = receive(sock, max_payload=0)
-    except ProtocolError as exc:
-        header = {"error": str(exc)}
-    mac = header.get("mac")
-    if header.get("op") == "auth" and isinstance(mac, str) and hmac.compare_digest(mac, _mac(key, nonce)):
-        sock.sendall(encode({"ok": True}))
-        return True
-    sock.sendall(encode({"ok": False, "error": "not authorized: this engine answers only its own user's "
-                         "plug-in (the key in engine.key); reinstall with: harmonize gimp install"}))
-    return False
+def _mac(key: bytes, role: str, server_nonce: str, client_nonce: str) -> str:
+    """One side's proof: the key's HMAC over both nonces of this connection, named for the side."""
+    text = "\n".join((role, server_nonce, client_nonce)).encode()
+    return hmac.new(key, text, hashlib.sha256).hexdigest()
+
+
+def _nonce(value) -> bool:
+    return isinstance(value, str) and 16 <= len(value) <= 128
+
+
+def check_client(sock, key: bytes, timeout: float) -> bytes:
+    """The server's side: challenge the client and check its proof, all within `timeout` seconds. Returns
+    the reply that admits the client (it carries the server's proof) for the caller to send, or raises
+    ProtocolError (or TimeoutError) when the client did not prove it holds `key`: the caller then replies
+    NOT_AUTHORIZED and closes."""
+    server_nonce = secrets.token_hex(16)
+    sock.sendall(encode({"op": "challenge", "nonce": server_nonce}))
+    header, _ = receive(sock, max_payload=0, timeout=timeout)
+    client_nonce, mac = header.get("nonce"), header.get("mac")
+    if header.get("op") != "auth" or not _nonce(client_nonce) or not isinstance(mac, str):
+        raise ProtocolError("the client did not answer the key challenge")
+    if not hmac.compare_digest(mac, _mac(key, "client", server_nonce, client_nonce)):
+        raise ProtocolError("the client's key proof is wrong")
+    return encode({"ok": True, "mac": _mac(key, "server", server_nonce, client_nonce)})
 
 
 def answer(sock, key: bytes) -> dict:
-    """The client's side of the key check; returns the server's verdict (a reply header)."""
+    """The client's side: answer the server's challenge with a nonce of its own, and check the server's
+    proof. Returns the server's verdict when it refused ({"ok": false, "error"}), {"ok": true} once the
+    server proved it holds `key`; ProtocolError when the peer is not an engine holding the key (nothing
+    but the proof was sent to it)."""
     header, _ = receive(sock, max_payload=0)
-    if header.get("op") != "challenge" or not isinstance(header.get("nonce"), str):
-        return header if "error" in header else {"ok": False, "error": "the server sent no key challenge"}
-    sock.sendall(encode({"op": "auth", "mac": _mac(key, header["nonce"])}))
-    return receive(sock, max_payload=0)[0]
+    server_nonce = header.get("nonce")
+    if header.get("op") != "challenge" or not _nonce(server_nonce):
+        if header.get("ok") is False and isinstance(header.get("error"), str):
+            return header
+        raise ProtocolError("it sent no key challenge")
+    client_nonce = secrets.token_hex(16)
+    sock.sendall(encode({"op": "auth", "nonce": client_nonce, "mac": _mac(key, "client", server_nonce,
+                                                                          client_nonce)}))
+    verdict, _ = receive(sock, max_payload=0)
+    if verdict.get("ok") is not True:
+        return verdict if isinstance(verdict.get("error"), str) else {"ok": False, "error": NOT_AUTHORIZED}
+    mac = verdict.get("mac")
+    if not isinstance(mac, str) or not hmac.compare_digest(mac, _mac(key, "server", server_nonce, client_nonce)):
+        raise ProtocolError("it could not prove it holds the key in engine.key")
+    return {"ok": True}

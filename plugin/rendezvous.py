@@ -1,7 +1,8 @@
 """Where the GIMP plug-in and the engine server meet (standard library only; both sides import it).
 
 The server's address (a Unix socket file, or 127.0.0.1 and a port where AF_UNIX is missing), the folder
-beside it for its locks and log, the key a TCP client proves itself with, and whether GIMP runs in a
+beside it for its locks and log (this user's alone, or refused), the key each side proves itself with over
+TCP, how the engine's interpreter is started away from the current folder, and whether GIMP runs in a
 Flatpak sandbox, which cannot start the engine and sees only part of the host's folders.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -67,6 +69,64 @@ def log_path(address) -> Path:
     return runtime_dir(address) / f"{_stem(address)}.log"
 
 
+class UnsafeFolder(Exception):
+    """The folder for the engine's socket, locks and log could be changed by someone else."""
+
+
+# Never follow a link planted where the server's lock or log goes (0 where the system has no such flag).
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def private_folder(folder: str | Path, create: bool = True) -> Path:
+    """`folder`, made 0700 when missing (when `create`; FileNotFoundError otherwise). As ssh-agent checks
+    its own: UnsafeFolder when it is a link or no folder, belongs to another user, or gives group or others
+    any access. (Windows: a folder under the user's own profile, whose permissions Windows keeps.)"""
+    folder = Path(folder)
+    if create:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    info = os.lstat(folder)
+    if os.name == "nt":
+        return folder
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise UnsafeFolder(f"{folder} is a link or not a folder; the engine keeps its socket only in a folder of "
+                           "your own: remove it, or give another place (harmonize serve --socket)")
+    if info.st_uid != os.getuid():
+        raise UnsafeFolder(f"{folder} belongs to user id {info.st_uid}, not to you ({os.getuid()}); the engine "
+                           "keeps its socket only in a folder of your own: give another place (harmonize serve "
+                           "--socket), or remove it")
+    if info.st_mode & 0o077:
+        raise UnsafeFolder(f"{folder} is open to other users (mode {stat.S_IMODE(info.st_mode):o}); the engine "
+                           f"keeps its socket only in a folder of your own: chmod 700 {folder}")
+    return folder
+
+
+def open_private(path: str | Path, flags: int) -> int:
+    """os.open of a file in a private folder, made 0600, never through a link planted in its place."""
+    path = Path(path)
+    private_folder(path.parent)
+    try:
+        return os.open(path, flags | os.O_CREAT | NOFOLLOW, 0o600)
+    except OSError:
+        if os.path.islink(path):
+            raise UnsafeFolder(f"{path} is a link; the engine never writes through one: remove it") from None
+        raise
+
+
+def isolated(python: str, code: str, root: str | None = None) -> list[str]:
+    """The command that runs `code` in the engine's interpreter apart from the current folder and the
+    environment's PYTHON* settings (-I), with the engine package taken from `root`, the folder that holds
+    it, when given. Run it with `cwd=os.path.dirname(python)`, a folder as trusted as the interpreter."""
+    head = "import sys\n" + (f"sys.path.insert(0, {str(root)!r})\n" if root else "")
+    return [python, "-I", "-c", head + code]
+
+
+CLI = "from engine.cli import main\nsys.exit(main(sys.argv[1:]))"  # `isolated(python, CLI) + [verb, ...]`
+
+
 class FileLock:
     """An exclusive lock on a file (flock, or msvcrt on Windows), released on `release` or when the
     process dies, so a killed holder never leaves it taken."""
@@ -77,8 +137,7 @@ class FileLock:
 
     def acquire(self, timeout: float = 0.0) -> bool:
         """Take the lock, waiting up to `timeout` seconds; False when another process holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(self.path, os.O_RDWR)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -117,14 +176,20 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def write_key(path: str | Path) -> Path:
-    """A new random key in a file only this user may read (0600 where the system has modes)."""
+def new_key() -> str:
+    """A new random key, as engine.key holds it."""
+    return secrets.token_hex(32)
+
+
+def write_key(path: str | Path, key: str | None = None) -> Path:
+    """`key` (a new random one when None) in a file only this user may read (0600 where the system has
+    modes), made anew so that no one else's file or link is written through."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        f.write((key or new_key()) + "\n")
     return path
 
 

@@ -98,7 +98,7 @@ def test_two_calls_at_once_start_one_server(config, monkeypatch):
 
 def test_a_stale_socket_is_replaced(config):
     path = Path(config["address"])
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, mode=0o700)  # as the server makes it
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(str(path))  # bound, never listened on, closed: what a killed server leaves
     dead.close()
@@ -209,3 +209,31 @@ def test_flatpak_is_detected_and_the_message_says_how_to_start_the_engine(config
         srv.shutdown()
         srv.server_close()
         shutil.rmtree(home)
+
+
+def plant_engine(folder: Path) -> Path:
+    """An `engine` package in `folder` that leaves a marker when anything imports it; the marker's path."""
+    marker = folder / "planted-code-ran"
+    (folder / "engine").mkdir()
+    code = f"open({str(marker)!r}, 'a').write('ran\\n')\n"
+    (folder / "engine" / "__init__.py").write_text(code)
+    (folder / "engine" / "cli.py").write_text(code)
+    return marker
+
+
+def test_the_engine_never_runs_code_from_the_current_folder(config, tmp_path, monkeypatch):
+    """GIMP starts plug-ins in a working folder that others may write to; an `engine/` there ran as the user."""
+    cwd = tmp_path / "anyones"
+    cwd.mkdir()
+    marker = plant_engine(cwd)
+    monkeypatch.chdir(cwd)
+    assert client.request(harmonize_message(), config)[0]["ok"]
+    assert not marker.exists(), "the planted engine ran"
+    # harmonize gimp --check runs the engine's interpreter too
+    from engine.cli import main
+
+    gimp = tmp_path / "GIMP" / "3.2"
+    gimp.mkdir(parents=True)
+    assert main(["gimp", "install", "--gimp-dir", str(gimp)]) == 0
+    assert main(["gimp", "--check", "--gimp-dir", str(gimp)]) == 0
+    assert not marker.exists(), "the planted engine ran on --check"

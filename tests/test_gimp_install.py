@@ -240,3 +240,24 @@ def test_snap_gimp_is_said_to_be_unsupported_and_gets_nothing(home, capsys):
     assert list(snap32.iterdir()) == [] and (gimp32 / "plug-ins" / "harmonize_layer").is_dir()
     assert main(["gimp", "--check"]) == 0
     assert "skipped GIMP 3.2 (snap)" in capsys.readouterr().out
+
+
+def test_one_key_per_engine_port_kept_across_reinstalls_unless_a_new_one_is_asked_for(home, capsys):
+    """Reinstalling wrote a new key while a running engine kept the old one, and with --all-profiles each
+    profile got a key of its own for the one port."""
+    gimp30, gimp32 = profile(home / NATIVE / "3.0"), profile(home / NATIVE / "3.2")
+
+    def keys():
+        return [(p / "plug-ins" / "harmonize_layer" / "engine.key").read_text() for p in (gimp30, gimp32)]
+
+    assert main(["gimp", "install", "--all-profiles"]) == 0
+    first = keys()
+    assert first[0] == first[1] and len(first[0].strip()) == 64
+    assert main(["gimp", "install"]) == 0 and main(["gimp", "install", "--gimp-dir", str(gimp30)]) == 0
+    assert keys() == first, "a reinstall must keep the key a running engine knows"
+    assert main(["gimp", "install", "--new-key"]) == 0  # into 3.2 only: 3.0's plug-in gets the new key too
+    assert "a new key" in capsys.readouterr().out
+    second = keys()
+    assert second[0] == second[1] != first[0]
+    assert all(stat.S_IMODE((p / "plug-ins" / "harmonize_layer" / "engine.key").stat().st_mode) == 0o600
+               for p in (gimp30, gimp32))

@@ -54,6 +54,7 @@ def gimp_env(request, monkeypatch_module):
         pytest.skip(f"no GIMP 3 chroot at {chroot} (build it as root with: bash .ci/gimp-chroot.sh {chroot})")
     work = chroot / "tmp" / f"fmmtest-{os.getpid()}"
     work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o700)  # the engine's socket goes only in a folder of the user's own
     srv = make_server(BackendPool("onnxruntime"), str(work / "engine.sock"))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     inside = f"/tmp/{work.name}"

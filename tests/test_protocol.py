@@ -54,7 +54,7 @@ def test_payload_sizes_and_the_header_limit():
     for size in (True, -1, 1.5, "3", protocol.MAX_PAYLOAD + 1):
         with pytest.raises(protocol.ProtocolError, match="out of bounds"):
             protocol.receive(BytesStream(message({"payload": size}, b"xyz")))
-    with pytest.raises(protocol.ProtocolError, match=r"out of bounds \(max 0\)"):
+    with pytest.raises(protocol.ProtocolError, match=r"out of bounds \(max 0 bytes\)"):
         protocol.receive(BytesStream(message({"payload": 1}, b"x")), max_payload=0)
     padded = b'{"op": "ping"' + b" " * (protocol.MAX_HEADER - 14) + b"}"
     assert len(padded) == protocol.MAX_HEADER
@@ -98,13 +98,75 @@ def test_harmonize_request_lays_out_canvas_rgb_and_mask_in_order():
     assert payload == b"CCCCCCrgbm"
 
 
-def test_the_key_check_is_an_hmac_of_the_nonce():
+def test_a_header_nested_too_deep_is_refused_without_recursing():
+    """32,000 brackets made json recurse until RecursionError, which nothing caught."""
+    over = protocol.MAX_DEPTH + 1
+    for brackets in (b"[" * 32_000, b'{"a":' * 10_000, b"[" * over + b"]" * over):
+        raw = protocol.PREFIX.pack(protocol.MAGIC, protocol.VERSION, len(brackets)) + brackets
+        with pytest.raises(protocol.ProtocolError, match=f"nests deeper than {protocol.MAX_DEPTH} levels"):
+            protocol.receive(BytesStream(raw))
+    deep = {"op": "ping", "x": [[[["a]]]]{{{"]]]], "y": '\\"' + "[" * 40}  # brackets in strings do not count
+    assert protocol.receive(BytesStream(message(deep)))[0] == deep
+    nested: list = []
+    for _ in range(protocol.MAX_DEPTH - 2):
+        nested = [nested]
+    assert protocol._nesting(json.dumps({"a": nested}).encode()) == protocol.MAX_DEPTH
+    protocol.receive(BytesStream(message({"a": nested})))  # exactly the limit is read
+
+
+class Trickle(BytesStream):
+    """A peer that sends one byte per read, `pause` seconds apart, and takes timeouts as a socket does."""
+
+    def __init__(self, data: bytes, pause: float):
+        super().__init__(data)
+        self.pause, self.timeout = pause, None
+
+    def settimeout(self, seconds):
+        self.timeout = seconds
+
+    def recv_into(self, view, n):
+        import time
+
+        if self.timeout is not None and self.timeout < self.pause:
+            time.sleep(self.timeout)
+            raise TimeoutError("timed out")
+        time.sleep(self.pause)
+        return super().recv_into(view, 1)
+
+
+def test_a_message_must_arrive_whole_within_its_deadline_however_it_trickles():
+    import time
+
+    data = message({"op": "ping", "pad": "x" * 40})
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        protocol.receive(Trickle(data, 0.05), timeout=0.5)  # every byte within 0.05 s, the whole not within 0.5
+    assert time.monotonic() - start < 1.0
+    assert protocol.receive(Trickle(data, 0.001), timeout=5)[0]["op"] == "ping"
+
+
+def test_the_canvas_limit_is_named():
+    side = int(protocol.MAX_PIXELS ** 0.5)
+    protocol.check_canvas(side, side)
+    with pytest.raises(protocol.ProtocolError, match="10001x10000: 100.01 megapixels, where the engine takes at "
+                                                     "most 100 megapixels"):
+        protocol.check_canvas(10_001, 10_000)
+    with pytest.raises(protocol.ProtocolError, match="12000x12000: 144.00 megapixels"):  # before any bytes are copied
+        protocol.harmonize_request(12_000, 12_000, (0, 0, 1, 1), b"", b"", b"")
+    assert protocol.MAX_PAYLOAD >= protocol.MAX_PIXELS * (3 + 4), "the largest request allowed must fit"
+
+
+KEY = b"k" * 64
+
+
+def test_each_proof_is_an_hmac_of_both_nonces_named_for_its_side():
     import hashlib
     import hmac
 
-    key = b"k" * 64
-    assert protocol._mac(key, "abc") == hmac.new(key, b"abc", hashlib.sha256).hexdigest()
-    assert protocol._mac(key, "abc") != protocol._mac(key, "abd"), "a MAC that ignored the nonce could be replayed"
+    assert protocol._mac(KEY, "client", "s", "c") == hmac.new(KEY, b"client\ns\nc", hashlib.sha256).hexdigest()
+    proofs = {protocol._mac(KEY, role, s, c) for role in ("client", "server") for s, c in (("s", "c"), ("s", "d"),
+                                                                                            ("t", "c"))}
+    assert len(proofs) == 6, "a proof that ignored a nonce or the side could be replayed or reflected"
 
 
 class Peer:
@@ -116,45 +178,96 @@ class Peer:
     def recv_into(self, view, n):
         return self.stream.recv_into(view, n)
 
+    def settimeout(self, seconds):
+        pass
+
     def sendall(self, data):
         self.sent += data
 
 
-def test_the_client_answers_only_a_real_challenge():
-    key = b"k" * 64
-    good = Peer(message({"op": "challenge", "nonce": "n1"}) + message({"ok": True}))
-    assert protocol.answer(good, key) == {"ok": True}
-    assert json.loads(good.sent[protocol.PREFIX.size:])["mac"] == protocol._mac(key, "n1")
-    busy = Peer(message({"ok": False, "error": "the engine is busy"}))
-    assert protocol.answer(busy, key)["error"] == "the engine is busy" and busy.sent == b""
-    for first in ({"op": "hello", "nonce": "n"}, {"op": "challenge", "nonce": 5}, {"op": "challenge"}):
-        odd = Peer(message(first))
-        assert protocol.answer(odd, key) == {"ok": False, "error": "the server sent no key challenge"}, first
-        assert odd.sent == b"", "nothing of the key's proof goes to a server that did not ask"
-    with pytest.raises(protocol.ProtocolError, match=r"out of bounds \(max 0\)"):
-        protocol.answer(Peer(message({"op": "challenge", "nonce": "n", "payload": 1}, b"x")), key)
-    with pytest.raises(protocol.ProtocolError, match=r"out of bounds \(max 0\)"):
-        protocol.answer(Peer(message({"op": "challenge", "nonce": "n"}) + message({"ok": True, "payload": 1}, b"x")),
-                        key)
+class Server(Peer):
+    """An engine's side: challenges with `nonce`, then proves `key` (or says `verdict` instead)."""
 
-
-class Answering(Peer):
-    """A client that answers the server's challenge with the right MAC and `extra` bytes of payload."""
-
-    def __init__(self, key: bytes, extra: bytes):
-        super().__init__(b"")
-        self.key, self.extra, self.said = key, extra, []
+    def __init__(self, key: bytes, nonce: str = "s" * 32, verdict: dict | None = None):
+        super().__init__(message({"op": "challenge", "nonce": nonce}))
+        self.key, self.nonce, self.verdict = key, nonce, verdict
 
     def sendall(self, data):
-        self.said.append(json.loads(data[protocol.PREFIX.size:]))
-        if len(self.said) == 1:
-            reply = {"op": "auth", "mac": protocol._mac(self.key, self.said[0]["nonce"]), "payload": len(self.extra)}
+        super().sendall(data)
+        auth = json.loads(data[protocol.PREFIX.size:])
+        self.client_nonce = auth["nonce"]
+        reply = self.verdict or {"ok": True, "mac": protocol._mac(self.key, "server", self.nonce, auth["nonce"])}
+        self.stream = BytesStream(message(reply))
+
+
+def said(peer) -> list[dict]:
+    out, data = [], peer.sent
+    while data:
+        n = protocol.PREFIX.unpack(data[:protocol.PREFIX.size])[2]
+        out.append(json.loads(data[protocol.PREFIX.size:protocol.PREFIX.size + n]))
+        data = data[protocol.PREFIX.size + n:]
+    return out
+
+
+def test_the_client_trusts_only_a_server_that_proves_the_key():
+    good = Server(KEY)
+    assert protocol.answer(good, KEY) == {"ok": True}
+    (auth,) = said(good)
+    assert auth["op"] == "auth" and len(auth["nonce"]) == 32 and auth["mac"] == protocol._mac(
+        KEY, "client", good.nonce, auth["nonce"])
+    nonces = {(s := Server(KEY), protocol.answer(s, KEY), s.client_nonce)[2] for _ in range(5)}
+    assert len(nonces) == 5
+    # A listener without the key: it says ok, or proves with another key, or replays an old proof, or reflects ours.
+    old = protocol._mac(KEY, "server", "s" * 32, "c" * 32)
+    for impostor in (Server(b"x" * 64), Server(KEY, verdict={"ok": True}),
+                     Server(KEY, verdict={"ok": True, "mac": old}), Server(KEY, verdict={"ok": True, "mac": "0" * 64})):
+        with pytest.raises(protocol.ProtocolError, match="could not prove it holds the key"):
+            protocol.answer(impostor, KEY)
+    reflect = Server(KEY)
+    reflect.sendall = lambda data: (Peer.sendall(reflect, data), setattr(reflect, "stream", BytesStream(message(
+        {"ok": True, "mac": json.loads(data[protocol.PREFIX.size:])["mac"]}))))
+    with pytest.raises(protocol.ProtocolError, match="could not prove"):
+        protocol.answer(reflect, KEY)
+
+
+def test_the_client_answers_only_a_real_challenge():
+    busy = Peer(message({"ok": False, "error": "the engine is busy"}))
+    assert protocol.answer(busy, KEY)["error"] == "the engine is busy" and busy.sent == b""
+    for first in ({"op": "hello", "nonce": "n" * 32}, {"op": "challenge", "nonce": 5}, {"op": "challenge"},
+                  {"op": "challenge", "nonce": "short"}, {"ok": True}):
+        odd = Peer(message(first))
+        with pytest.raises(protocol.ProtocolError, match="no key challenge"):
+            protocol.answer(odd, KEY)
+        assert odd.sent == b"", "nothing of the key's proof goes to a server that did not ask"
+    with pytest.raises(protocol.ProtocolError, match=r"out of bounds \(max 0 bytes\)"):
+        protocol.answer(Peer(message({"op": "challenge", "nonce": "n" * 32, "payload": 1}, b"x")), KEY)
+    refused = Server(KEY, verdict={"ok": False, "error": protocol.NOT_AUTHORIZED})
+    assert protocol.answer(refused, KEY) == {"ok": False, "error": protocol.NOT_AUTHORIZED}
+
+
+class Client(Peer):
+    """A client that answers the server's challenge with `mac_key`'s proof and `extra` bytes of payload."""
+
+    def __init__(self, mac_key: bytes, extra: bytes = b"", nonce: str = "c" * 32):
+        super().__init__(b"")
+        self.key, self.extra, self.nonce = mac_key, extra, nonce
+
+    def sendall(self, data):
+        super().sendall(data)
+        if len(said(self)) == 1:
+            challenge = said(self)[0]
+            reply = {"op": "auth", "nonce": self.nonce, "mac": protocol._mac(self.key, "client", challenge["nonce"],
+                                                                               self.nonce), "payload": len(self.extra)}
             self.stream = BytesStream(message(reply, self.extra))
 
 
-def test_the_server_takes_no_payload_before_the_key_check():
-    key = b"k" * 64
-    for extra in (b"", b"x"):  # the right MAC, with and without a payload behind it
-        client = Answering(key, extra)
-        assert protocol.challenge(client, key) is (extra == b"")
-        assert client.said[-1]["ok"] is (extra == b""), client.said[-1]
+def test_the_server_checks_the_client_and_takes_no_payload_before_the_proof():
+    client = Client(KEY)
+    welcome, _ = protocol.receive(BytesStream(protocol.check_client(client, KEY, 5)))
+    challenge = said(client)[0]
+    assert welcome == {"ok": True, "mac": protocol._mac(KEY, "server", challenge["nonce"], client.nonce), "payload": 0}
+    assert len({said(c)[0]["nonce"] for c in (Client(KEY), Client(KEY)) if protocol.check_client(c, KEY, 5)}) == 2
+    for bad, match in ((Client(b"x" * 64), "proof is wrong"), (Client(KEY, b"x"), r"out of bounds \(max 0 bytes\)"),
+                       (Client(KEY, nonce="short"), "did not answer")):
+        with pytest.raises(protocol.ProtocolError, match=match):
+            protocol.check_client(bad, KEY, 5)

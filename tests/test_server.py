@@ -1,15 +1,19 @@
 """`harmonize serve` and the wire protocol: permissions, malformed input, queueing, the one-shot path."""
+import contextlib
 import json
+import os
 import socket
 import stat
 import struct
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, ellipse_mask, textured_image
+from conftest import ROOT, BytesStream, ellipse_mask, textured_image
 
 from engine.errors import HarmonizeError
 from engine.gimp.server import BackendPool, make_server
@@ -18,8 +22,6 @@ from plugin import client, protocol
 
 def until(condition, seconds: float = 30.0) -> None:
     """Poll `condition` until it holds; fail after `seconds`."""
-    import time
-
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, f"not within {seconds:g} s"
@@ -166,7 +168,7 @@ def test_client_turns_a_dropped_or_silent_engine_into_an_engine_error(tmp_path):
 def test_stalled_clients_cost_little_memory_time_out_and_are_capped(tmp_path):
     import tracemalloc
 
-    srv = make_server(BackendPool("onnxruntime"), str(tmp_path / "e.sock"), max_connections=5, read_timeout=1.0)
+    srv = make_server(BackendPool("onnxruntime"), str(tmp_path / "e.sock"), max_connections=5, message_timeout=1.0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     head = json.dumps({"op": "harmonize", "payload": protocol.MAX_PAYLOAD}).encode()
     stalled = []
@@ -201,28 +203,53 @@ def test_stalled_clients_cost_little_memory_time_out_and_are_capped(tmp_path):
 
 
 
-# --- TCP (no private socket file): only a client holding the user's key gets in ---
+# --- TCP (no private socket file): each side proves it holds the user's key ---
 
 @pytest.fixture(scope="module")
-def tcp_engine(tmp_path_factory):
-    """A server on 127.0.0.1 with a key, and the config a plug-in holding that key has."""
+def pool():
+    return BackendPool("onnxruntime")
+
+
+@contextlib.contextmanager
+def serving(server):
+    """`server` answering on a thread until the block ends."""
+    threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def tcp_server(pool, tmp_path, monkeypatch):
+    """make(**options): a server on 127.0.0.1 whose key is in a file (read again at every proof), and the
+    config of a plug-in holding that key."""
     from plugin import rendezvous
 
-    folder = tmp_path_factory.mktemp("tcp")
-    key_file = rendezvous.write_key(folder / "engine.key")
-    pool = BackendPool("onnxruntime")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LOCALAPPDATA", str(folder))  # the server's lock file goes here, not in the real home
-    srv = make_server(pool, ("127.0.0.1", 0), key=rendezvous.read_key(key_file), read_timeout=2.0)
-    mp.undo()
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield {"address": ["127.0.0.1", srv.server_address[1]], "key_file": str(key_file)}, pool
-    srv.shutdown()
-    srv.server_close()
+    key_file = rendezvous.write_key(tmp_path / "engine.key")
+    monkeypatch.setenv("LOCALAPPDATA", str(tmp_path))  # the server's lock file goes here, not in the real home
+    made = []
+
+    def make(**options):
+        srv = make_server(pool, ("127.0.0.1", 0), key_file=key_file, **options)
+        made.append(srv)
+        threading.Thread(target=srv.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+        return srv, {"address": ["127.0.0.1", srv.server_address[1]], "key_file": str(key_file)}
+
+    yield make
+    for srv in made:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.fixture
+def tcp_engine(tcp_server):
+    return tcp_server(message_timeout=2.0)
 
 
 def test_tcp_client_with_the_key_is_served(tcp_engine):
-    config, _ = tcp_engine
+    _, config = tcp_engine
     rgb, mask, message = request_bytes()
     header, payload = client.request(message, config)
     assert header["ok"] and header["device"] == "cpu" and len(payload) == rgb.size
@@ -232,9 +259,9 @@ def test_tcp_client_with_the_key_is_served(tcp_engine):
 def test_tcp_client_without_the_key_gets_an_error_and_nothing_else(tcp_engine, tmp_path, monkeypatch):
     from plugin import rendezvous
 
-    config, pool = tcp_engine
+    srv, config = tcp_engine
     handled = []
-    monkeypatch.setattr(pool, "handle", lambda *a: handled.append(a))
+    monkeypatch.setattr(srv.pool, "handle", lambda *a: handled.append(a))
     _, _, message = request_bytes()
     wrong = {**config, "key_file": str(rendezvous.write_key(tmp_path / "other.key"))}
     with pytest.raises(client.EngineError, match="not authorized"):
@@ -243,7 +270,7 @@ def test_tcp_client_without_the_key_gets_an_error_and_nothing_else(tcp_engine, t
         client.request(message, {"address": config["address"]})
     port = config["address"][1]
     big = b'{"op": "auth", "payload": 400000000}'
-    for first in (message, protocol.encode({"op": "auth", "mac": "0" * 64}),
+    for first in (message, protocol.encode({"op": "auth", "nonce": "c" * 32, "mac": "0" * 64}),
                   struct.pack(">4sBI", b"FMMH", protocol.VERSION, len(big)) + big):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             challenge, _ = protocol.receive(s)
@@ -255,9 +282,262 @@ def test_tcp_client_without_the_key_gets_an_error_and_nothing_else(tcp_engine, t
     assert handled == [], "a request reached the engine without the key"
 
 
+def impostor(listener, says: dict, heard: bytearray) -> None:
+    """A listener without the key: it challenges, hears the proof, says `says`, and keeps what follows."""
+    conn, _ = listener.accept()
+    with conn:
+        conn.sendall(protocol.encode({"op": "challenge", "nonce": "n" * 32}))
+        conn.settimeout(2)
+        heard.extend(conn.recv(65536))  # the client's proof
+        conn.sendall(protocol.encode(says))
+        try:
+            while chunk := conn.recv(65536):
+                heard.extend(chunk)
+        except OSError:
+            pass
+
+
+def test_a_listener_without_the_key_gets_no_picture_and_the_user_is_told(tmp_path):
+    """Whoever holds the port once the engine has gone (or, on Windows, binds it beside it) challenges the
+    client and says yes: the client must send nothing more, and take no pixels."""
+    from plugin import rendezvous
+
+    config = {"key_file": str(rendezvous.write_key(tmp_path / "engine.key"))}
+    _, _, message = request_bytes(16, 16)
+    for says in ({"ok": True}, {"ok": True, "mac": "0" * 64}):
+        listener = socket.create_server(("127.0.0.1", 0))
+        config["address"] = ["127.0.0.1", listener.getsockname()[1]]
+        heard = bytearray()
+        t = threading.Thread(target=impostor, args=(listener, says, heard))
+        t.start()
+        with pytest.raises(client.EngineError, match=r"something other than this user's engine answers at "
+                                                     r"127.0.0.1:\d+ \(it could not prove it holds the key in "
+                                                     r"engine.key\); nothing was sent to it"):
+            client.request(message, config)
+        t.join()
+        listener.close()
+        auth, _ = protocol.receive(BytesStream(bytes(heard)))
+        assert auth["op"] == "auth" and len(heard) < 300, f"the impostor heard {len(heard)} bytes"
+
+
 def test_a_tcp_server_needs_a_key():
     with pytest.raises(HarmonizeError, match="needs the plug-in's key"):
         make_server(BackendPool("onnxruntime"), ("127.0.0.1", 0))
+
+
+def test_a_tcp_server_takes_a_new_key_at_once(tcp_engine):
+    from plugin import rendezvous
+
+    _, config = tcp_engine
+    assert client.ping(config)["ok"]
+    rendezvous.write_key(config["key_file"])  # harmonize gimp install --new-key while it runs
+    assert client.ping(config)["ok"]
+
+
+# --- Bounded handshakes and messages ---
+
+def connect_raw(kind, engine_address, tcp_config):
+    """A raw connection on a Unix socket, or on TCP with the challenge read (before any proof)."""
+    if kind == "unix":
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(engine_address)
+        return s
+    s = socket.create_connection(tuple(tcp_config["address"]), timeout=5)
+    assert protocol.receive(s)[0]["op"] == "challenge"
+    return s
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_a_deeply_nested_header_gets_one_error_reply_and_one_log_line(kind, engine_address, tcp_engine, caplog,
+                                                                      capfd):
+    """32,000 brackets raised RecursionError that nothing caught: no reply, a traceback per connection."""
+    import logging
+
+    deep = b"[" * 32_000
+    caplog.set_level(logging.WARNING, logger="engine")
+    for _ in range(3):
+        caplog.clear()
+        with connect_raw(kind, engine_address, tcp_engine[1]) as s:
+            s.settimeout(5)
+            s.sendall(struct.pack(">4sBI", b"FMMH", protocol.VERSION, len(deep)) + deep)
+            reply, _ = protocol.receive(s)
+        assert reply["ok"] is False and (kind == "tcp" and "not authorized" in reply["error"] or
+                                         "nests deeper than" in reply["error"]), reply
+        until(lambda: len(caplog.records) >= 1)
+        time.sleep(0.1)
+        assert len(caplog.records) == 1 and "nests deeper than" in caplog.records[0].getMessage(), caplog.text
+    assert "Traceback" not in capfd.readouterr().err
+    assert raw(engine_address, protocol.encode({"op": "ping"}))[0]["ok"] and client.ping(tcp_engine[1])["ok"]
+
+
+def trickle(s, data: bytes, pause: float, stop: threading.Event) -> None:
+    """Send `data` a byte at a time, `pause` seconds apart, until done, refused or told to stop."""
+    try:
+        for b in data:
+            if stop.wait(pause):
+                return
+            s.sendall(bytes([b]))
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["unix", "tcp"])
+def test_a_message_must_arrive_whole_within_its_deadline(kind, pool, tmp_path, tcp_server):
+    """The timeout was per read: a byte every 25 s held a connection for as long as the sender liked."""
+    if kind == "unix":
+        srv = make_server(pool, str(tmp_path / "e.sock"), message_timeout=1.0)
+        threading.Thread(target=srv.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+        s = connect_raw("unix", str(tmp_path / "e.sock"), None)
+    else:
+        srv, config = tcp_server(message_timeout=1.0)
+        s = client.connect(tuple(config["address"]), config)
+    stop = threading.Event()
+    message = protocol.encode({"op": "ping", "pad": "x" * 100})
+    threading.Thread(target=trickle, args=(s, message, 0.2, stop), daemon=True).start()
+    s.settimeout(10)
+    start = time.monotonic()
+    reply, _ = protocol.receive(s)
+    stop.set()
+    assert not reply["ok"] and "must arrive whole within 1 s" in reply["error"]
+    assert time.monotonic() - start < 3
+    s.close()
+    if kind == "unix":
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_unproved_tcp_connections_take_no_slot_are_cut_off_and_do_not_hold_off_the_idle_exit(tcp_server):
+    """Eight connections trickling a byte at a time, without the key, kept the user at "engine is busy"
+    and the server from its idle exit."""
+    srv, config = tcp_server(max_connections=2, auth_timeout=1.0)
+    stop, slow = threading.Event(), []
+    auth = protocol.encode({"op": "auth", "nonce": "c" * 32, "mac": "0" * 64})
+    for _ in range(8):
+        s = socket.create_connection(tuple(config["address"]), timeout=5)
+        slow.append(s)
+        threading.Thread(target=trickle, args=(s, auth, 0.3, stop), daemon=True).start()
+    time.sleep(0.3)
+    try:
+        assert srv.open_connections == 0 and srv.idle_for() > 0.2, "unproved connections kept the server busy"
+        _, _, message = request_bytes()
+        assert client.request(message, config)[0]["ok"], "the user must get through"
+        for s in slow:  # each is refused once its proof is overdue, and closed
+            s.settimeout(5)
+            assert protocol.receive(s)[0]["op"] == "challenge"
+            reply, _ = protocol.receive(s)
+            assert not reply["ok"] and "not authorized" in reply["error"]
+    finally:
+        stop.set()
+        for s in slow:
+            s.close()
+
+
+def test_the_client_hears_why_an_oversized_request_was_refused(engine_address, tcp_engine):
+    """The engine refused a request over its limit while it was still being sent: GIMP said "engine
+    stopped (Broken pipe)" instead of the reason."""
+    head = json.dumps({"op": "harmonize", "payload": protocol.MAX_PAYLOAD + 1}).encode()
+    message = struct.pack(">4sBI", b"FMMH", protocol.VERSION, len(head)) + head + bytes(32 << 20)
+    for sock in (client.connect(engine_address), client.connect(tuple(tcp_engine[1]["address"]), tcp_engine[1])):
+        with pytest.raises(client.EngineError, match=rf"payload size {protocol.MAX_PAYLOAD + 1} is out of bounds "
+                                                     rf"\(max {protocol.MAX_PAYLOAD} bytes\)"):
+            client._exchange(sock, message, 10)
+    with pytest.raises(client.EngineError, match="12000x12000: 144.00 megapixels, where the engine takes at most 100"):
+        client.harmonize(12_000, 12_000, (0, 0, 1, 1), b"", b"", b"", config={"address": engine_address})
+
+
+# --- The folder of the socket, its lock and its log ---
+
+def unsafe_folders(tmp_path):
+    """Folders someone else could change, each with what the refusal says."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 65534, 65534)  # nobody's (the tests run as root here; elsewhere this one is skipped)
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    return [(shared, "open to other users"), (theirs, "belongs to user id 65534"), (link, "is a link")]
+
+
+@pytest.mark.skipif(os.name == "nt" or os.getuid() != 0, reason="chown to another user needs root")
+def test_a_socket_folder_that_is_not_the_users_own_is_refused_by_server_and_client(tmp_path, pool):
+    for folder, why in unsafe_folders(tmp_path):
+        address = str(folder / "engine.sock")
+        with pytest.raises(HarmonizeError, match=why):
+            make_server(pool, address)
+        with pytest.raises(client.EngineError, match=why):
+            client.request(protocol.encode({"op": "ping"}), {"address": address, "python": sys.executable})
+        assert not list(folder.iterdir()), f"something was made in {folder}"
+
+
+def test_the_log_and_locks_are_never_written_through_a_link(tmp_path, pool):
+    from plugin import rendezvous
+
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("the user's own file")
+    address = str(folder / "engine.sock")
+    (folder / "engine.sock.log").symlink_to(precious)
+    with pytest.raises(client.EngineError, match="engine.sock.log is a link"):
+        client.request(protocol.encode({"op": "ping"}), {"address": address, "python": sys.executable})
+    (folder / "engine.sock.lock").symlink_to(precious)
+    with pytest.raises(HarmonizeError, match="engine.sock.lock is a link"):
+        make_server(pool, address)
+    assert precious.read_text() == "the user's own file"
+    assert rendezvous.private_folder(tmp_path / "new") and stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+# --- Stopping: no new connection, but everything accepted is answered ---
+
+def test_a_connection_waiting_when_the_server_stops_is_answered(pool, tmp_path):
+    from engine.gimp.server import run
+
+    address = str(tmp_path / "e.sock")
+    srv = make_server(pool, address)
+    stop = threading.Event()
+    stop.set()  # told to stop before it ever accepted
+    waiting = [socket.socket(socket.AF_UNIX) for _ in range(3)]
+    for s in waiting:
+        s.connect(address)
+        s.sendall(protocol.encode({"op": "ping"}))
+    run(srv, stop)
+    for s in waiting:
+        s.settimeout(5)
+        assert protocol.receive(s)[0]["ok"], "a connection made before the stop was dropped"
+        s.close()
+    assert not Path(address).exists()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "idle"])
+def test_a_request_in_flight_is_finished_when_the_server_stops(tmp_path, how):
+    """SIGTERM dropped a request in flight; the idle exit reset a connection that came as it stopped."""
+    sock = tmp_path / "s.sock"
+    idle = ["--idle-minutes", "0.01"] if how == "idle" else []
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--socket", str(sock), *idle], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        until(lambda: answers(sock) or proc.poll() is not None, 120)
+        rgb, mask, message = request_bytes()
+        conn = client.connect(str(sock))
+        conn.sendall(message[:len(message) // 2])
+        if how == "SIGTERM":
+            time.sleep(0.2)
+            proc.terminate()
+        else:
+            time.sleep(1.0)  # past its idle time: an open connection holds it off
+        time.sleep(0.5)
+        assert proc.poll() is None, "it exited with a request in flight"
+        header, payload = client._exchange(conn, message[len(message) // 2:], 30)
+        assert header["ok"] and len(payload) == rgb.size
+        assert proc.wait(20) == 0
+        assert not sock.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_a_device_the_started_backend_runs_on_is_served_by_it(monkeypatch):

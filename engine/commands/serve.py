@@ -20,17 +20,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         address = ("127.0.0.1", args.port)
     else:
         address = args.socket or rendezvous.default_address()
-    key = None
+    key_file = None
     if isinstance(address, tuple):
         key_file = args.key_file or installed_key()
         if key_file is None:
             raise InputError("a server on TCP needs the plug-in's key: run 'harmonize gimp install' first, or give "
                              "--key-file")
         try:
-            key = rendezvous.read_key(key_file)
+            rendezvous.read_key(key_file)
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read the key {key_file}: {exc}") from None
-    serve(args.backend, args.model, address, key=key, idle_minutes=args.idle_minutes)
+    serve(args.backend, args.model, address, key_file=key_file, idle_minutes=args.idle_minutes)
     return 0
 
 
@@ -41,7 +41,7 @@ def cmd_gimp(args: argparse.Namespace) -> int:
     if action is None:  # installing is never what a bare `harmonize gimp` does
         args.verb_parser.print_help()
         return 2
-    return gimp_main(action, args.gimp_dir, args.address, args.all_profiles, args.create)
+    return gimp_main(action, args.gimp_dir, args.address, args.all_profiles, args.create, args.new_key)
 
 
 def gimp_action(args: argparse.Namespace) -> str | None:
@@ -53,7 +53,7 @@ def gimp_action(args: argparse.Namespace) -> str | None:
         error(f"asked to {' and to '.join(sorted(named))} at once: give one of install, check (--check) and "
               "uninstall (--uninstall)")
     action = next(iter(named), None)
-    for flag, value in (("--address", args.address), ("--create", args.create)):
+    for flag, value in (("--address", args.address), ("--create", args.create), ("--new-key", args.new_key)):
         if value and action != "install":
             error(f"{flag} is for install only")
     if args.create and not args.gimp_dir:
@@ -100,3 +100,5 @@ def register(sub) -> None:
     g.add_argument("--create", action="store_true", help="with install: make the --gimp-dir folder when it does "
                    "not exist (GIMP reads it only if it is its profile)")
     g.add_argument("--address", help="with install: engine socket path the plug-in should use (default: its own)")
+    g.add_argument("--new-key", action="store_true", help="with install: make a new engine key (by default a reinstall "
+                   "keeps the one installed, which a running engine knows)")

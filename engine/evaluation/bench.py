@@ -113,15 +113,18 @@ def batch_throughput(count: int = 10, repeat: int = 3) -> dict:
     import subprocess
     import sys
 
+    from plugin.rendezvous import isolated
+
+    root = str(Path(__file__).resolve().parents[2])  # the engine package's folder: the current one may hold another
     rows: dict[str, list[tuple[float, float]]] = {"harmonize run": [], "decode-map-encode loop": []}
     with tempfile.TemporaryDirectory() as tmp:
         src, masks = make_composites(Path(tmp), count)
         run_code = f"import sys\nfrom engine.cli import main\nrc = main(sys.argv[1:])\n{PEAK}\nsys.exit(rc)"
         commands = {
-            "harmonize run": [sys.executable, "-c", run_code, "run", str(src), "--masks", str(masks), "-o",
-                              f"{tmp}/run", "-q", "--overwrite"],
-            "decode-map-encode loop": [sys.executable, "-c", f"import sys\nfrom engine.evaluation.bench import "
-                                       f"decode_map_encode\ndecode_map_encode(*sys.argv[1:])\n{PEAK}",
+            "harmonize run": [*isolated(sys.executable, run_code, root), "run", str(src), "--masks", str(masks),
+                              "-o", f"{tmp}/run", "-q", "--overwrite"],
+            "decode-map-encode loop": [*isolated(sys.executable, f"from engine.evaluation.bench import "
+                                                 f"decode_map_encode\ndecode_map_encode(*sys.argv[1:])\n{PEAK}", root),
                                        str(src), str(masks), f"{tmp}/loop"],
         }
         for _ in range(repeat):

@@ -5,7 +5,9 @@ a future 3.x needs no change here; the Snap is found only to say that it is not 
 plug-in goes into the newest profile of each packaging found, which is the one that GIMP reads
 (`--all-profiles` also into older ones, for a GIMP kept beside a newer one). Its files are copied into
 `<profile>/plug-ins/harmonize_layer/` (GIMP wants the folder named like the executable file), with an
-`engine.json` that points it at this interpreter and an `engine.key` only this user may read.
+`engine.json` that points it at this interpreter and an `engine.key` only this user may read. There is
+one key for the engine's port: every installed profile holds the same one, and a reinstall keeps it (a
+running engine then still knows it) unless a new one is asked for.
 """
 from __future__ import annotations
 
@@ -95,8 +97,9 @@ def engine_config(dest: Path, flatpak: bool, address: str | None = None) -> dict
     from .. import __version__
     from ..runtime.backends import devices
 
-    config = {"python": sys.executable, "version": __version__, "devices": list(devices()),
-              "idle_minutes": client.IDLE_MINUTES, "key_file": str(dest / KEY_NAME)}
+    config = {"python": sys.executable, "engine_path": str(Path(__file__).resolve().parents[2]),
+              "version": __version__, "devices": list(devices()), "idle_minutes": client.IDLE_MINUTES,
+              "key_file": str(dest / KEY_NAME)}
     if address:
         config["address"] = address
     elif flatpak:  # the sandbox does not share $XDG_RUNTIME_DIR: meet under the home folder
@@ -104,8 +107,10 @@ def engine_config(dest: Path, flatpak: bool, address: str | None = None) -> dict
     return config
 
 
-def install(profile_path: Path, address: str | None = None, flatpak: bool = False, python: str | None = None) -> Path:
-    """Copy the plug-in and write its engine config and key; returns the plug-in folder."""
+def install(profile_path: Path, address: str | None = None, flatpak: bool = False, python: str | None = None,
+            key: str | None = None) -> Path:
+    """Copy the plug-in and write its engine config and `key` (by default the engine's key, new if none
+    is installed yet); returns the plug-in folder."""
     dest = plugin_dir(profile_path)
     dest.mkdir(parents=True, exist_ok=True)
     src = Path(plugin.__file__).parent
@@ -115,19 +120,41 @@ def install(profile_path: Path, address: str | None = None, flatpak: bool = Fals
     config = engine_config(dest, flatpak, address)
     if python:
         config["python"] = python
-    rendezvous.write_key(config["key_file"])
+    rendezvous.write_key(config["key_file"], key or engine_key())
     (dest / client.CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
     return dest
 
 
-def installed_key() -> str | None:
-    """The key file of the plug-in in the newest GIMP profile that has one installed."""
+def _key_files() -> list[str]:
+    """The key files of the plug-ins installed in this machine's GIMP profiles, newest profile first."""
+    found = []
     for profile in find_profiles():
         dest = plugin_dir(profile.path)
         key_file = client.read_config(dest).get("key_file") if (dest / client.CONFIG_NAME).exists() else None
         if key_file and Path(key_file).exists():
-            return key_file
-    return None
+            found.append(key_file)
+    return found
+
+
+def installed_key() -> str | None:
+    """The key file of the plug-in in the newest GIMP profile that has one installed."""
+    return next(iter(_key_files()), None)
+
+
+def engine_key() -> str:
+    """The engine's one key: the installed plug-ins' (the newest profile's, if they differ), else a new one."""
+    for key_file in _key_files():
+        try:
+            return rendezvous.read_key(key_file).decode()
+        except (OSError, ValueError):
+            continue
+    return rendezvous.new_key()
+
+
+def share_key(key: str) -> None:
+    """Give every installed plug-in `key`, so that one engine port has one key whichever GIMP calls it."""
+    for key_file in _key_files():
+        rendezvous.write_key(key_file, key)
 
 
 def uninstall(profile_path: Path) -> bool:
@@ -179,8 +206,9 @@ def check_profile(profile_path: Path, read_by: str | None = None) -> list[tuple[
     if not python:
         return [*lines, ("MISSING", f"no engine interpreter configured in {dest / client.CONFIG_NAME}; {fix}")]
     try:
-        r = subprocess.run([python, "-c", "import engine.runtime.backends, onnxruntime"], capture_output=True,
-                           text=True)
+        code = "import engine.runtime.backends, onnxruntime"  # as the plug-in starts it: -I, its own folder
+        r = subprocess.run(rendezvous.isolated(python, code, config.get("engine_path")), capture_output=True,
+                           text=True, cwd=os.path.dirname(python) or None)
         ok, why = r.returncode == 0, (r.stderr.strip().splitlines() or ["it failed"])[-1]
     except OSError as exc:
         ok, why = False, exc.strerror
@@ -234,14 +262,14 @@ def _refuse_unread(path: Path, create: bool) -> None:
 
 
 def main(action: str, gimp_dir: str | None, address: str | None = None, all_profiles: bool = False,
-         create: bool = False) -> int:
+         create: bool = False, new_key: bool = False) -> int:
     """The CLI's entry: prints what it did; the exit status follows --check's verdict."""
     profiles = find_profiles()
     chosen = [given_profile(gimp_dir)] if gimp_dir else targets(profiles, all_profiles)
     if action == "install":
         if gimp_dir:
             _refuse_unread(chosen[0].path, create)
-        return _install(chosen, address, gimp_dir is not None)
+        return _install(chosen, address, gimp_dir is not None, new_key)
     if action == "uninstall":
         if gimp_dir:
             _refuse_unread(chosen[0].path, create=False)
@@ -251,7 +279,7 @@ def main(action: str, gimp_dir: str | None, address: str | None = None, all_prof
     raise InputError(f"unknown action {action!r}")
 
 
-def _install(chosen: list[Profile], address: str | None, given: bool) -> int:
+def _install(chosen: list[Profile], address: str | None, given: bool, new_key: bool = False) -> int:
     supported = [p for p in chosen if p.packaging != "snap"]
     for p in chosen:
         if p.packaging == "snap":
@@ -262,12 +290,15 @@ def _install(chosen: list[Profile], address: str | None, given: bool) -> int:
         looked = ", ".join(str(root / "3.x") for _, root in profile_roots())
         raise InputError(f"no GIMP 3 profile found (looked in {looked}); start GIMP 3 once so that it "
                          "makes one, or give --gimp-dir")
+    key = rendezvous.new_key() if new_key else engine_key()
     for p in supported:
         if given and not p.path.is_dir():
             print(f"created {p.path} (--create)")
-        dest = install(p.path, address, flatpak=p.packaging == "flatpak")
+        dest = install(p.path, address, flatpak=p.packaging == "flatpak", key=key)
         print(f"installed Filters > Harmonize Layer... for {p.label} in {dest}")
-    print(f"engine: {sys.executable}; restart GIMP to see it")
+    share_key(key)
+    print(f"engine: {sys.executable}; restart GIMP to see it" + (
+        " (a new key: a running engine takes it at the next call)" if new_key else ""))
     if any(p.packaging == "flatpak" for p in supported):
         print(f"Flatpak GIMP cannot start the engine itself: start it with '{Path(sys.executable).parent}"
               f"/harmonize serve --flatpak' before using Harmonize Layer there")
