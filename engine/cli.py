@@ -42,7 +42,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    # This package's messages at INFO; other libraries' (botocore says where it found credentials) only
+    # when they warn, unless -v.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("engine").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.func(args)
     except HarmonizeError as exc:

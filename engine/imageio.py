@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
-from .atomic import atomic_path
+from .atomic import atomic_path, put_whole
 from .errors import InputError
-from .paths import is_local
+from .paths import is_local, store_errors
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # Pillow's own bomb guard; MAX_PIXELS below is checked first
 MAX_PIXELS = 100_000_000  # default limit for one picture: editor images reach 50 MP
@@ -88,8 +88,8 @@ def _jpeg_encoding(img: Image.Image) -> dict | None:
 def _open(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     """Decode an image, as stored (EXIF orientation not yet applied); its size is checked from the header
     first, so a huge one costs no memory."""
-    try:
-        source = path if is_local(path) else path.open("rb")  # a URL is read through its filesystem
+    try:  # a URL is read whole, in one GET, so that its store's errors are said once, here
+        source = path if is_local(path) else io.BytesIO(_read_url(path))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except OSError as exc:
@@ -117,6 +117,11 @@ def _open(path: str | Path, max_pixels: int | None = None) -> Image.Image:
         if source is not path:
             source.close()
     return img
+
+
+def _read_url(path: Path) -> bytes:
+    with store_errors(path):
+        return path.read_bytes()
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -243,8 +248,7 @@ def write_image(path: str | Path, picture: Picture) -> None:
     if not is_local(path):  # an object store: one put, whole or not at all
         buf = io.BytesIO()
         img.save(buf, **options)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(buf.getvalue())
+        put_whole(path, buf.getvalue())
         return
     with atomic_path(path) as tmp:
         img.save(tmp, **options)

@@ -18,6 +18,7 @@ BENCH = SHARED / "bench" / "iharmony4-samples"
 DATA = SHARED / "data"
 
 REQUIRE_SHARED = os.environ.get("FMM_REQUIRE_SHARED") == "1"  # CI: a test that needs ../shared fails without it
+REQUIRE_SCALEOUT = os.environ.get("FMM_REQUIRE_SCALEOUT") == "1"  # CI: the s3_endpoint and two_node tests run
 needs_bench = pytest.mark.shared(BENCH / "MANIFEST.csv", SHARED / "bench" / "iharmony4-val" / "MANIFEST.csv")
 needs_data = pytest.mark.shared(DATA / "coco" / "images.csv", DATA / "coco-more" / "images.csv", DATA / "photos")
 
@@ -31,6 +32,25 @@ def pytest_runtest_setup(item):
             pytest.fail(f"FMM_REQUIRE_SHARED=1, but {missing[0]} is missing")
         if missing:
             pytest.skip(f"needs ../shared: {missing[0]} is missing")
+
+
+def import_scaleout(module: str):
+    """Import a dependency of the s3_endpoint and two_node tests (the 'dev' extra): without it the module's
+    tests skip, saying which; with FMM_REQUIRE_SCALEOUT=1 (CI) they fail instead."""
+    if REQUIRE_SCALEOUT:
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed (pip install -e '.[dev]')")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now, on `host` (a loopback address)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def textured_image(h: int, w: int, seed: int = 0) -> np.ndarray:

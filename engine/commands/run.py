@@ -14,13 +14,13 @@ log = logging.getLogger("engine")
 
 def jobs_of(args: argparse.Namespace) -> list:
     """The jobs a command line asks for: one composite, a folder with a mask folder, or a CSV list."""
-    from ..paths import as_path
+    from ..paths import as_path, exists
     from ..runtime.plan import Job, csv_jobs, find_mask, folder_jobs
 
     src = as_path(args.input)  # paths, or URLs such as s3://bucket/list.csv
     output = as_path(args.output) if args.output else None
     suffix = f".{args.format}" if args.format else None
-    if not src.exists():
+    if not exists(src):
         raise InputError(f"{src}: no such file or folder")
     if src.is_dir():
         if not args.masks or not output:
@@ -50,12 +50,13 @@ def jobs_of(args: argparse.Namespace) -> list:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ..runtime.batch import run_batch
-    from ..runtime.plan import check_plan, check_writable
+    from ..runtime.plan import check_plan, check_readable, check_writable
 
     if args.quiet:  # failures and the summary only
         logging.getLogger("engine").setLevel(logging.WARNING)
     jobs = jobs_of(args)
     check_plan(jobs)  # before the model loads: a plan that would lose a file never starts
+    check_readable(jobs)
     check_writable(jobs)
     max_pixels = int(args.max_megapixels * 1e6)
     if args.ray is not None:

@@ -8,9 +8,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import put_whole
 from ..errors import InputError
 from ..imageio import check_output_name
-from ..paths import as_path, is_local
+from ..paths import as_path, bucket_of, exists, is_local, store_errors
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")  # a mask is looked for in this order
 
@@ -158,14 +159,29 @@ def remove_stale_parts(jobs: list[Job]) -> int:
 
 
 def check_writable(jobs: list[Job]) -> None:
-    """Make each output folder and prove it takes a file, so an unwritable -o fails once, up front."""
+    """Make each output folder (on disk; a bucket is never made) and prove it takes a file, so an
+    unwritable -o, or credentials its store refuses, fail once, up front."""
     for folder in sorted({job.output.parent for job in jobs if not job.error}, key=str):
         probe = folder / f".fmm-write-test-{os.getpid()}.part"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink()
+            if is_local(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+            put_whole(probe, b"")
+            with store_errors(probe):
+                probe.unlink()
         except OSError as exc:
             raise InputError(f"{folder}: cannot write outputs there ({exc.strerror or exc})") from None
+
+
+def check_readable(jobs: list[Job]) -> None:
+    """Ask the store of each bucket the jobs read from about one of its objects, so that credentials it
+    refuses stop the run before any work, naming the bucket (a missing object fails only its own job)."""
+    asked = set()
+    for job in jobs:
+        for p in (job.composite, job.mask):
+            if job.error or p is None or is_local(p) or bucket_of(p) in asked:
+                continue
+            asked.add(bucket_of(p))
+            exists(p)
 
 
