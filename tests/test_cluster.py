@@ -210,9 +210,9 @@ class TwoNodes:
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
-@pytest.fixture
-def two_nodes(tmp_path):
-    cluster = TwoNodes(tmp_path)
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    cluster = TwoNodes(tmp_path_factory.mktemp("two_nodes"))
     yield cluster
     cluster.stop()
     assert not cluster.members(cluster.head) and not cluster.members(cluster.worker), "a Ray process is left"
@@ -265,3 +265,11 @@ def test_two_node_cluster_loses_nothing_when_its_worker_node_is_killed_mid_run(t
     assert [line for line in stderr.splitlines() if line.startswith("FAILED")] == \
         [f"FAILED {listed / 'in' / 'gone.jpg'}: no such file"]
     assert files(out) == files(listed / "plain"), "an output is missing, extra, partial or differs from the plain run's"
+
+
+def test_two_node_a_driver_without_the_clusters_token_is_refused_before_any_work(two_nodes, listed, tmp_path):
+    env = dict(two_nodes.env, RAY_AUTH_TOKEN="0" * 64)
+    r = harmonize(listed / "list.csv", "-o", tmp_path / "out", "--ray", two_nodes.address, env=env)
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert f"cannot join the Ray cluster at {two_nodes.address}" in r.stderr and "RAY_AUTH_TOKEN" in r.stderr
+    assert "Traceback" not in r.stderr and not list((tmp_path / "out").glob("c*"))

@@ -87,7 +87,7 @@ def run_on_ray(jobs: list[Job], backend: str = "auto", model: str | None = None,
     if not todo:
         return summary
     if ray.address:
-        lib.init(address=ray.address, logging_level=logging.WARNING)
+        _join(lib, ray.address)
     else:  # a local Ray sized for the actors; the driver's own work is light
         lib.init(num_cpus=max(ray.actors, 1), num_gpus=None, include_dashboard=False, logging_level=logging.WARNING)
     try:
@@ -95,6 +95,18 @@ def run_on_ray(jobs: list[Job], backend: str = "auto", model: str | None = None,
         return _drive(lib, pool, todo, summary, ray.batch_size, (strength, max_pixels), progress)
     finally:
         lib.shutdown()
+
+
+def _join(lib, address: str) -> None:
+    """Join the cluster at `address`, or say why not, before any work (Ray's own error names neither the
+    token nor the address to check)."""
+    try:
+        lib.init(address=address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as exc:
+        raise HarmonizeError(
+            f"cannot join the Ray cluster at {address} ({exc}): check the address (the head's host:port, as "
+            "`ray start --head` prints it, or auto on a node) and, where the cluster has token authentication "
+            "(`ray start --head` turns it on), that RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH gives its token") from None
 
 
 def _start_actors(lib, backend: str, model: str | None, ray: RayOptions) -> list:
