@@ -5,6 +5,10 @@ it where the output format can hold it; pixels are never converted between colou
 or Adobe RGB photo is harmonized in its own space and comes back tagged with the same profile. A JPEG
 written from a JPEG reuses the input's quantization tables and subsampling, so the untouched background
 changes as little as JPEG allows. A grayscale picture comes back grayscale.
+
+A PNG or TIFF of 16 bits per sample (RGB, RGBA, grayscale with or without alpha) is read and written at 16
+bits, through the `16bit` extra (imagecodecs for PNG, tifffile for TIFF: Pillow reads such RGB files as 8-bit);
+without it such a picture is refused, never quietly reduced.
 """
 from __future__ import annotations
 
@@ -16,19 +20,23 @@ import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from .atomic import atomic_path, put_whole
-from .errors import InputError
+from .errors import InputError, MissingDependencyError, require
 from .paths import is_local, store_errors
 
 Image.MAX_IMAGE_PIXELS = 200_000_000  # Pillow's own bomb guard; MAX_PIXELS below is checked first
 MAX_PIXELS = 100_000_000  # default limit for one picture: editor images reach 50 MP
 MB_PER_MEGAPIXEL = 16  # a whole `harmonize run` process's peak per megapixel of its picture (docs/running.md)
+DEEP_EXTRA = "16bit"  # the extra that reads and writes 16 bits per sample (tifffile, imagecodecs)
+MASK_RULE = ("a mask is white, or opaque, where the object is: a mask whose alpha varies (a cut-out) is read by its "
+             "alpha, whatever its colours; any other mask by its brightness")
 
 
 @dataclass
 class Picture:
-    """An RGB image as uint8 (H, W, 3), with the alpha channel kept aside when the file had one, and what
-    else of its file an output should carry: `meta` (icc_profile, exif, xmp, dpi, text), whether it was
-    grayscale, and a JPEG's encoding (`jpeg`: qtables, subsampling)."""
+    """An RGB image as uint8 (H, W, 3), or uint16 for a file of 16 bits per sample, with the alpha channel
+    (of the same type) kept aside when the file had one, and what else of its file an output should carry:
+    `meta` (icc_profile, exif, xmp, dpi, text), whether it was grayscale, and a JPEG's encoding (`jpeg`:
+    qtables, subsampling)."""
 
     rgb: np.ndarray
     alpha: np.ndarray | None = None
@@ -85,8 +93,9 @@ def _jpeg_encoding(img: Image.Image) -> dict | None:
     return encoding
 
 
-def _open(path: str | Path, max_pixels: int | None = None) -> Image.Image:
-    """Decode an image, as stored (EXIF orientation not yet applied); its size is checked from the header
+def _open(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image, bool]:
+    """Decode an image, as stored (EXIF orientation not yet applied), and say whether it is a PNG or TIFF
+    of more than 8 bits per sample (which Pillow decodes as 8 for RGB); its size is checked from the header
     first, so a huge one costs no memory."""
     try:  # a URL is read whole, in one GET, so that its store's errors are said once, here
         source = path if is_local(path) else io.BytesIO(_read_url(path))
@@ -102,6 +111,7 @@ def _open(path: str | Path, max_pixels: int | None = None) -> Image.Image:
             raise InputError(
                 f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of {max_pixels / 1e6:.0f} "
                 f"(it would need about {w * h / 1e6 * MB_PER_MEGAPIXEL / 1000:.1f} GB; --max-megapixels raises it)")
+        deep = _more_than_8_bits(img)  # before load, which forgets how the file stores its samples
         img.load()
     except InputError:
         raise
@@ -116,7 +126,59 @@ def _open(path: str | Path, max_pixels: int | None = None) -> Image.Image:
     finally:
         if source is not path:
             source.close()
-    return img
+    return img, deep
+
+
+def _more_than_8_bits(img: Image.Image) -> bool:
+    """Whether a picture opened but not yet decoded is a PNG or TIFF of more than 8 bits per sample."""
+    if img.format == "TIFF":
+        return max(img.tag_v2.get(258, (1,))) > 8  # BitsPerSample (Pillow's raw mode is wrong for planar files)
+    if img.format == "PNG" and img.tile:
+        args = img.tile[0].args
+        return ";16" in (args if isinstance(args, str) else args[0])  # e.g. RGB;16B
+    return False
+
+
+def _deep_samples(path: str | Path, fmt: str) -> tuple[np.ndarray, int | None]:
+    """A 16-bit PNG's or TIFF's samples as stored, uint16 (H, W, 1 to 4), through the 16bit extra, and a
+    TIFF's orientation tag (Pillow applies and forgets it as it decodes a TIFF); InputError for anything that
+    cannot keep its depth (no extra, floating-point or 32-bit samples, CMYK, ...)."""
+    try:
+        lib = require("imagecodecs" if fmt == "PNG" else "tifffile", DEEP_EXTRA)
+    except MissingDependencyError as exc:
+        raise InputError(f"{path}: 16 bits per sample, which would be cut to 8 ({exc}); or save it at 8 bits "
+                         "per sample") from None
+    path = Path(path) if isinstance(path, str) else path
+    orientation = None
+    try:
+        if fmt == "PNG":
+            samples = lib.png_decode(path.read_bytes() if is_local(path) else _read_url(path))
+        else:  # a local TIFF is read where it lies (no copy of the file in memory), a URL through its filesystem
+            with lib.TiffFile(str(path) if is_local(path) else io.BytesIO(_read_url(path))) as tif:
+                page = tif.pages.first
+                if page.dtype != np.uint16 or page.photometric not in (1, 2):  # grayscale (black is 0) or RGB
+                    raise InputError(
+                        f"{path}: a TIFF of {page.dtype} samples, {page.photometric.name}: only 16-bit unsigned "
+                        "RGB, RGBA and grayscale keep their depth here; save it as one of those, or at 8 bits")
+                samples, orientation = page.asarray(), int(page.tags.valueof(274, 1))
+                if page.axes.startswith("S"):  # planar: one plane per sample
+                    samples = np.moveaxis(samples, 0, -1)
+    except InputError:
+        raise
+    except (ValueError, KeyError, OSError, RuntimeError) as exc:  # tifffile and imagecodecs say what failed
+        raise InputError(f"{path}: cannot read its 16-bit samples ({exc})") from None
+    samples = samples[..., None] if samples.ndim == 2 else samples
+    if samples.dtype != np.uint16 or samples.ndim != 3 or samples.shape[2] > 4:
+        raise InputError(f"{path}: {samples.dtype} samples of shape {samples.shape}: only 16-bit RGB, RGBA and "
+                         "grayscale keep their depth here")
+    return samples, orientation
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Samples (H, W, C) as shown: an EXIF orientation applied as ImageOps.exif_transpose applies it."""
+    turns = {2: lambda: a[:, ::-1], 3: lambda: a[::-1, ::-1], 4: lambda: a[::-1], 5: lambda: a.swapaxes(0, 1),
+             6: lambda: np.rot90(a, -1), 7: lambda: np.rot90(a, 2).swapaxes(0, 1), 8: lambda: np.rot90(a)}
+    return turns[orientation]() if orientation in turns else a
 
 
 def _read_url(path: Path) -> bytes:
@@ -139,12 +201,23 @@ def _upright(img: Image.Image) -> Image.Image:
 
 
 def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, keep_decoded: bool = False) -> Picture:
-    """An image file as 8-bit RGB (grayscale, palette, 16-bit and CMYK converted; EXIF orientation
-    applied), alpha kept aside, with what an output should carry of the file; InputError when it has more
-    than `max_pixels` pixels (None: no limit). `keep_decoded` keeps Pillow's RGB picture too, for a caller
-    that resizes it (`Picture.decoded`)."""
-    stored = _open(path, max_pixels)
+    """An image file as RGB (grayscale, palette and CMYK converted; EXIF orientation applied), uint8, or
+    uint16 for a PNG or TIFF of 16 bits per sample; alpha kept aside, with what an output should carry of
+    the file; InputError when it has more than `max_pixels` pixels (None: no limit) or samples whose depth
+    cannot be kept. `keep_decoded` keeps Pillow's RGB picture of an 8-bit file too, for a caller that
+    resizes it (`Picture.decoded`)."""
+    stored, deep = _open(path, max_pixels)
     meta, gray = _metadata(stored), stored.mode in GRAY_MODES
+    if deep:
+        samples, orientation = _deep_samples(path, stored.format)
+        samples = _orient(samples, orientation or stored.getexif().get(0x0112, 1))
+        exif = _exif(stored)
+        if exif:
+            meta["exif"] = exif
+        gray = samples.shape[2] <= 2
+        rgb = np.repeat(samples[..., :1], 3, axis=2) if gray else np.ascontiguousarray(samples[..., :3])
+        alpha = samples[..., -1].copy() if samples.shape[2] in (2, 4) else None
+        return Picture(rgb, alpha, meta, gray)
     jpeg = _jpeg_encoding(stored) if stored.mode in ("RGB", "L") else None
     img = _to_8bit(_upright(stored))
     exif = _exif(stored)  # after the transpose: it edits the stored picture's own EXIF
@@ -160,13 +233,13 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, keep_decod
 
 
 def read_mask8(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A mask file as uint8 (H, W), 255 = foreground; `size` (W, H) must match if given.
-
-    An RGBA or LA mask uses its alpha channel when the colour channels are constant.
-    """
-    img = _to_8bit(_upright(_open(path, max(MAX_PIXELS, size[0] * size[1]) if size else MAX_PIXELS)))
-    if img.mode in ("RGBA", "LA") and np.ptp(np.asarray(img.convert("L"))) == 0:
-        img = img.getchannel("A")
+    """A mask file as uint8 (H, W), 255 = foreground, by MASK_RULE: a cut-out (its alpha varies) by its
+    alpha, whatever its colours, any other by its brightness; `size` (W, H) must match if given."""
+    img = _to_8bit(_upright(_open(path, max(MAX_PIXELS, size[0] * size[1]) if size else MAX_PIXELS)[0]))
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        alpha = (img if img.mode in ("RGBA", "LA") else img.convert("RGBA")).getchannel("A")
+        if np.ptp(np.asarray(alpha)):
+            img = alpha
     if size is not None and img.size != tuple(size):
         raise InputError(
             f"{path}: mask is {img.size[0]}x{img.size[1]} but the image is {size[0]}x{size[1]}"
@@ -231,24 +304,89 @@ def check_output_name(path: str | Path) -> str:
     return WRITABLE[ext]
 
 
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG file's chunks in order, as (type, the whole chunk: length, type, data, CRC)."""
+    chunks, pos = [], len(PNG_SIGNATURE)
+    while pos < len(data):
+        end = pos + 12 + int.from_bytes(data[pos:pos + 4], "big")
+        chunks.append((data[pos + 4:pos + 8], data[pos:end]))
+        pos = end
+    return chunks
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Tags tifffile writes itself from the samples and its arguments: the rest of what Pillow writes is copied.
+TIFFFILE_TAGS = (set(LAYOUT_TAGS) - {700, 34675}) | {282, 283, 296}
+
+
+def _save_deep(target: Path | io.BytesIO, path: Path, fmt: str, picture: Picture) -> None:
+    """Save a 16-bit picture into `target` as PNG or TIFF, through the 16bit extra, with the metadata Pillow
+    would write at 8 bits: taken from a 1x1 picture Pillow saves with the same options, so both depths carry
+    the same."""
+    rgb, alpha = picture.rgb, picture.alpha
+    if picture.gray:  # Pillow's convert("L") weights, in 1/65536: a pixel whose channels are equal keeps its value
+        r, g, b = (rgb[..., c].astype(np.uint32) for c in range(3))
+        planes = [((r * 19595 + g * 38470 + b * 7471 + 32768) >> 16).astype(np.uint16)]
+    else:
+        planes = [rgb]
+    if alpha is not None:
+        planes.append(alpha)
+    samples = np.ascontiguousarray(planes[0] if len(planes) == 1 else np.dstack(planes))  # (H, W[, C])
+    probe = io.BytesIO()
+    Image.new("L" if picture.gray else "RGB", (1, 1)).save(probe, format=fmt, **save_options(fmt, picture))
+    try:
+        lib = require("imagecodecs" if fmt == "PNG" else "tifffile", DEEP_EXTRA)
+    except MissingDependencyError as exc:
+        raise InputError(f"{path}: cannot write 16 bits per sample ({exc})") from None
+    if fmt == "PNG":
+        pixels = _png_chunks(lib.png_encode(samples))
+        ancillary = [c for kind, c in _png_chunks(probe.getvalue()) if kind not in (b"IHDR", b"IDAT", b"IEND")]
+        data = PNG_SIGNATURE + pixels[0][1] + b"".join(ancillary) + b"".join(c for _, c in pixels[1:])
+        target.write_bytes(data) if isinstance(target, Path) else target.write(data)
+        return
+    with lib.TiffFile(io.BytesIO(probe.getvalue())) as tif:
+        tags = {t.code: t for t in tif.pages.first.tags}
+    extra = [(t.code, t.dtype, t.count, t.value, True) for t in tags.values()
+             if t.code not in TIFFFILE_TAGS and not isinstance(t.value, dict)]  # a dict: a sub-IFD (Exif, GPS)
+    dpi = {}
+    if 282 in tags and 283 in tags:
+        dpi = dict(resolution=(tags[282].value, tags[283].value), resolutionunit=tags[296].value if 296 in tags else 2)
+    lib.imwrite(target, samples, photometric="minisblack" if picture.gray else "rgb", metadata=None,
+                software=False, extrasamples=("unassalpha",) if alpha is not None else None, extratags=extra,
+                **dpi)
+
+
 def write_image(path: str | Path, picture: Picture) -> None:
     """Write a picture atomically (a temporary file in the same folder, then a rename), with what its
-    input carried: metadata, alpha where the format has it, grayscale if it was."""
+    input carried: metadata, alpha where the format has it, grayscale if it was, and 16 bits per sample
+    (PNG and TIFF only) if it has them."""
     path = Path(path) if isinstance(path, str) else path
     fmt = check_output_name(path)
     rgb, alpha = picture.rgb, picture.alpha
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise InputError(f"{path}: can only write uint8 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
+    if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise InputError(f"{path}: can only write uint8 or uint16 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
+    if rgb.dtype == np.uint16:
+        if fmt not in ("PNG", "TIFF"):
+            raise InputError(f"{path}: the picture has 16 bits per sample and {fmt} holds 8; write PNG or TIFF "
+                             "(--format png or tif) to keep them")
+        _store(path, lambda target: _save_deep(target, path, fmt, picture))
+        return
     img = Image.fromarray(rgb, "RGB")
     if picture.gray:
         img = img.convert("L")
     if alpha is not None and fmt != "JPEG":
         img.putalpha(Image.fromarray(alpha, "L"))
     options = dict(format=fmt, **save_options(fmt, picture))
-    if not is_local(path):  # an object store: one put, whole or not at all
+    _store(path, lambda target: img.save(target, **options))
+
+
+def _store(path: Path, save) -> None:
+    """Run save(target) on a temporary file that is then renamed to `path`, or, for an object store, on a
+    buffer written in one put, whole or not at all."""
+    if not is_local(path):
         buf = io.BytesIO()
-        img.save(buf, **options)
+        save(buf)
         put_whole(path, buf.getvalue())
         return
     with atomic_path(path) as tmp:
-        img.save(tmp, **options)
+        save(tmp)

@@ -3,11 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import textured_image
+from conftest import scene_photo, textured_image
 from PIL import Image
 
+from engine.cli import main
 from engine.errors import InputError
-from engine.imageio import Picture, check_mask, read_image, read_mask, write_image
+from engine.imageio import Picture, check_mask, read_image, read_mask, read_mask8, write_image
 
 
 def test_missing_and_corrupt_files_name_the_file(tmp_path):
@@ -21,10 +22,10 @@ def test_missing_and_corrupt_files_name_the_file(tmp_path):
 
 def test_conversions(tmp_path):
     gray = np.arange(48 * 64, dtype=np.uint16).reshape(48, 64) * 20
-    Image.fromarray(gray).save(tmp_path / "g16.png")  # 16-bit grayscale
+    Image.fromarray(gray).save(tmp_path / "g16.png")  # 16-bit grayscale, kept at 16 bits (test_depth.py)
     pic = read_image(tmp_path / "g16.png")
-    assert pic.rgb.dtype == np.uint8 and pic.rgb.shape == (48, 64, 3)
-    assert pic.rgb[-1, -1, 0] == round(gray[-1, -1] / 65535 * 255)
+    assert pic.rgb.dtype == np.uint16 and pic.rgb.shape == (48, 64, 3) and pic.gray
+    assert (pic.rgb == gray[..., None]).all()
     rgba = np.dstack([textured_image(10, 12), np.full((10, 12), 77, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
     pic = read_image(tmp_path / "a.png")
@@ -57,7 +58,7 @@ def test_write_is_atomic_and_keeps_old_output_on_failure(tmp_path, monkeypatch):
     out = tmp_path / "o.png"
     write_image(out, Picture(textured_image(8, 8)))
     before = out.read_bytes()
-    with pytest.raises(InputError, match=r"o\.png: can only write uint8 \(H, W, 3\) RGB, got float64 \(8, 8\)"):
+    with pytest.raises(InputError, match=r"o\.png: can only write uint8 or uint16 \(H, W, 3\) RGB, got float64 \(8,"):
         write_image(out, Picture(np.zeros((8, 8), np.float64)))
     save = Image.Image.save
 
@@ -73,3 +74,53 @@ def test_write_is_atomic_and_keeps_old_output_on_failure(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"], "a partial file was left behind"
     with pytest.raises(InputError, match=r"o.xyz: not an image file name we can write \('.xyz'"):
         write_image(tmp_path / "o.xyz", Picture(textured_image(8, 8)))
+
+
+def cut_out(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A composite and the alpha of its pasted object as a person cuts it out: soft at the edge."""
+    photo = scene_photo(h, w, seed=2)
+    yy, xx = np.mgrid[0:h, 0:w]
+    inside = ((yy - h * 0.5) / (h * 0.3)) ** 2 + ((xx - w * 0.45) / (w * 0.25)) ** 2
+    alpha = (np.clip((1.15 - inside) / 0.3, 0, 1) * 255).astype(np.uint8)
+    pasted = np.where(alpha[..., None] > 0, photo * np.array([0.5, 0.75, 1.35]), photo)
+    return np.clip(pasted, 0, 255).astype(np.uint8), alpha
+
+
+def test_a_mask_with_varying_alpha_is_read_by_its_alpha_whatever_its_colours(tmp_path):
+    rgb, alpha = cut_out(40, 60)
+    noise = np.random.default_rng(0).integers(0, 256, rgb.shape, dtype=np.uint8)
+    for name, outside in (("black", 0), ("noise", noise)):
+        colours = np.where(alpha[..., None] > 0, rgb, outside).astype(np.uint8)
+        Image.fromarray(np.dstack([colours, alpha]), "RGBA").save(tmp_path / f"{name}.png")
+        assert np.array_equal(read_mask8(tmp_path / f"{name}.png"), alpha), name
+    Image.fromarray(np.dstack([alpha, alpha]), "LA").save(tmp_path / "la.png")
+    assert np.array_equal(read_mask8(tmp_path / "la.png"), alpha)
+    palette = Image.fromarray((alpha > 127).astype(np.uint8), "P")
+    palette.putpalette([0, 0, 0, 200, 10, 10])
+    palette.save(tmp_path / "p.png", transparency=0)  # index 0 transparent: the object is opaque red
+    assert np.array_equal(read_mask8(tmp_path / "p.png"), np.where(alpha > 127, 255, 0))
+    # Uniform alpha: the brightness, as for a mask without alpha (a white-on-black mask saved as RGBA).
+    white = np.repeat(alpha[..., None], 3, 2)
+    Image.fromarray(np.dstack([white, np.full_like(alpha, 255)]), "RGBA").save(tmp_path / "opaque.png")
+    assert np.array_equal(read_mask8(tmp_path / "opaque.png"), alpha)
+
+
+def test_a_cut_out_mask_gives_the_white_on_black_masks_output(tmp_path):
+    rgb, alpha = cut_out(96, 128)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    Image.fromarray(alpha).save(tmp_path / "white.png")
+    noise = np.random.default_rng(1).integers(0, 256, rgb.shape, dtype=np.uint8)
+    outside = {"black": np.zeros_like(rgb), "noise": noise}
+    for name, colours in outside.items():
+        Image.fromarray(np.dstack([np.where(alpha[..., None] > 0, rgb, colours), alpha]), "RGBA").save(
+            tmp_path / f"{name}.png")
+    outputs = {}
+    for name in ("white", *outside):
+        out = tmp_path / f"out-{name}.png"
+        mask = tmp_path / f"{name}.png"
+        assert main(["run", str(tmp_path / "c.png"), "--mask", str(mask), "-o", str(out), "-q"]) == 0
+        outputs[name] = np.asarray(Image.open(out))
+    assert not np.array_equal(outputs["white"], rgb), "the object did not move"
+    assert np.array_equal(outputs["white"][alpha == 0], rgb[alpha == 0])
+    for name in outside:
+        assert np.array_equal(outputs[name], outputs["white"]), f"the cut-out with {name} outside differs"

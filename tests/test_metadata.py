@@ -66,6 +66,14 @@ def composite(tmp_path, ext, **save):
     return src, m, mask
 
 
+def assert_carried(img: Image.Image) -> None:
+    """The profile, dpi and EXIF that composite() and the 16-bit test give their pictures are in `img`."""
+    assert img.info["icc_profile"] == P3
+    assert tuple(round(v) for v in img.info["dpi"]) == (300, 300)
+    e = img.getexif()
+    assert e[0x010F] == "Camera Maker" and e[0x0132] == "2024:05:06 07:08:09"
+
+
 def run(src, m, out):
     assert main(["run", str(src), "--mask", str(m), "-o", str(out), "-q"]) == 0
 
@@ -87,10 +95,7 @@ def test_profile_exif_xmp_and_dpi_survive(tmp_path, ext, save):
     out = tmp_path / f"out{ext}"
     run(src, m, out)
     with Image.open(out) as img:
-        assert img.info["icc_profile"] == P3
-        assert tuple(round(v) for v in img.info["dpi"]) == (300, 300)
-        e = img.getexif()
-        assert e[0x010F] == "Camera Maker" and e[0x0132] == "2024:05:06 07:08:09"
+        assert_carried(img)
         if ext == ".jpg":
             assert img.info["xmp"] == XMP
 
@@ -163,3 +168,25 @@ def test_a_cmyk_profile_is_not_put_on_rgb_output(tmp_path):
     run(tmp_path / "c.jpg", tmp_path / "m.png", tmp_path / "out.jpg")
     with Image.open(tmp_path / "out.jpg") as img:
         assert img.mode == "RGB" and "icc_profile" not in img.info
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"], ids=["png", "tiff"])
+def test_a_16_bit_picture_keeps_profile_exif_dpi_and_text(tmp_path, ext):
+    pytest.importorskip("tifffile", reason="the 16bit extra is not installed")
+    from engine.imageio import Picture, read_image, write_image
+
+    photo = scene_photo(96, 128, seed=4).astype(np.uint16) * 257 + 100
+    mask = (ellipse_mask(96, 128) * 255).astype(np.uint8)
+    photo[mask > 0] //= 2
+    meta = dict(icc_profile=P3, exif=exif().tobytes(), dpi=(300, 300), text={"Author": "Ada"})
+    src, m, out = tmp_path / f"c{ext}", tmp_path / "m.png", tmp_path / f"out{ext}"
+    write_image(src, Picture(photo, meta=meta))
+    Image.fromarray(mask).save(m)
+    run(src, m, out)
+    for path in (src, out):  # the input is what it claims to be, and the output carries the same
+        with Image.open(path) as img:
+            assert_carried(img)
+            if ext == ".png":
+                assert img.text["Author"] == "Ada"
+        pic = read_image(path)
+        assert pic.rgb.dtype == np.uint16 and pic.meta["icc_profile"] == P3

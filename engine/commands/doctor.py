@@ -11,7 +11,8 @@ import sys
 from . import add_verb
 
 PACKAGES = (("numpy", "core"), ("Pillow", "core"), ("onnxruntime", "core"), ("torch", "train"), ("onnx", "export"),
-            ("triton", "triton"), ("tensorrt", "tensorrt"), ("tensorrt-rtx", "tensorrt"), ("cuda-python", "tensorrt"))
+            ("triton", "triton"), ("tensorrt", "tensorrt"), ("tensorrt-rtx", "tensorrt"), ("cuda-python", "tensorrt"),
+            ("tifffile", "16bit"), ("imagecodecs", "16bit"))
 
 
 def installed(dist: str) -> str:

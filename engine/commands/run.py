@@ -6,7 +6,7 @@ import logging
 import sys
 
 from ..errors import InputError
-from ..imageio import MB_PER_MEGAPIXEL
+from ..imageio import DEEP_EXTRA, MASK_RULE, MB_PER_MEGAPIXEL
 from . import add_backend, add_model, add_quiet, add_verb, positive, unit
 
 log = logging.getLogger("engine")
@@ -88,10 +88,12 @@ def register(sub) -> None:
     r = add_verb(sub, "run", cmd_run, "harmonize an image, a folder or a CSV list, headless")
     r.add_argument("input", help="composite image, folder of composites, or CSV (composite,mask[,output]; its "
                    "relative paths are taken from the CSV's own folder, and outputs from -o)")
-    r.add_argument("--mask", help="the mask of a single composite (white = object)")
+    r.add_argument("--mask", help=f"the mask of a single composite; {MASK_RULE}")
     r.add_argument("--masks", help="folder of masks, matched to composites by name (for one image too)")
     r.add_argument("-o", "--output", help="output file, or folder mirroring the input")
-    r.add_argument("--format", choices=["png", "jpg", "webp", "tif", "bmp"], help="output type (default: input's)")
+    r.add_argument("--format", choices=["png", "jpg", "webp", "tif", "bmp"],
+                   help=f"output type (default: input's); a picture of 16 bits per sample needs png or tif (and "
+                   f"the {DEEP_EXTRA} extra)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     r.add_argument("--strength", type=unit, default=1.0, help="0..1 blend towards the harmonized colours")
     r.add_argument("--max-megapixels", type=positive, default=100.0,

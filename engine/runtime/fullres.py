@@ -5,6 +5,10 @@ Only foreground pixels (mask > 0) are ever written, so the background comes back
 "image" head's low-resolution colour change (output minus input) is upsampled and added.
 numpy and Pillow only: this is the runtime path of every backend.
 
+A picture is uint8, or uint16 for a file of 16 bits per sample: the network and the Lab transfer see its
+8-bit reduction (its high bytes, as Pillow reads such a file), and the colour map they give is applied to
+the full-precision samples.
+
 A mask is uint8 (0..255, as read from its file) or float in [0, 1]; the same weights come of both. Nothing
 here makes a float copy of the whole picture: work happens inside the object's box, a band of rows at a
 time, so memory stays a small multiple of the picture's own bytes.
@@ -28,6 +32,11 @@ def as_mask8(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.uint8:
         return mask
     return np.round(np.clip(mask, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def eight_bit(rgb: np.ndarray) -> np.ndarray:
+    """An RGB picture as uint8: itself, or a uint16 picture's high bytes."""
+    return rgb if rgb.dtype == np.uint8 else (rgb >> 8).astype(np.uint8)
 
 
 def weights(mask: np.ndarray) -> np.ndarray:
@@ -58,7 +67,7 @@ class Prepared:
     full-resolution step needs. Made apart from the network (a batch makes the next one on another
     thread while the network runs)."""
 
-    rgb: np.ndarray  # (H, W, 3) uint8, full resolution
+    rgb: np.ndarray  # (H, W, 3) uint8 or uint16, full resolution
     mask: np.ndarray  # (H, W) uint8 0..255, or float in [0, 1]
     image: np.ndarray  # (1, 3, S, S) float32, the network's input
     small_mask: np.ndarray  # (1, 1, S, S) float32
@@ -67,9 +76,11 @@ class Prepared:
 
 def prepare(rgb: np.ndarray, mask: np.ndarray, size: int, lab: bool = False, source: Image.Image | None = None
             ) -> Prepared:
-    """The network's inputs at `size`, and the Lab transfer's map when `lab`; `source` as in to_network."""
-    image, small_mask = to_network(rgb, mask, size, source)
-    return Prepared(rgb, mask, image, small_mask, lab_transfer_map(rgb, mask) if lab else None)
+    """The network's inputs at `size`, and the Lab transfer's map when `lab`, from the picture's 8 bits
+    (`eight_bit`); `source` as in to_network."""
+    rgb8 = eight_bit(rgb)
+    image, small_mask = to_network(rgb8, mask, size, source)
+    return Prepared(rgb, mask, image, small_mask, lab_transfer_map(rgb8, mask) if lab else None)
 
 
 def foreground_box(mask: np.ndarray) -> tuple[slice, slice] | None:
@@ -80,9 +91,14 @@ def foreground_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
+def peak(rgb: np.ndarray) -> int:
+    """The largest sample of a uint8 or uint16 picture: 255 or 65535."""
+    return int(np.iinfo(rgb.dtype).max)
+
+
 def _mix(rgb: np.ndarray, mask: np.ndarray, target) -> np.ndarray:
-    """A copy of rgb moved mask-weighted towards target(x, box) (float32, 0..255) inside the mask's
-    bounding box, a band of rows at a time.
+    """A copy of rgb (uint8 or uint16) moved mask-weighted towards target(x, box) (float32, 0..the type's
+    peak) inside the mask's bounding box, a band of rows at a time.
 
     Dense arithmetic over the box beats gathering the masked pixels; where the mask is 0 the value is
     x + 0.5, which truncates back to x exactly, so the background stays bit-identical."""
@@ -99,19 +115,19 @@ def _mix(rgb: np.ndarray, mask: np.ndarray, target) -> np.ndarray:
         mixed *= weights(mask[band])[..., None]
         mixed += x
         mixed += 0.5
-        out[band] = np.clip(mixed, 0, 255, out=mixed).astype(np.uint8)
+        out[band] = np.clip(mixed, 0, peak(rgb), out=mixed).astype(rgb.dtype)
     return out
 
 
 def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray) -> np.ndarray:
     """Apply a 3x4 colour map (12 numbers, row-major, on RGB in [0, 1]) to the masked pixels."""
-    a = np.asarray(params, np.float32).reshape(3, 4)
-    matrix, offset = np.ascontiguousarray(a[:, :3].T), a[:, 3] * np.float32(255.0)
+    a, top = np.asarray(params, np.float32).reshape(3, 4), peak(rgb)
+    matrix, offset = np.ascontiguousarray(a[:, :3].T), a[:, 3] * np.float32(top)
 
     def mapped(x, box):
         y = x @ matrix
         y += offset
-        return np.clip(y, 0.0, 255.0, out=y)
+        return np.clip(y, 0.0, float(top), out=y)
 
     return _mix(rgb, mask, mapped)
 
@@ -155,7 +171,7 @@ def apply_residual(rgb: np.ndarray, mask: np.ndarray, before: np.ndarray, after:
     def changed(x, box):
         delta = [np.asarray(Image.fromarray(c.astype(np.float32), "F").resize((w, h), Image.BILINEAR))[box]
                  for c in (after - before)]
-        return x + np.stack(delta, -1) * 255.0
+        return x + np.stack(delta, -1) * float(peak(rgb))
 
     return _mix(rgb, mask, changed)
 

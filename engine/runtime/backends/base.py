@@ -50,16 +50,16 @@ class Backend:
         raise NotImplementedError
 
     def harmonize(self, rgb: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.ndarray:
-        """Harmonize uint8 RGB (H, W, 3) under a mask (H, W): [0, 1] floats, or uint8 0..255 as read from a
-        file; same size out, background untouched."""
+        """Harmonize uint8 or uint16 RGB (H, W, 3) under a mask (H, W): [0, 1] floats, or uint8 0..255 as
+        read from a file; same size and type out, background untouched."""
         p = self.prepare(rgb, mask)
         return self.finish(p, self.answer(p), strength)
 
     def prepare(self, rgb: np.ndarray, mask: np.ndarray, source=None) -> Prepared:
         """Check a picture and its mask, and make what the network and the full-resolution step need
         (`source`: the decoded PIL picture the RGB came from, which saves a copy)."""
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-            raise InputError(f"image must be uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+        if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise InputError(f"image must be uint8 or uint16 (H, W, 3), got {rgb.dtype} {rgb.shape}")
         if mask.shape != rgb.shape[:2]:
             raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {rgb.shape[1]}x{rgb.shape[0]}")
         if mask.dtype != np.uint8:
