@@ -110,7 +110,7 @@ def _exchange(sock: socket.socket, message: bytes, timeout: float) -> tuple[dict
     return header, payload
 
 
-def request(message: bytes, config: dict | None = None, timeout: float = 600.0, status=None) -> tuple[dict, bytes]:
+def send(message: bytes, config: dict | None = None, timeout: float = 600.0, status=None) -> tuple[dict, bytes]:
     """Send one message to the engine, starting a server when none runs, and return its reply (header,
     payload). `status(text)` hears what is going on ("Starting the engine")."""
     config = config or {}
@@ -212,15 +212,15 @@ def _wait_for_server(proc: subprocess.Popen, address, config: dict) -> socket.so
     return sock
 
 
-def harmonize(width: int, height: int, rect, background: bytes, rgb: bytes, mask: bytes, strength: float = 1.0,
-              device: str = "auto", config: dict | None = None, status=None) -> tuple[bytes, dict]:
-    """The layer's harmonized RGB u8 in `rect`, given the canvas without it and its RGB and mask there,
-    and the reply's header (which backend and device did the work)."""
+def harmonize(request: protocol.Request, config: dict | None = None, status=None) -> protocol.Result:
+    """The engine's Result for one Request (the layer's new RGB in its rect and format, and which backend
+    and device made it), starting the engine when none runs."""
     try:
-        message = protocol.harmonize_request(width, height, rect, background, rgb, mask, strength, device)
+        message = request.encode()
     except protocol.ProtocolError as exc:
         raise EngineError(str(exc)) from None
-    header, payload = request(message, config, status=status)
-    if len(payload) != rect[2] * rect[3] * 3:
-        raise EngineError(f"the engine returned {len(payload)} bytes for a {rect[2]}x{rect[3]} layer")
-    return payload, header
+    header, payload = send(message, config, status=status)
+    try:
+        return protocol.Result.decode(header, payload, request)
+    except protocol.ProtocolError as exc:
+        raise EngineError(str(exc)) from None

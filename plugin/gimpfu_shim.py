@@ -7,6 +7,7 @@ GIMP 2.10's Python-Fu is Python 2 and is not supported. Standard library only be
 """
 from __future__ import annotations
 
+import array
 import contextlib
 import sys
 
@@ -147,11 +148,45 @@ else:
         Gimp.main(ShimPlugIn.__gtype__, sys.argv)
 
 
+# GIMP's sample types as the wire names them (plugin/protocol.py FORMATS): half floats travel as float, which
+# holds each of them exactly, so a pixel read and written back unchanged stays the same half.
+SAMPLES = {"u8": "u8", "u16": "u16", "u32": "u32", "half": "float", "float": "float", "double": "double"}
+TYPECODES = {"u8": "B", "u16": "H", "u32": "I", "float": "f", "double": "d"}  # the same samples as array's
+
+
+def babl_format(fmt: str, linear: bool, alpha: bool) -> str:
+    """The Babl format name of RGB(A) samples `fmt`, in linear light or perceptual ("R'G'B'A u16")."""
+    return ("RGB" if linear else "R'G'B'") + ("A" if alpha else "") + " " + fmt
+
+
+def drop_alpha(rgba: bytes, fmt: str) -> bytes:
+    """The RGB samples of RGBA ones."""
+    src = array.array(TYPECODES[fmt], rgba)
+    rgb = array.array(TYPECODES[fmt], bytes(len(rgba) // 4 * 3))
+    for c in range(3):
+        rgb[c::3] = src[c::4]
+    return rgb.tobytes()
+
+
+def put_rgb(rgba: bytes, rgb: bytes, fmt: str) -> bytes:
+    """RGBA samples with their RGB replaced by `rgb`'s and their alpha kept."""
+    out, src = array.array(TYPECODES[fmt], rgba), array.array(TYPECODES[fmt], rgb)
+    for c in range(3):
+        out[c::4] = src[c::3]
+    return out.tobytes()
+
+
 class GimpHost:
-    """Host adapters on GIMP 3. Rectangles are (x, y, w, h) in image coordinates; pixels are u8 bytes."""
+    """Host adapters on GIMP 3. Rectangles are (x, y, w, h) in image coordinates; a layer's pixels are bytes
+    in its image's precision (`pixel_format`), masks and the background are u8."""
 
     def is_rgb(self, image) -> bool:
         return image.get_base_type() == Gimp.ImageBaseType.RGB
+
+    def pixel_format(self, image) -> tuple[str, bool]:
+        """(samples, linear) of the image's precision: "u16-non-linear" is ("u16", False)."""
+        depth, _, trc = image.get_precision().value_nick.partition("-")
+        return SAMPLES[depth], trc == "linear"
 
     def canvas_size(self, image):
         return image.get_width(), image.get_height()
@@ -175,17 +210,15 @@ class GimpHost:
         buf = drawable.get_buffer()
         return bytes(buf.get(Gegl.Rectangle.new(x, y, w, h), 1.0, fmt, Gegl.AbyssPolicy.NONE))
 
-    def read_rgb(self, layer, rect) -> bytes:
+    def read_rgb(self, layer, rect, fmt: str = "u8", linear: bool = False) -> bytes:
         if not layer.has_alpha():
-            return self._get(layer, rect, "R'G'B' u8")
+            return self._get(layer, rect, babl_format(fmt, linear, False))
         # NOTE: one read in the layer's own format, split here: asking GEGL for "A u8" separately
         # costs about 0.7 s on a 12-megapixel layer.
-        rgba = self._get(layer, rect, "R'G'B'A u8")
-        self._alpha = (layer, rect, rgba[3::4])
-        rgb = bytearray(len(rgba) // 4 * 3)
-        for c in range(3):
-            rgb[c::3] = rgba[c::4]
-        return bytes(rgb)
+        rgba = self._get(layer, rect, babl_format(fmt, linear, True))
+        if (fmt, linear) == ("u8", False):
+            self._alpha = (layer, rect, rgba[3::4])
+        return drop_alpha(rgba, fmt)
 
     def read_mask(self, image, layer, rect) -> tuple[str, bytes]:
         """(source, mask u8): the layer mask, else the selection, else the layer's alpha."""
@@ -223,19 +256,17 @@ class GimpHost:
         image.insert_layer(copy, layer.get_parent(), image.get_item_position(layer))
         return copy
 
-    def write_rgb(self, layer, rect, rgb: bytes) -> None:
-        """Replace the layer's colour in `rect`, keeping its alpha."""
+    def write_rgb(self, layer, rect, rgb: bytes, fmt: str = "u8", linear: bool = False) -> None:
+        """Replace the layer's colour in `rect` (samples `fmt`, as read), keeping its alpha."""
         x, y, w, h = rect
         ok, ox, oy = layer.get_offsets()
         buf = layer.get_buffer()
         r = Gegl.Rectangle.new(x - ox, y - oy, w, h)
         if layer.has_alpha():
-            rgba = bytearray(bytes(buf.get(r, 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.NONE)))
-            for c in range(3):
-                rgba[c::4] = rgb[c::3]
-            buf.set(r, "R'G'B'A u8", bytes(rgba))
+            rgba = bytes(buf.get(r, 1.0, babl_format(fmt, linear, True), Gegl.AbyssPolicy.NONE))
+            buf.set(r, babl_format(fmt, linear, True), put_rgb(rgba, rgb, fmt))
         else:
-            buf.set(r, "R'G'B' u8", rgb)
+            buf.set(r, babl_format(fmt, linear, False), rgb)
         buf.flush()
         layer.update(x - ox, y - oy, w, h)
 

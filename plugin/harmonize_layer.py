@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the shim and c
 
 import client  # noqa: E402
 from gimpfu_shim import PF_OPTION, PF_SLIDER, UserError, main, register  # noqa: E402
-from protocol import DEVICES  # noqa: E402
+from protocol import DEVICES, Request  # noqa: E402
 
 LABELS = {"auto": "Auto", "cpu": "CPU", "gpu": "GPU"}
 
@@ -38,26 +38,27 @@ def harmonize_layer(host, image, layer, strength=1.0, device="auto"):
     if rect is None:
         raise UserError("The layer lies entirely outside the canvas.")
     host.progress(0.0, "Harmonize Layer")
-    rgb = host.read_rgb(layer, rect)
+    fmt, linear = host.pixel_format(image)  # the new layer keeps the source's precision
+    rgb = host.read_rgb(layer, rect, fmt, linear)
     source, mask = host.read_mask(image, layer, rect)
     if mask.count(0) == len(mask):
         raise UserError(f"The {source} is empty inside the canvas: nothing marks the object.")
     background = host.read_background(image, layer)
     host.progress(0.25)
     config = client.read_config(host.plugin_folder())
-    width, height = host.canvas_size(image)
+    request = Request(*host.canvas_size(image), rect, background, rgb, mask, strength, device, fmt, linear)
     try:
-        out, reply = while_pulsing(host, "Harmonize Layer: waiting for the engine", lambda status: client.harmonize(
-            width, height, rect, background, rgb, mask, strength, device, config, status))
+        result = while_pulsing(host, "Harmonize Layer: waiting for the engine",
+                               lambda status: client.harmonize(request, config, status))
     except client.EngineError as exc:
         raise UserError(f"Harmonize Layer: {exc}") from None
     host.progress(0.8)
-    where = LABELS.get(reply.get("device"), "?")
+    where = LABELS.get(result.device, "?")
     with host.undo_group(image):
         new = host.add_copy_above(image, layer, f"{host.name(layer)} (harmonized, {where})")
-        host.write_rgb(new, rect, out)
+        host.write_rgb(new, rect, result.rgb, fmt, linear)
     host.progress(1.0)
-    host.progress_text(f"Harmonized on the {where} ({reply.get('backend')})")
+    host.progress_text(f"Harmonized on the {where} ({result.backend})")
     return new
 
 

@@ -3,10 +3,9 @@
 A message is: magic b"FMMH", version (1 byte), header length (4 bytes, big-endian), a JSON header, then
 `header["payload"]` raw bytes. Sizes are bounded, the header's nesting too, and a message must arrive whole
 within its deadline, so a malformed, hostile or slow message is refused before anything large is
-allocated or a thread is held for long. Requests: {"op": "ping"}, and {"op": "harmonize", "width",
-"height", "rect", "strength", "device"} whose payload is the canvas without the layer, then the layer's
-RGB and mask in rect (all u8). Replies: {"ok": true, ...} with the layer's new RGB u8 (and the backend and
-device that made it), or {"ok": false, "error": "..."}.
+allocated or a thread is held for long. Requests: {"op": "ping"}, and a harmonize request, one `Request`
+from the plug-in's dialog to the engine (its fields in the header, its pixels as the payload), answered by
+one `Result`. Replies: {"ok": true, ...}, or {"ok": false, "error": "..."}.
 
 Over TCP (no private socket file) each side proves to the other that it holds the key in engine.key
 before any picture moves: the server sends {"op": "challenge", "nonce": S}; the client answers {"op":
@@ -24,6 +23,7 @@ import re
 import secrets
 import struct
 import time
+from dataclasses import dataclass
 
 MAGIC = b"FMMH"
 VERSION = 3  # 3: the server proves the key too (2: only the client did)
@@ -31,7 +31,10 @@ PREFIX = struct.Struct(">4sBI")
 MAX_HEADER = 64 * 1024
 MAX_DEPTH = 16  # a header nests two deep; json would recurse once per bracket of a hostile one
 MAX_PIXELS = 100_000_000  # 100 megapixels: twice GIMP's usual 50 MP ceiling
-MAX_PAYLOAD = MAX_PIXELS * 7  # the largest canvas (RGB) with a layer as large (RGB and mask)
+# A layer's samples on the wire, by GIMP precision: bytes per sample (native byte order, as GEGL hands them).
+# GIMP's half float travels as float, which holds every half exactly.
+FORMATS = {"u8": 1, "u16": 2, "u32": 4, "float": 4, "double": 8}
+MAX_PAYLOAD = MAX_PIXELS * (3 + 3 * 8 + 1)  # the largest canvas (RGB u8) with as large a double layer and mask
 # What a request's "device" may name, in the plug-in's menu order; the engine's list
 # (engine/backends DEVICES) is tested to be the same, since this side cannot import the engine.
 DEVICES = ("auto", "cpu", "gpu")
@@ -125,39 +128,91 @@ def check_canvas(width, height) -> None:
                             f"engine takes at most {MAX_PIXELS // 1_000_000} megapixels")
 
 
-def harmonize_request(width: int, height: int, rect: tuple[int, int, int, int], background: bytes,
-                      rgb: bytes, mask: bytes, strength: float = 1.0, device: str = "auto") -> bytes:
-    """Harmonize a layer over a canvas: the canvas as seen without the layer (RGB u8, width x height),
-    and in `rect` = (x, y, w, h) the layer's RGB u8 and its mask u8. The reply is the layer's new RGB.
-    ProtocolError, before anything is copied, for a canvas over the limit."""
-    check_canvas(width, height)
-    return encode({"op": "harmonize", "width": width, "height": height, "rect": list(rect),
-                   "strength": strength, "device": device}, background + rgb + mask)
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON's true is no size
 
 
-def check_harmonize(header: dict, payload: bytes) -> tuple[int, int, tuple[int, int, int, int]]:
-    """Validate a harmonize request's sizes; returns (width, height, rect)."""
-    W, H, rect = header.get("width"), header.get("height"), header.get("rect")
-    check_canvas(W, H)
-    if not (isinstance(rect, list) and len(rect) == 4 and all(_is_int(v) for v in rect)):
-        raise ProtocolError(f"bad rect {rect!r}: expected [x, y, w, h]")
-    x, y, w, h = rect
-    if not (0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= W and y + h <= H):
-        raise ProtocolError(f"rect {rect} is not inside the {W}x{H} canvas")
-    want = W * H * 3 + w * h * 4
-    if len(payload) != want:
-        raise ProtocolError(f"payload is {len(payload)} bytes, expected {want} for a {W}x{H} canvas and {w}x{h} layer")
-    strength = header.get("strength", 1.0)
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
-        raise ProtocolError(f"strength {strength!r} is not within 0..1")
-    device = header.get("device", "auto")
-    if device not in DEVICES:
-        raise ProtocolError(f"device {device!r} is not one of {', '.join(DEVICES)}")
-    return W, H, (x, y, w, h)
+@dataclass(frozen=True)
+class Request:
+    """One Harmonize Layer call, as the dialog makes it and the engine takes it.
+
+    `background` is what the engine needs of the canvas: the image without the layer, RGB u8 (perceptual),
+    width x height, since the network and the colour statistics see 8 bits. The layer's RGB in `rect`
+    (x, y, w, h) comes in the layer's own precision (`format`, a key of FORMATS, in linear light or
+    perceptual), so the engine gives back every pixel outside the object exactly as it was; `mask` is u8."""
+
+    width: int
+    height: int
+    rect: tuple[int, int, int, int]
+    background: bytes
+    rgb: bytes
+    mask: bytes
+    strength: float = 1.0
+    device: str = "auto"
+    format: str = "u8"
+    linear: bool = False
+
+    def encode(self) -> bytes:
+        """The request as one message; ProtocolError, before anything is copied, for a canvas over the limit."""
+        check_canvas(self.width, self.height)
+        return encode({"op": "harmonize", "width": self.width, "height": self.height, "rect": list(self.rect),
+                       "strength": self.strength, "device": self.device, "format": self.format,
+                       "linear": self.linear}, b"".join((self.background, self.rgb, self.mask)))
+
+    @classmethod
+    def decode(cls, header: dict, payload: bytes) -> Request:
+        """The request a harmonize message holds; ProtocolError naming the first field that is wrong."""
+        W, H, rect = header.get("width"), header.get("height"), header.get("rect")
+        check_canvas(W, H)
+        if not (isinstance(rect, list) and len(rect) == 4 and all(_is_int(v) for v in rect)):
+            raise ProtocolError(f"bad rect {rect!r}: expected [x, y, w, h]")
+        x, y, w, h = rect
+        if not (0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= W and y + h <= H):
+            raise ProtocolError(f"rect {rect} is not inside the {W}x{H} canvas")
+        fmt, linear = header.get("format", "u8"), header.get("linear", False)
+        if not isinstance(fmt, str) or fmt not in FORMATS:
+            raise ProtocolError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+        if not isinstance(linear, bool):
+            raise ProtocolError(f"linear {linear!r} is not true or false")
+        layer = w * h * 3 * FORMATS[fmt]
+        want = W * H * 3 + layer + w * h
+        if len(payload) != want:
+            raise ProtocolError(f"payload is {len(payload)} bytes, expected {want} for a {W}x{H} canvas and {w}x{h} "
+                                f"{fmt} layer")
+        strength = header.get("strength", 1.0)
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 <= strength <= 1:
+            raise ProtocolError(f"strength {strength!r} is not within 0..1")
+        device = header.get("device", "auto")
+        if device not in DEVICES:
+            raise ProtocolError(f"device {device!r} is not one of {', '.join(DEVICES)}")
+        view = memoryview(payload)
+        return cls(W, H, (x, y, w, h), view[:W * H * 3], view[W * H * 3:W * H * 3 + layer], view[W * H * 3 + layer:],
+                   float(strength), device, fmt, linear)
+
+    def result_size(self) -> int:
+        """The bytes of the layer's new RGB that answer this request."""
+        return self.rect[2] * self.rect[3] * 3 * FORMATS[self.format]
+
+
+@dataclass(frozen=True)
+class Result:
+    """The engine's answer to a Request: the layer's new RGB in its rect and format, and the backend and
+    device (cpu or gpu) that made it."""
+
+    rgb: bytes
+    backend: str
+    device: str
+
+    def encode(self) -> bytes:
+        return encode({"ok": True, "backend": self.backend, "device": self.device}, self.rgb)
+
+    @classmethod
+    def decode(cls, header: dict, payload: bytes, request: Request) -> Result:
+        """The result in a reply to `request`; ProtocolError when its size is not the request's."""
+        if len(payload) != request.result_size():
+            raise ProtocolError(f"the engine returned {len(payload)} bytes for a {request.rect[2]}x{request.rect[3]} "
+                                f"{request.format} layer")
+        return cls(bytes(payload), str(header.get("backend")), str(header.get("device")))
 
 
 # --- The key proof over TCP, in both directions ---

@@ -5,6 +5,19 @@ import contextlib
 
 import numpy as np
 
+from engine.gimp.layer import DTYPES  # the wire's sample names as numpy dtypes
+
+
+def perceptual8(rgb, precision):
+    """A layer's samples as perceptual 0..255 floats, as GIMP shows them in an 8-bit view."""
+    from engine.runtime.color import linear_to_srgb
+
+    fmt, linear = precision
+    if (fmt, linear) == ("u8", False):
+        return rgb
+    v = rgb.astype(np.float64) / (1 if fmt in ("float", "double") else np.iinfo(DTYPES[fmt]).max)
+    return np.clip(linear_to_srgb(v) if linear else v, 0, 1) * 255
+
 
 class Layer:
     def __init__(self, name, rgb, alpha=None, offsets=(0, 0), mask=None):
@@ -17,8 +30,9 @@ class Layer:
 
 
 class Image:
-    def __init__(self, width, height, base="RGB"):
+    def __init__(self, width, height, base="RGB", precision=("u8", False)):
         self.width, self.height, self.base = width, height, base
+        self.precision = precision  # (samples, linear), as GimpHost.pixel_format gives it; layers hold that dtype
         self.layers: list[Layer] = []  # top first, like GIMP
         self.selection = None  # (H, W) u8 or None
         self.undo_depth = 0
@@ -37,6 +51,9 @@ class FakeHost:
     def is_rgb(self, image):
         return image.base == "RGB"
 
+    def pixel_format(self, image):
+        return image.precision
+
     def canvas_size(self, image):
         return image.width, image.height
 
@@ -54,7 +71,8 @@ class FakeHost:
         ox, oy = layer.offsets
         return slice(y - oy, y - oy + h), slice(x - ox, x - ox + w)
 
-    def read_rgb(self, layer, rect):
+    def read_rgb(self, layer, rect, fmt="u8", linear=False):
+        assert layer.rgb.dtype == DTYPES[fmt], f"read as {fmt}, stored as {layer.rgb.dtype}"
         return layer.rgb[self._local(layer, rect)].tobytes()
 
     def read_mask(self, image, layer, rect):
@@ -84,7 +102,7 @@ class FakeHost:
             if layer.mask is not None:
                 a = a * layer.mask[sl] / 255.0
             region = out[y:y + h, x:x + w]
-            out[y:y + h, x:x + w] = region + a[..., None] * (layer.rgb[sl] - region)
+            out[y:y + h, x:x + w] = region + a[..., None] * (perceptual8(layer.rgb[sl], image.precision) - region)
         return np.round(out).astype(np.uint8)
 
     def read_background(self, image, layer):
@@ -97,9 +115,9 @@ class FakeHost:
         image.layers.insert(image.layers.index(layer), new)
         return new
 
-    def write_rgb(self, layer, rect, rgb):
+    def write_rgb(self, layer, rect, rgb, fmt="u8", linear=False):
         x, y, w, h = rect
-        layer.rgb[self._local(layer, rect)] = np.frombuffer(rgb, np.uint8).reshape(h, w, 3)
+        layer.rgb[self._local(layer, rect)] = np.frombuffer(rgb, DTYPES[fmt]).reshape(h, w, 3)
 
     @contextlib.contextmanager
     def undo_group(self, image):

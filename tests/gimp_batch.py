@@ -1,9 +1,12 @@
 """Runs inside a real GIMP 3 (python-fu-eval): build an image with a pasted layer, call the installed
 Harmonize Layer through the PDB, and dump what came out as raw bytes for tests/test_gimp_real.py.
 
-Reads <work>/case.json: {"source": "alpha" | "layer mask" | "selection", "offsets": [x, y]}; the work
-folder holds photo.png (the scene), object.png (RGBA, the pasted object) and mask.png (its mask).
+Reads <work>/case.json: {"source": "alpha" | "layer mask" | "selection", "offsets": [x, y], and optionally
+"precision": a Gimp.Precision name such as "U16_NON_LINEAR", to which the image is converted, the object's
+samples then set between the 8-bit steps}; the work folder holds photo.png (the scene), object.png (RGBA, the
+pasted object) and mask.png (its mask).
 """
+import array
 import json
 import os
 import time
@@ -61,8 +64,12 @@ def main():
         channel.get_buffer().flush()
         image.select_item(Gimp.ChannelOps.REPLACE, channel)
         image.remove_channel(channel)
+    native = None
+    if case.get("precision"):
+        native = precise(image, layer, case["precision"])
     layers_before = len(image.get_layers())
     source_before = pixels(layer, "R'G'B'A u8")
+    native_before = pixels(layer, native) if native else None
     photo_before = pixels(photo, "R'G'B'A u8")
 
     proc = Gimp.get_pdb().lookup_procedure("python-fu-harmonize-layer")
@@ -89,7 +96,33 @@ def main():
         out["photo_unchanged"] = pixels(photo, "R'G'B'A u8") == photo_before
         open(os.path.join(WORK, "new.rgba"), "wb").write(pixels(new, "R'G'B'A u8"))
         open(os.path.join(WORK, "source.rgba"), "wb").write(source_before)
+        if native:
+            out["precision_after"] = image.get_precision().value_name
+            out["new_bpp"], out["source_bpp"] = new.get_bpp(), layer.get_bpp()
+            out["source_native_unchanged"] = pixels(layer, native) == native_before
+            open(os.path.join(WORK, "new.native"), "wb").write(pixels(new, native))
+            open(os.path.join(WORK, "source.native"), "wb").write(native_before)
     json.dump(out, open(os.path.join(WORK, "result.json"), "w"))
+
+
+def precise(image, layer, precision):
+    """Convert the image to `precision` and set the object's samples between the 8-bit steps (in the layer's
+    own format, which is returned), so that a plug-in that went through 8 bits would show."""
+    image.convert_precision(getattr(Gimp.Precision, precision))
+    depth, trc = precision.lower().split("_", 1)
+    fmt = ("RGBA " if trc == "linear" else "R'G'B'A ") + depth
+    samples = array.array({"u16": "H", "float": "f"}[depth], pixels(layer, fmt))
+    w = layer.get_width()
+    for i in range(len(samples)):
+        if i % 4 != 3:  # colour, not alpha
+            col = (i // 4) % w
+            if depth == "u16":
+                samples[i] = min(65535, samples[i] + 37 + (col * 11) % 200)
+            else:
+                samples[i] = samples[i] * (1.0 + 0.0007 * col) + 0.0003
+    layer.get_buffer().set(Gegl.Rectangle.new(0, 0, w, layer.get_height()), fmt, samples.tobytes())
+    layer.get_buffer().flush()
+    return fmt
 
 
 main()

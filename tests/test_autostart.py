@@ -65,18 +65,18 @@ def config(tmp_path):
 def harmonize_message(w=64, h=48):
     rgb = textured_image(h, w)
     mask = (ellipse_mask(h, w) * 255).astype(np.uint8)
-    return protocol.harmonize_request(w, h, (0, 0, w, h), rgb.tobytes(), rgb.tobytes(), mask.tobytes())
+    return protocol.Request(w, h, (0, 0, w, h), rgb.tobytes(), rgb.tobytes(), mask.tobytes()).encode()
 
 
 def test_the_first_call_starts_a_server_and_later_calls_reuse_it(config):
     heard = []
-    header, payload = client.request(harmonize_message(), config, status=heard.append)
+    header, payload = client.send(harmonize_message(), config, status=heard.append)
     assert header["ok"] and len(payload) == 64 * 48 * 3
     assert any("starting the engine" in h for h in heard), heard
     pid = client.ping(config)["pid"]
     assert servers_on(config["address"]) == [pid]
     heard.clear()
-    client.request(harmonize_message(), config, status=heard.append)
+    client.send(harmonize_message(), config, status=heard.append)
     assert not any("starting" in h for h in heard) and client.ping(config)["pid"] == pid
     assert "serving on" in rendezvous.log_path(config["address"]).read_text()
 
@@ -86,7 +86,7 @@ def test_two_calls_at_once_start_one_server(config, monkeypatch):
     start = client._start_server
     monkeypatch.setattr(client, "_start_server", lambda *a: started.append(1) or start(*a))
     replies = []
-    calls = [threading.Thread(target=lambda: replies.append(client.request(harmonize_message(), config)[1]))
+    calls = [threading.Thread(target=lambda: replies.append(client.send(harmonize_message(), config)[1]))
              for _ in range(2)]
     for t in calls:
         t.start()
@@ -103,12 +103,12 @@ def test_a_stale_socket_is_replaced(config):
     dead.bind(str(path))  # bound, never listened on, closed: what a killed server leaves
     dead.close()
     assert path.exists()
-    assert client.request(harmonize_message(), config)[0]["ok"]
+    assert client.send(harmonize_message(), config)[0]["ok"]
     assert len(servers_on(config["address"])) == 1
 
 
 def test_a_server_killed_mid_call_is_reported_and_the_next_call_starts_another(config):
-    client.request(protocol.encode({"op": "ping"}), config)
+    client.send(protocol.encode({"op": "ping"}), config)
     pid = client.ping(config)["pid"]
     message = harmonize_message()
     conn = client.connect(client.address_of(config), config)
@@ -118,7 +118,7 @@ def test_a_server_killed_mid_call_is_reported_and_the_next_call_starts_another(c
     with pytest.raises(client.EngineError, match="the engine stopped during the request.*next call starts it again"):
         client._exchange(conn, message[len(message) // 2:], 10)
     assert Path(config["address"]).exists(), "the killed server left its socket file"
-    assert client.request(message, config)[0]["ok"]
+    assert client.send(message, config)[0]["ok"]
     assert client.ping(config)["pid"] != pid
 
 
@@ -126,7 +126,7 @@ def test_the_plugin_reports_a_server_that_dies_mid_call(config, tmp_path, monkey
     import json
 
     (tmp_path / "engine.json").write_text(json.dumps(config))
-    client.request(protocol.encode({"op": "ping"}), config)
+    client.send(protocol.encode({"op": "ping"}), config)
     pid = client.ping(config)["pid"]
     opened = plug.client.open_engine  # the plug-in's own copy of the module, as GIMP imports it
 
@@ -161,7 +161,7 @@ def test_the_plugin_pulses_and_says_it_is_starting_the_engine(config, tmp_path):
 
 def test_an_idle_server_exits_and_removes_its_socket(config):
     config["idle_minutes"] = 0.02  # 1.2 s
-    client.request(protocol.encode({"op": "ping"}), config)
+    client.send(protocol.encode({"op": "ping"}), config)
     assert servers_on(config["address"])
     wait_until(lambda: not servers_on(config["address"]))
     assert not Path(config["address"]).exists()
@@ -172,7 +172,7 @@ def test_a_server_that_cannot_start_is_reported_with_its_log(config):
     config["python"] = sys.executable
     config["idle_minutes"] = -1  # refused by serve's option parser
     with pytest.raises(client.EngineError, match=r"the engine did not start: .*idle-minutes.*\(log: "):
-        client.request(protocol.encode({"op": "ping"}), config)
+        client.send(protocol.encode({"op": "ping"}), config)
 
 
 def test_flatpak_is_detected_and_the_message_says_how_to_start_the_engine(config, tmp_path, monkeypatch):
@@ -227,7 +227,7 @@ def test_the_engine_never_runs_code_from_the_current_folder(config, tmp_path, mo
     cwd.mkdir()
     marker = plant_engine(cwd)
     monkeypatch.chdir(cwd)
-    assert client.request(harmonize_message(), config)[0]["ok"]
+    assert client.send(harmonize_message(), config)[0]["ok"]
     assert not marker.exists(), "the planted engine ran"
     # harmonize gimp --check runs the engine's interpreter too
     from engine.cli import main

@@ -165,22 +165,3 @@ def test_shipped_model_is_the_ensemble_of_its_network_and_the_lab_transfer():
     assert np.array_equal(onnx.harmonize(rgb, mask), apply_affine(rgb, mask, ensemble))
     pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
     assert load("torch").lab_mix == w, "the shipped checkpoint and its ONNX disagree on lab_mix"
-
-
-def test_harmonize_over_maps_every_pixel_the_mask_touches_even_faintly():
-    """A layer's pixel whose mask is 1 of 255 is still the layer's: mapped, and composited by GIMP through
-    that mask; a pixel at 0 is left exactly as it was."""
-    from engine.runtime.fullres import harmonize_over
-
-    canvas = np.full((6, 8, 3), 50, np.uint8)
-    layer = np.full((3, 4, 3), 200, np.uint8)
-    mask8 = np.array([[0, 1, 255, 255], [0, 255, 255, 128], [0, 0, 1, 0]], np.uint8)
-
-    def darker(rgb, mask, strength):  # a stand-in backend: every masked pixel of the canvas halved
-        out = rgb.copy()
-        out[mask > 0] //= 2
-        return out
-
-    out = harmonize_over(darker, canvas, layer, mask8, (2, 1, 4, 3), 1.0)
-    assert np.array_equal(out[mask8 > 0], np.full((np.count_nonzero(mask8), 3), 100))
-    assert np.array_equal(out[mask8 == 0], layer[mask8 == 0])

@@ -86,7 +86,7 @@ def gimp(chroot: Path, inside: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
-def run_case(env, source: str, offsets):
+def run_case(env, source: str, offsets, precision: str | None = None):
     chroot, work, inside = env
     photo = scene_photo(PHOTO_H, PHOTO_W, seed=5)
     ox, oy = offsets
@@ -99,8 +99,8 @@ def run_case(env, source: str, offsets):
     Image.fromarray(photo).save(work / "photo.png")
     Image.fromarray(np.dstack([pasted, mask]), "RGBA").save(work / "object.png")
     Image.fromarray(mask).save(work / "mask.png")
-    (work / "case.json").write_text(json.dumps({"source": source, "offsets": list(offsets)}))
-    for f in ("result.json", "new.rgba", "source.rgba"):
+    (work / "case.json").write_text(json.dumps({"source": source, "offsets": list(offsets), "precision": precision}))
+    for f in ("result.json", "new.rgba", "source.rgba", "new.native", "source.native"):
         (work / f).unlink(missing_ok=True)
     r = gimp(chroot, inside, "--batch-interpreter=python-fu-eval", "-b", f"exec(open('{inside}/gimp_batch.py').read())",
              "--quit")
@@ -139,6 +139,30 @@ def test_real_gimp_harmonize_layer(gimp_env, source, offsets):
     assert np.array_equal(new[local][fg[local]][:, :3], want[fg[local]]), f"{source}: not the engine's answer"
     err = lambda a: np.abs(a[fg][:, :3].astype(float) - target[fg]).mean()  # noqa: E731
     assert err(new) < err(src), f"{source}: error to the scene {err(new):.1f}, pasted {err(src):.1f}"
+
+
+@pytest.mark.parametrize("precision, dtype, bpp", [("U16_NON_LINEAR", np.uint16, 8), ("FLOAT_LINEAR", np.float32, 16),
+                                                   ("U16_LINEAR", np.uint16, 8)])
+def test_real_gimp_keeps_the_layers_precision(gimp_env, precision, dtype, bpp):
+    """A 16-bit integer or 32-bit float image: the new layer has the source's precision, every sample outside
+    the object is the source's at that precision, and inside it moved by more than 8 bits can say."""
+    work = gimp_env[1]
+    result, mask, _ = run_case(gimp_env, "alpha", (40, 30), precision)
+    assert result["status"] == "success", result
+    assert result["precision_after"] == f"GIMP_PRECISION_{precision}", result
+    assert result["new_bpp"] == result["source_bpp"] == bpp, result
+    assert result["source_native_unchanged"] and result["photo_unchanged"]
+    new = np.frombuffer((work / "new.native").read_bytes(), dtype).reshape(OBJ_H, OBJ_W, 4)
+    src = np.frombuffer((work / "source.native").read_bytes(), dtype).reshape(OBJ_H, OBJ_W, 4)
+    fg = mask > 0
+    assert new[~fg].tobytes() == src[~fg].tobytes(), "pixels outside the object changed at the layer's precision"
+    assert new[..., 3].tobytes() == src[..., 3].tobytes(), "alpha changed"
+    one_step = 257 if dtype == np.uint16 else 1 / 255
+    assert np.abs(new[fg][:, :3].astype(float) - src[fg][:, :3]).mean() > 3 * one_step, "the object did not move"
+    if precision == "U16_NON_LINEAR":  # what 8 bits would give: multiples of 257
+        assert np.count_nonzero(new[fg][:, :3] % 257) > new[fg][:, :3].size // 2, "quantized to 8 bits"
+    else:
+        assert len(np.unique(new[fg][:, 0])) > 2 * len(np.unique(np.round(new[fg][:, 0].astype(float) / one_step)))
 
 
 def test_real_gimp_reports_engine_errors(gimp_env):

@@ -82,3 +82,15 @@ def test_the_gimp_side_is_standard_library_only():
     for path in (ROOT / "plugin").glob("*.py"):
         bad = {m for m in _imports(path) if m.split(".")[0] not in allowed and m.split(".")[0]}
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_the_runtime_knows_nothing_of_gimp():
+    """GIMP's ideas (the dialog's devices, a layer over a canvas, the wire protocol) live in engine/gimp/."""
+    for path in (ROOT / "engine" / "runtime").rglob("*.py"):
+        bad = {m for m in _imports(path) if m.startswith(("engine.gimp", "plugin"))}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+        tree = ast.parse(path.read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)} | {
+            t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+        gimp = defined & {"DEVICES", "devices", "load_device", "harmonize_over"}
+        assert not gimp, f"{path.relative_to(ROOT)} defines {sorted(gimp)}, which belong in engine/gimp/"

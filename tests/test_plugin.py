@@ -132,14 +132,38 @@ def test_an_engine_crash_reaches_the_user_as_text(host, monkeypatch):
 
 
 def test_the_plugin_offers_the_engine_devices_it_recorded(tmp_path):
-    """The plug-in cannot import the engine: its device names (plugin/protocol.py) must be the engine's, and
-    its menu offers only what `harmonize gimp install` found this engine can run."""
-    from engine.runtime.backends import DEVICES
-    from plugin.protocol import DEVICES as PLUGIN_DEVICES
+    """The plug-in cannot import the engine, the engine takes the device names from the plug-in's protocol,
+    and the menu offers only what `harmonize gimp install` found this engine can run."""
+    from engine.gimp.devices import devices
 
-    assert PLUGIN_DEVICES == DEVICES
+    assert set(devices()) <= set(plug.DEVICES) and devices()[:2] == ("auto", "cpu")
     assert plug.offered_devices(str(tmp_path)) == ["auto", "cpu"], "nothing recorded: no GPU offered"
     (tmp_path / "engine.json").write_text('{"devices": ["gpu", "auto", "cpu", "tpu"]}')
     assert plug.offered_devices(str(tmp_path)) == ["auto", "cpu", "gpu"]
     (tmp_path / "engine.json").write_text('{"devices": ["auto", "cpu"]}')
     assert plug.offered_devices(str(tmp_path)) == ["auto", "cpu"]
+
+
+@pytest.mark.parametrize("precision", [("u16", False), ("float", True)], ids=["u16 perceptual", "float linear"])
+def test_harmonize_layer_keeps_the_precision_of_the_image(host, precision):
+    """The layer is read, sent and written in its image's precision: the new layer holds the same samples
+    outside the object, and inside, values finer than 8 bits."""
+    from fake_gimp import DTYPES, perceptual8
+
+    from engine.runtime.color import srgb_to_linear
+
+    image, layer, m, _ = scene("alpha")
+    fmt, linear = precision
+    image.precision = precision
+    for la in image.layers:
+        v = la.rgb / 255.0 + np.linspace(0, 0.003, la.rgb.shape[1])[None, :, None]  # between the 8-bit steps
+        v = srgb_to_linear(v) if linear else v
+        la.rgb = v.astype(np.float32) if fmt == "float" else np.round(v * 65535).astype(DTYPES[fmt])
+    source = layer.rgb.copy()
+    new = plug.harmonize_layer(host, image, layer)
+    assert new.rgb.dtype == source.dtype and np.array_equal(layer.rgb, source)
+    assert new.rgb[m == 0].tobytes() == source[m == 0].tobytes(), "pixels outside the object changed"
+    moved = new.rgb[m > 0].astype(np.float64) - source[m > 0]
+    assert np.abs(moved).mean() > (0.01 if fmt == "float" else 500), "the object did not move"
+    seen = perceptual8(new.rgb[m > 0], precision)  # as 0..255: values the 8-bit path makes are whole numbers
+    assert np.count_nonzero(np.abs(seen - np.round(seen)) > 0.01) > seen.size / 2, "quantized to 8 bits"

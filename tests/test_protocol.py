@@ -15,14 +15,19 @@ def harmonize(W=4, H=3, rect=(0, 0, 4, 3), payload=None, **fields):
     return header, payload if payload is not None else bytes(W * H * 3 + w * h * 4)
 
 
+def decoded(header, payload):
+    request = protocol.Request.decode(header, payload)
+    return request.width, request.height, request.rect
+
+
 def refused(header, payload, match):
     with pytest.raises(protocol.ProtocolError, match=match):
-        protocol.check_harmonize(header, payload)
+        protocol.Request.decode(header, payload)
 
 
 def test_canvas_and_rect_limits_hold_exactly_where_they_are_set():
-    assert protocol.check_harmonize(*harmonize(1, 1, (0, 0, 1, 1))) == (1, 1, (0, 0, 1, 1))
-    assert protocol.check_harmonize(*harmonize(4, 3, (1, 1, 3, 2))) == (4, 3, (1, 1, 3, 2)), "touching both edges"
+    assert decoded(*harmonize(1, 1, (0, 0, 1, 1))) == (1, 1, (0, 0, 1, 1))
+    assert decoded(*harmonize(4, 3, (1, 1, 3, 2))) == (4, 3, (1, 1, 3, 2)), "touching both edges"
     for W, H in ((0, 3), (4, 0), (-1, 3), (4.0, 3), (True, 3)):
         refused(*harmonize(W, H, (0, 0, 1, 1), payload=b""), "bad canvas size")
     side = int(protocol.MAX_PIXELS ** 0.5)
@@ -37,11 +42,23 @@ def test_canvas_and_rect_limits_hold_exactly_where_they_are_set():
 
 def test_strength_and_device_limits():
     for strength in (0, 0.0, 0.5, 1, 1.0):
-        protocol.check_harmonize(*harmonize(strength=strength))
+        protocol.Request.decode(*harmonize(strength=strength))
     for strength in (-0.01, 1.01, 1.5, 2, True, "1"):
         refused(*harmonize(strength=strength), "is not within 0..1")
-    protocol.check_harmonize(*harmonize())  # no device: auto
+    assert protocol.Request.decode(*harmonize()).device == "auto"
     refused(*harmonize(device=None), "device None is not one of auto, cpu, gpu")
+
+
+def test_pixel_formats_and_their_sizes():
+    for fmt, size in protocol.FORMATS.items():
+        W, H, w, h = 4, 3, 2, 2
+        payload = bytes(W * H * 3 + w * h * 3 * size + w * h)
+        request = protocol.Request.decode(*harmonize(W, H, (0, 0, w, h), payload, format=fmt, linear=True))
+        assert (request.format, request.linear, request.result_size()) == (fmt, True, w * h * 3 * size)
+        assert len(request.rgb) == w * h * 3 * size and len(request.mask) == w * h and len(request.background) == 36
+        refused(*harmonize(W, H, (0, 0, w, h), payload[:-1], format=fmt), f"expected {len(payload)} .* {fmt} layer")
+    refused(*harmonize(format="u12"), "format 'u12' is not one of u8, u16, u32, float")
+    refused(*harmonize(linear=1), "linear 1 is not true or false")
 
 
 def message(header: dict, payload: bytes = b"") -> bytes:
@@ -90,12 +107,20 @@ def test_a_stream_ends_cleanly_only_between_messages():
         protocol.receive(BytesStream(head))
 
 
-def test_harmonize_request_lays_out_canvas_rgb_and_mask_in_order():
-    data = protocol.harmonize_request(2, 1, (1, 0, 1, 1), b"CCCCCC", b"rgb", b"m", 0.5, "cpu")
-    header, payload = protocol.receive(BytesStream(data))
+def test_a_request_is_one_type_from_the_dialog_to_the_engine_and_back():
+    request = protocol.Request(2, 1, (1, 0, 1, 1), b"CCCCCC", b"rgb", b"m", 0.5, "cpu")
+    header, payload = protocol.receive(BytesStream(request.encode()))
     assert header == {"op": "harmonize", "width": 2, "height": 1, "rect": [1, 0, 1, 1], "strength": 0.5,
-                      "device": "cpu", "payload": 10}
+                      "device": "cpu", "format": "u8", "linear": False, "payload": 10}
     assert payload == b"CCCCCCrgbm"
+    assert protocol.Request.decode(header, payload) == request
+    wide = protocol.Request(2, 1, (1, 0, 1, 1), b"CCCCCC", bytes(12), b"m", format="float", linear=True)
+    assert protocol.Request.decode(*protocol.receive(BytesStream(wide.encode()))) == wide
+    result = protocol.Result(bytes(12), "onnxruntime", "cpu")
+    header, payload = protocol.receive(BytesStream(result.encode()))
+    assert protocol.Result.decode(header, payload, wide) == result
+    with pytest.raises(protocol.ProtocolError, match="returned 3 bytes for a 1x1 float layer"):
+        protocol.Result.decode(header, payload[:3], wide)
 
 
 def test_a_header_nested_too_deep_is_refused_without_recursing():
@@ -152,8 +177,9 @@ def test_the_canvas_limit_is_named():
                                                      "most 100 megapixels"):
         protocol.check_canvas(10_001, 10_000)
     with pytest.raises(protocol.ProtocolError, match="12000x12000: 144.00 megapixels"):  # before any bytes are copied
-        protocol.harmonize_request(12_000, 12_000, (0, 0, 1, 1), b"", b"", b"")
-    assert protocol.MAX_PAYLOAD >= protocol.MAX_PIXELS * (3 + 4), "the largest request allowed must fit"
+        protocol.Request(12_000, 12_000, (0, 0, 1, 1), b"", b"", b"").encode()
+    most = protocol.MAX_PIXELS * (3 + 3 * max(protocol.FORMATS.values()) + 1)
+    assert protocol.MAX_PAYLOAD >= most, "the largest request allowed must fit"
 
 
 KEY = b"k" * 64

@@ -45,7 +45,7 @@ def raw(engine_address, data: bytes):
 def request_bytes(w=64, h=48):
     rgb = textured_image(h, w)
     mask = (ellipse_mask(h, w) * 255).astype(np.uint8)
-    return rgb, mask, protocol.harmonize_request(w, h, (0, 0, w, h), rgb.tobytes(), rgb.tobytes(), mask.tobytes())
+    return rgb, mask, protocol.Request(w, h, (0, 0, w, h), rgb.tobytes(), rgb.tobytes(), mask.tobytes()).encode()
 
 
 def test_socket_is_private(engine_address):
@@ -82,7 +82,7 @@ def test_oversized_payload_is_refused_before_reading_it(engine_address):
 def test_concurrent_requests_are_all_answered(engine_address):
     rgb, mask, message = request_bytes()
     results = []
-    threads = [threading.Thread(target=lambda: results.append(client.request(message, {"address": engine_address})))
+    threads = [threading.Thread(target=lambda: results.append(client.send(message, {"address": engine_address})))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -99,7 +99,7 @@ def test_serve_command_stops_cleanly_and_removes_its_socket(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--socket", str(sock)], cwd=ROOT,
                             stderr=subprocess.PIPE, text=True)
     until(lambda: answers(sock) or proc.poll() is not None, 120)
-    assert client.request(protocol.encode({"op": "ping"}), {"address": str(sock)})[0]["ok"]
+    assert client.send(protocol.encode({"op": "ping"}), {"address": str(sock)})[0]["ok"]
     assert client.ping({"address": str(sock)})["protocol"] == protocol.VERSION
     proc.terminate()
     assert proc.wait(20) == 0
@@ -140,9 +140,9 @@ def test_a_runtime_failure_is_an_error_reply_and_the_plugin_gets_its_text(engine
     monkeypatch.setattr(Backend, "harmonize", crash)
     _, _, message = request_bytes()
     with pytest.raises(client.EngineError, match="RuntimeError: CUDA error: an illegal memory access"):
-        client.request(message, {"address": engine_address})
+        client.send(message, {"address": engine_address})
     monkeypatch.undo()
-    assert client.request(message, {"address": engine_address})[0]["ok"]
+    assert client.send(message, {"address": engine_address})[0]["ok"]
 
 
 def test_client_turns_a_dropped_or_silent_engine_into_an_engine_error(tmp_path):
@@ -158,10 +158,10 @@ def test_client_turns_a_dropped_or_silent_engine_into_an_engine_error(tmp_path):
     t = threading.Thread(target=drop_after_reading)
     t.start()
     with pytest.raises(client.EngineError, match="stopped during the request"):
-        client.request(protocol.encode({"op": "ping"}), {"address": str(tmp_path / "s.sock")})
+        client.send(protocol.encode({"op": "ping"}), {"address": str(tmp_path / "s.sock")})
     t.join()
     with pytest.raises(client.EngineError, match="did not answer within 0.3 s"):  # accepted, never answered
-        client.request(protocol.encode({"op": "ping"}), {"address": str(tmp_path / "s.sock")}, timeout=0.3)
+        client.send(protocol.encode({"op": "ping"}), {"address": str(tmp_path / "s.sock")}, timeout=0.3)
     listener.close()
 
 
@@ -251,7 +251,7 @@ def tcp_engine(tcp_server):
 def test_tcp_client_with_the_key_is_served(tcp_engine):
     _, config = tcp_engine
     rgb, mask, message = request_bytes()
-    header, payload = client.request(message, config)
+    header, payload = client.send(message, config)
     assert header["ok"] and header["device"] == "cpu" and len(payload) == rgb.size
     assert client.ping(config)["ok"]
 
@@ -265,9 +265,9 @@ def test_tcp_client_without_the_key_gets_an_error_and_nothing_else(tcp_engine, t
     _, _, message = request_bytes()
     wrong = {**config, "key_file": str(rendezvous.write_key(tmp_path / "other.key"))}
     with pytest.raises(client.EngineError, match="not authorized"):
-        client.request(message, wrong)
+        client.send(message, wrong)
     with pytest.raises(client.EngineError, match="needs the key in engine.key"):
-        client.request(message, {"address": config["address"]})
+        client.send(message, {"address": config["address"]})
     port = config["address"][1]
     big = b'{"op": "auth", "payload": 400000000}'
     for first in (message, protocol.encode({"op": "auth", "nonce": "c" * 32, "mac": "0" * 64}),
@@ -313,7 +313,7 @@ def test_a_listener_without_the_key_gets_no_picture_and_the_user_is_told(tmp_pat
         with pytest.raises(client.EngineError, match=r"something other than this user's engine answers at "
                                                      r"127.0.0.1:\d+ \(it could not prove it holds the key in "
                                                      r"engine.key\); nothing was sent to it"):
-            client.request(message, config)
+            client.send(message, config)
         t.join()
         listener.close()
         auth, _ = protocol.receive(BytesStream(bytes(heard)))
@@ -420,7 +420,7 @@ def test_unproved_tcp_connections_take_no_slot_are_cut_off_and_do_not_hold_off_t
     try:
         assert srv.open_connections == 0 and srv.idle_for() > 0.2, "unproved connections kept the server busy"
         _, _, message = request_bytes()
-        assert client.request(message, config)[0]["ok"], "the user must get through"
+        assert client.send(message, config)[0]["ok"], "the user must get through"
         for s in slow:  # each is refused once its proof is overdue, and closed
             s.settimeout(5)
             assert protocol.receive(s)[0]["op"] == "challenge"
@@ -442,7 +442,7 @@ def test_the_client_hears_why_an_oversized_request_was_refused(engine_address, t
                                                      rf"\(max {protocol.MAX_PAYLOAD} bytes\)"):
             client._exchange(sock, message, 10)
     with pytest.raises(client.EngineError, match="12000x12000: 144.00 megapixels, where the engine takes at most 100"):
-        client.harmonize(12_000, 12_000, (0, 0, 1, 1), b"", b"", b"", config={"address": engine_address})
+        client.harmonize(protocol.Request(12_000, 12_000, (0, 0, 1, 1), b"", b"", b""), {"address": engine_address})
 
 
 # --- The folder of the socket, its lock and its log ---
@@ -469,7 +469,7 @@ def test_a_socket_folder_that_is_not_the_users_own_is_refused_by_server_and_clie
         with pytest.raises(HarmonizeError, match=why):
             make_server(pool, address)
         with pytest.raises(client.EngineError, match=why):
-            client.request(protocol.encode({"op": "ping"}), {"address": address, "python": sys.executable})
+            client.send(protocol.encode({"op": "ping"}), {"address": address, "python": sys.executable})
         assert not list(folder.iterdir()), f"something was made in {folder}"
 
 
@@ -483,7 +483,7 @@ def test_the_log_and_locks_are_never_written_through_a_link(tmp_path, pool):
     address = str(folder / "engine.sock")
     (folder / "engine.sock.log").symlink_to(precious)
     with pytest.raises(client.EngineError, match="engine.sock.log is a link"):
-        client.request(protocol.encode({"op": "ping"}), {"address": address, "python": sys.executable})
+        client.send(protocol.encode({"op": "ping"}), {"address": address, "python": sys.executable})
     (folder / "engine.sock.lock").symlink_to(precious)
     with pytest.raises(HarmonizeError, match="engine.sock.lock is a link"):
         make_server(pool, address)
@@ -542,8 +542,8 @@ def test_a_request_in_flight_is_finished_when_the_server_stops(tmp_path, how):
 
 def test_a_device_the_started_backend_runs_on_is_served_by_it(monkeypatch):
     """On a CPU machine, asking for the CPU must not load the model a second time."""
-    import engine.runtime.backends as backends
+    import engine.gimp.devices as devices
 
     pool = BackendPool("onnxruntime")
-    monkeypatch.setattr(backends, "load_device", lambda *a: pytest.fail("a second backend was loaded"))
+    monkeypatch.setattr(devices, "load_device", lambda *a: pytest.fail("a second backend was loaded"))
     assert pool.backend("cpu") is pool.backend("auto") is pool.default

@@ -237,7 +237,7 @@ def plugin_round_trip(width: int = 4000, height: int = 3000, repeat: int = 3) ->
     import signal
     import sys
 
-    from plugin import client
+    from plugin import client, protocol
 
     rng = np.random.default_rng(2)
     small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
@@ -245,14 +245,14 @@ def plugin_round_trip(width: int = 4000, height: int = 3000, repeat: int = 3) ->
     mask = ellipse(height, width, height * 0.55, width * 0.45, height * 0.3, width * 0.25)
     layer = np.clip(canvas * np.array([0.6, 0.8, 1.2]), 0, 255).astype(np.uint8)
     mask8 = (mask * 255).astype(np.uint8)
-    args = (width, height, (0, 0, width, height), canvas.tobytes(), layer.tobytes(), mask8.tobytes())
+    request = protocol.Request(width, height, (0, 0, width, height), canvas.tobytes(), layer.tobytes(), mask8.tobytes())
     with tempfile.TemporaryDirectory() as tmp:
         config = {"address": os.path.join(tmp, "engine.sock"), "python": sys.executable, "idle_minutes": 5}
         try:
             start = time.perf_counter()
-            client.harmonize(*args, config=config)
+            client.harmonize(request, config)
             first = time.perf_counter() - start
-            seconds = median_seconds(lambda: client.harmonize(*args, config=config), repeat, warmup=0)
+            seconds = median_seconds(lambda: client.harmonize(request, config), repeat, warmup=0)
         finally:
             try:
                 os.kill(client.ping(config)["pid"], signal.SIGTERM)

@@ -95,7 +95,7 @@ def plugin_dir(profile_path: Path) -> Path:
 def engine_config(dest: Path, flatpak: bool, address: str | None = None) -> dict:
     """What the plug-in in `dest` needs to reach this engine."""
     from .. import __version__
-    from ..runtime.backends import devices
+    from .devices import devices
 
     config = {"python": sys.executable, "engine_path": str(Path(__file__).resolve().parents[2]),
               "version": __version__, "devices": list(devices()), "idle_minutes": client.IDLE_MINUTES,

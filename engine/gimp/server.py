@@ -25,12 +25,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from plugin import protocol, rendezvous
 
 from ..errors import HarmonizeError
-from ..runtime.fullres import harmonize_over
+from . import layer
 
 log = logging.getLogger("engine")
 
@@ -54,7 +52,7 @@ class BackendPool:
     def backend(self, device: str):
         """The backend that runs this pool's model on `device` ("auto": the one the server started
         with, which also serves the device it runs on), loaded on first use."""
-        from ..runtime.backends import load_device
+        from .devices import load_device
 
         if device == self.default.device:
             return self.default
@@ -74,16 +72,9 @@ class BackendPool:
                                         "pid": os.getpid()})
             if op != "harmonize":
                 raise protocol.ProtocolError(f"unknown op {op!r}")
-            W, H, (x, y, w, h) = protocol.check_harmonize(header, payload)
-            canvas = np.frombuffer(payload, np.uint8, W * H * 3).reshape(H, W, 3)
-            layer = np.frombuffer(payload, np.uint8, w * h * 3, offset=W * H * 3).reshape(h, w, 3)
-            m8 = np.frombuffer(payload, np.uint8, w * h, offset=W * H * 3 + w * h * 3).reshape(h, w)
+            request = protocol.Request.decode(header, payload)
             with self.lock:
-                backend = self.backend(header.get("device", "auto"))
-                out = harmonize_over(backend.harmonize, canvas, layer, m8, (x, y, w, h),
-                                     float(header.get("strength", 1.0)))
-            return protocol.encode({"ok": True, "width": w, "height": h, "backend": backend.name,
-                                    "device": backend.device}, out.tobytes())
+                return layer.answer(self.backend(request.device), request).encode()
         except (protocol.ProtocolError, HarmonizeError, ValueError) as exc:
             return protocol.encode({"ok": False, "error": str(exc)})
         except Exception as exc:  # a runtime failure (CUDA, out of memory) still reaches the user as text

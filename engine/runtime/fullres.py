@@ -184,22 +184,3 @@ def blend(rgb: np.ndarray, result: np.ndarray, mask: np.ndarray, strength: float
         return result
     fg = (mask > 0).astype(np.float32)
     return _mix(rgb, fg, lambda x, box: x + strength * (result[box].astype(np.float32) - x))
-
-
-def harmonize_over(harmonize, canvas: np.ndarray, layer: np.ndarray, mask8: np.ndarray,
-                   rect: tuple[int, int, int, int], strength: float) -> np.ndarray:
-    """A layer's new RGB in `rect` (x, y, w, h), harmonized by `harmonize(rgb, mask, strength)` (a
-    backend's) against the canvas under it: what the GIMP plug-in's engine call returns.
-
-    The layer's own colours are mapped wherever its mask is above zero, and GIMP composites the new
-    layer through the same mask: so a feathered edge is not blended twice, and nothing of the
-    background leaks into the layer."""
-    x, y, w, h = rect
-    fg = (mask8 > 0)[..., None]
-    composite = canvas.copy()
-    np.copyto(composite[y:y + h, x:x + w], layer, where=fg)
-    full_mask = np.zeros(canvas.shape[:2], np.float32)
-    full_mask[y:y + h, x:x + w] = fg[..., 0]
-    out = layer.copy()
-    np.copyto(out, harmonize(composite, full_mask, strength)[y:y + h, x:x + w], where=fg)
-    return out

@@ -1,7 +1,6 @@
 """The backend registry: every runtime by name, with its class and what it runs. `load` and `choose`
-read it (so `load` refuses any other name), and the CLI takes its `--backend` choices from it. The GIMP
-plug-in names devices instead (`DEVICES`, tested to match plugin/protocol.py's), which `load_device` turns
-into a backend."""
+read it (so `load` refuses any other name), and the CLI takes its `--backend` choices from it;
+`gpu_backend` says which of them runs a model on this machine's GPU."""
 from __future__ import annotations
 
 import importlib
@@ -35,7 +34,6 @@ REGISTRY = {
     "torch": BackendSpec("torch_backend", "TorchBackend", "a PyTorch checkpoint (default: the shipped weights)"),
 }
 NAMES = ("auto", *REGISTRY)  # what --backend may name
-DEVICES = ("auto", "cpu", "gpu")  # what a plug-in request may name (plugin/protocol.py DEVICES)
 
 
 def default_model_path(backend: str, name: str = DEFAULT_MODEL, fp16: bool = False) -> Path:
@@ -103,31 +101,5 @@ def gpu_backend(model: str | Path | None = None) -> tuple[str, dict] | None:
     return None
 
 
-def devices(model: str | Path | None = None) -> tuple[str, ...]:
-    """The devices a plug-in may ask this engine for: auto and cpu, and gpu where `gpu_backend` finds one."""
-    return DEVICES if gpu_backend(model) is not None else DEVICES[:2]
-
-
-def load_device(device: str, model: str | Path | None = None) -> Backend:
-    """A loaded backend for a device the plug-in names: "auto" as `load`, "cpu" on the CPU only, "gpu" on
-    this machine's GPU (an InputError where it has none)."""
-    if device == "auto":
-        return load("auto", model)
-    if device == "cpu":
-        if model is not None and Path(model).suffix == ".engine":
-            raise InputError(f"{model} is a TensorRT engine, which runs on the GPU only")
-        if model is not None and Path(model).suffix == ".pt":
-            return load("torch", model, device="cpu")
-        return load("onnxruntime", model, providers=["CPUExecutionProvider"])
-    if device == "gpu":
-        found = gpu_backend(model)
-        if found is None:
-            raise InputError("this engine has no GPU it can use (no TensorRT engine for it, no CUDA in ONNX "
-                             "Runtime or torch); choose Auto or CPU, or see: harmonize doctor")
-        name, options = found
-        return load(name, model, **options)
-    raise InputError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
-
-
-__all__ = ["DEVICES", "NAMES", "REGISTRY", "Backend", "HarmonizeError", "choose", "default_engine_path",
-           "default_model_path", "devices", "gpu_backend", "load", "load_device"]
+__all__ = ["NAMES", "REGISTRY", "Backend", "HarmonizeError", "choose", "default_engine_path", "default_model_path",
+           "gpu_backend", "load"]
