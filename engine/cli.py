@@ -7,10 +7,10 @@ import logging
 import sys
 
 from . import __version__
-from .commands import LATER, bench, deploy, doctor, evaluate, run, serve, train, validate
+from .commands import LATER, bench, choose, deploy, doctor, evaluate, run, serve, train, validate
 from .errors import HarmonizeError
 
-VERB_MODULES = (run, train, evaluate, deploy, validate, bench, serve, doctor)  # the order of `harmonize --help`
+VERB_MODULES = (run, train, evaluate, choose, deploy, validate, bench, serve, doctor)  # the order of `harmonize --help`
 
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from . import add_backend, add_quiet, add_verb
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import baselines, evaluate, losses, peers_table, table
+    from ..evaluation.evaluate import baselines, diagnosis, evaluate, losses, peers_table, table
     from ..runtime.backends import load
     from ..training.datasets import read_triples
 
@@ -21,6 +21,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         methods[f"FMM {Path(spec).name if spec else 'shipped'} ({backend.name})"] = backend.harmonize
     results = evaluate(triples, methods, progress=not args.quiet)
     print(table(results, triples))
+    print(diagnosis(results, triples))
     if args.peers:
         print(peers_table(results, args.peers, Path(args.root).resolve().name))
     if args.worst:
@@ -33,7 +34,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_heldout(args: argparse.Namespace) -> int:
     from ..training.synthetic import write_heldout
 
-    manifest = write_heldout(args.data, args.out, args.count, args.seed)
+    manifest = write_heldout(args.data, args.out, args.count, args.seed, args.recipe)
     print(f"wrote {manifest}; score models on it with: harmonize eval {args.out} --model FILE")
     return 0
 
@@ -53,9 +54,13 @@ def register(sub) -> None:
     add_quiet(e)
 
     h = add_verb(sub, "heldout", cmd_heldout,
-                 "synthetic composites from held-out photos (coco-more's non-permissive ones), to choose models on")
+                 "synthetic composites from held-out photos (those no run may train on), to choose models on")
     h.add_argument("--data", required=True, help="the ../shared/data folder")
     h.add_argument("-o", "--out", required=True, help="empty folder to write the composites and MANIFEST.csv into")
     h.add_argument("--count", type=int, default=120, help="composites to make (default 120)")
+    h.add_argument("--recipe", choices=("edits", "iharmony4"), default="edits",
+                   help="edits: strong random edits of coco-more's held-out photos (the 120 of rounds 1 to 5); "
+                   "iharmony4: coco's and coco-more's held-out photos made as iHarmony4's subsets were (same-category "
+                   "colour transfers, restyles, another hour's light), the proviso of round 6 on (500, seed 2027)")
     h.add_argument("--seed", type=int, default=2026, help="seed of the held-out composites (default 2026, the set "
                    "docs/results.md reports)")

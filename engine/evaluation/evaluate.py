@@ -17,7 +17,7 @@ from PIL import Image
 from ..errors import InputError
 from ..progress import Progress
 from ..training.datasets import Triple, load_triple
-from .metrics import fmse, mse, psnr, reinhard
+from .metrics import colour_shift, fmse, mse, psnr, reinhard
 
 Method = Callable[[np.ndarray, np.ndarray], np.ndarray]
 COLUMNS = ("MSE 256", "PSNR 256", "fMSE 256", "MSE full", "PSNR full", "fMSE full")
@@ -62,6 +62,7 @@ def evaluate(triples: Sequence[Triple], methods: dict[str, Method], progress: bo
             for tag, (c, m, r) in (("256", small), ("full", (comp, mask, real))):
                 out = method(c, m)
                 row.update({f"MSE {tag}": mse(out, r), f"PSNR {tag}": psnr(out, r), f"fMSE {tag}": fmse(out, r, m)})
+            row["shift cosine"], row["shift size"] = colour_shift(comp, out, real, mask)
             results[name].rows[t.name] = row
         bar.update(i + 1, t.name)
     bar.close()
@@ -83,6 +84,28 @@ def table(results: dict[str, Scores], triples: Sequence[Triple]) -> str:
             wins = sum(scores.rows[n]["fMSE full"] < results[baseline].rows[n]["fMSE full"] for n in names)
             cells = " | ".join(f"{v:.2f}" for v in means)
             lines.append(f"| {method} | {cells} | {wins}/{len(names)} |")
+    return "\n".join(lines)
+
+
+def diagnosis(results: dict[str, Scores], triples: Sequence[Triple]) -> str:
+    """Per subset, whether each method moves the object's mean Lab colour the way the real photo needs: the
+    mean cosine of its move and the needed one, the median size of its move over the needed one, and on how
+    many triples it moved the object away from the real colours (a negative cosine)."""
+    groups = {"overall": [t.name for t in triples]}
+    for t in triples:
+        groups.setdefault(t.subset, []).append(t.name)
+    lines = ["\nobject colour moved against the move the real photo needs (mean Lab, full resolution)\n",
+             "| method | subset (triples) | mean cosine | median size, moved / needed | negative cosines |",
+             "|---|---|---|---|---|"]
+    for method, scores in results.items():
+        if method == COMPOSITE:  # it moves nothing
+            continue
+        for group, names in groups.items():
+            cosines = np.array([scores.rows[n]["shift cosine"] for n in names])
+            sizes = np.array([scores.rows[n]["shift size"] for n in names])
+            mean_cos = f"{np.nanmean(cosines):.2f}" if np.isfinite(cosines).any() else "-"
+            size = f"{np.nanmedian(sizes):.2f}" if np.isfinite(sizes).any() else "-"
+            lines.append(f"| {method} | {group} ({len(names)}) | {mean_cos} | {size} | {int((cosines < 0).sum())} |")
     return "\n".join(lines)
 
 

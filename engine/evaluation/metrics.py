@@ -34,3 +34,25 @@ def reinhard(rgb: np.ndarray, mask: np.ndarray, strength: float = 1.0) -> np.nda
     out = rgb.copy()
     out[fg] = lab_to_rgb(move_lab_statistics(rgb_to_lab(rgb[fg]), rgb_to_lab(rgb[~fg]), strength))
     return out
+
+
+def object_mean_lab(rgb: np.ndarray, fg: np.ndarray, limit: int = 65536) -> np.ndarray:
+    """The mean Lab colour of the object's pixels (`fg` boolean), from at most `limit` of them evenly spread."""
+    pixels = rgb[fg]
+    return rgb_to_lab(pixels[:: max(1, len(pixels) // limit)]).mean(0)
+
+
+def colour_shift(comp: np.ndarray, out: np.ndarray, real: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """How a method moved the object's mean Lab colour against how far the real photo needs it moved: the
+    cosine of the two directions (nan when either move is under 0.5 Lab units, too small to have one) and
+    the size of the method's move over the needed one (nan when nothing was needed)."""
+    fg = mask > 0.5
+    if not fg.any():
+        return float("nan"), float("nan")
+    start = object_mean_lab(comp, fg)
+    moved, needed = object_mean_lab(out, fg) - start, object_mean_lab(real, fg) - start
+    size_moved, size_needed = float(np.linalg.norm(moved)), float(np.linalg.norm(needed))
+    if size_needed < 0.5:
+        return float("nan"), float("nan")
+    cosine = float(moved @ needed / (size_moved * size_needed)) if size_moved > 0 else float("nan")
+    return cosine, size_moved / size_needed

@@ -55,10 +55,14 @@ def read_manifest(folder: str | Path) -> list[Triple]:
         raise InputError(f"{folder}: no MANIFEST.csv")
     with open(manifest, newline="") as f:
         rows = list(csv.DictReader(f))
+    stems = [Path(r["composite"]).stem for r in rows]
+    # NOTE: a triple is named by its composite's stem (as PEERS.csv names them) unless two share one, as the
+    # held-out folders' composite.png do: then by its folder too, so that no two triples' scores collide.
+    unique = len(set(stems)) == len(stems)
     return [
-        Triple(Path(r["composite"]).stem, r["subset"], folder / r["sample_dir"] / r["composite"],
+        Triple(stem if unique else f"{r['sample_dir']}/{stem}", r["subset"], folder / r["sample_dir"] / r["composite"],
                folder / r["sample_dir"] / r["mask"], folder / r["sample_dir"] / r["real"])
-        for r in rows
+        for stem, r in zip(stems, rows, strict=True)
     ]
 
 

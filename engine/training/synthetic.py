@@ -65,10 +65,10 @@ def mask_categories(data_root: str | Path) -> dict[Path, str]:
     return categories
 
 
-def heldout_sources(data_root: str | Path) -> list[tuple[Path, list[Path]]]:
-    """(photo, masks) of coco-more/'s pictures that no shipped weights may train on, which makes them a
-    fair held-out set for choosing models."""
-    return _licensed(Path(data_root), "coco-more", False)
+def heldout_sources(data_root: str | Path, folders: tuple[str, ...] = ("coco-more",)) -> list[tuple[Path, list[Path]]]:
+    """(photo, masks) of the pictures of `folders` that no shipped weights may train on (and so no run does),
+    which makes them a fair held-out set for choosing models."""
+    return [source for folder in folders for source in _licensed(Path(data_root), folder, False)]
 
 
 def reference_pixels(photo: np.ndarray) -> np.ndarray:
@@ -77,40 +77,66 @@ def reference_pixels(photo: np.ndarray) -> np.ndarray:
     return photo.reshape(-1, 3)[::97].astype(np.float32) / 255
 
 
-def write_heldout(data_root: str | Path, out: str | Path, count: int = 120, seed: int = 2026) -> Path:
-    """`count` full-resolution composites from `heldout_sources`, one object (3 to 60 % of the photo) of
-    each recoloured by strong edits towards another held-out photo, written as a MANIFEST.csv folder
-    that `harmonize eval` reads; returns the manifest. The manifest is written last, so a folder
-    without one is unfinished."""
+# The shares of the held-out composites made each of iHarmony4's ways (`write_heldout`, recipe "iharmony4").
+HELDOUT_RECIPES = {"transfer": 0.6, "restyle": 0.3, "time of day": 0.1}
+
+
+def write_heldout(data_root: str | Path, out: str | Path, count: int = 120, seed: int = 2026,
+                  recipe: str = "edits") -> Path:
+    """`count` full-resolution composites from held-out photos, one object (3 to 60 % of the photo) of each,
+    written as a MANIFEST.csv folder that `harmonize eval` reads; returns the manifest. Recipe "edits" (the
+    120 of earlier rounds): coco-more's held-out photos, the object recoloured by strong edits towards another
+    photo. Recipe "iharmony4": coco/'s and coco-more's held-out photos, made as iHarmony4's were (HELDOUT_RECIPES):
+    the object recoloured by one of the TRANSFERS from an object of its category in another photo (HCOCO,
+    HFlickr), or photo and object each given their own edit, the edited photo the target (HAdobe5k), or the
+    object lit at another hour (Hday2night); the subset column names the way. The manifest is written last,
+    so a folder without one is unfinished."""
     from ..atomic import atomic_path
 
+    if recipe not in ("edits", "iharmony4"):
+        raise InputError(f"recipe must be edits or iharmony4, not {recipe!r}")
     out = Path(out)
     if (out / "MANIFEST.csv").exists():
         raise InputError(f"{out}: already holds a MANIFEST.csv; give an empty folder")
-    sources = heldout_sources(data_root)
+    sources = heldout_sources(data_root, ("coco-more",) if recipe == "edits" else ("coco", "coco-more"))
+    categories = mask_categories(data_root)
     rng = np.random.default_rng(seed)
     rng.shuffle(sources)
-    rows = []
-    for photo_path, masks in sources:
+    by_category: dict[str, list[Path]] = {}
+    for _, masks in sources:
+        for m in masks:
+            by_category.setdefault(categories.get(m), []).append(m)
+    rows, used = [], set()
+    # iharmony4 goes through the photos twice, a second object of each the second time, for 500 composites
+    for photo_path, masks in sources if recipe == "edits" else sources + sources:
+        masks = [m for m in masks if m not in used]
         if len(rows) >= count:
             break
         if not masks:
             continue
         photo = np.asarray(Image.open(photo_path).convert("RGB"))
-        m = Image.open(masks[rng.integers(len(masks))]).convert("L").resize(photo.shape[1::-1], Image.NEAREST)
+        chosen = masks[rng.integers(len(masks))]
+        used.add(chosen)
+        m = Image.open(chosen).convert("L").resize(photo.shape[1::-1], Image.NEAREST)
         m = np.asarray(m) > 127
         if not 0.03 <= m.mean() <= 0.6:
             continue
         ref = np.asarray(Image.open(sources[rng.integers(len(sources))][0]).convert("RGB"))
-        real = photo.astype(np.float32) / 255
-        comp = real.copy()
-        comp[m] = recolour(real[m], reference_pixels(ref), rng, strong=True)
-        folder = out / photo_path.stem
+        if recipe == "edits":
+            real = photo.astype(np.float32) / 255
+            comp = real.copy()
+            comp[m] = recolour(real[m], reference_pixels(ref), rng, strong=True)
+            subset = "heldout"
+        else:
+            subset, plan = _iharmony4_plan(photo, m, ref, chosen, by_category.get(categories.get(chosen), []), rng)
+            comp, _, real = (a.transpose(1, 2, 0) for a in render(plan))
+            photo = (real * 255 + 0.5).astype(np.uint8)
+        folder = out / (photo_path.stem if recipe == "edits" else chosen.stem)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((comp * 255 + 0.5).astype(np.uint8)).save(folder / "composite.png")
         Image.fromarray(photo).save(folder / "real.png")
         Image.fromarray(m.astype(np.uint8) * 255).save(folder / "mask.png")
-        rows.append(dict(sample_dir=photo_path.stem, subset="heldout", composite="composite.png", mask="mask.png",
+        rows.append(dict(sample_dir=folder.name, subset=subset, composite="composite.png", mask="mask.png",
                          real="real.png"))
     if not rows:
         raise InputError(f"{data_root}: no held-out photo with a usable object mask")
@@ -120,6 +146,31 @@ def write_heldout(data_root: str | Path, out: str | Path, count: int = 120, seed
             writer.writeheader()
             writer.writerows(rows)
     return out / "MANIFEST.csv"
+
+
+def _iharmony4_plan(photo: np.ndarray, m: np.ndarray, reference: np.ndarray, mask_path: Path,
+                    same_category: list[Path], rng: np.random.Generator) -> tuple[str, Plan]:
+    """One held-out composite's way (HELDOUT_RECIPES) and Plan: a transfer from another object of the
+    category (an ordinary edit when it has none), a restyle, or another hour's light."""
+    plan = Plan(photo, m, reference_pixels(reference))
+    way = list(HELDOUT_RECIPES)[rng.choice(len(HELDOUT_RECIPES), p=list(HELDOUT_RECIPES.values()))]
+    donors = [d for d in same_category if d.name.rsplit("_", 1)[0] != mask_path.name.rsplit("_", 1)[0]]
+    if way == "transfer" and donors:
+        donor_mask = donors[rng.integers(len(donors))]
+        donor_photo = donor_mask.parent.parent / "images" / (donor_mask.name.rsplit("_", 1)[0] + ".jpg")
+        img = np.asarray(Image.open(donor_photo).convert("RGB"))
+        dm = np.asarray(Image.open(donor_mask).convert("L").resize(img.shape[1::-1], Image.NEAREST)) > 127
+        name = list(TRANSFERS)[rng.integers(len(TRANSFERS))]
+        plan.transfer = (name, img[dm][::7].astype(np.float32) / 255, TRANSFERS[name].draw(rng))
+        return f"heldout {name}", plan
+    if way == "restyle":
+        plan.restyle, plan.edits = draw_edits(rng), draw_edits(rng)
+        return "heldout restyle", plan
+    if way == "time of day":
+        plan.edits = [("time of day", LIGHTING["time of day"].draw({}, rng))]
+        return "heldout time of day", plan
+    plan.edits = draw_edits(rng, strong=True)
+    return "heldout edits", plan
 
 
 def pack_sources(data_root: str | Path, out: str | Path, size: int, quality: int = 90) -> int:
