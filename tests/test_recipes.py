@@ -7,13 +7,16 @@ import sys
 import pytest
 from conftest import ROOT
 
+from engine.cli import parse
+from engine.training.round import read_round
+
 CODE = 'import sys; from engine.cli import parse; parse(sys.argv[1:]); print("ok", *sys.argv[1:2])'
 PARSE_ONLY = f"#!/bin/sh\nexec {sys.executable} -c '{CODE}' \"$@\"\n"
 
 
 @pytest.mark.parametrize("recipe, args", [("medium-gpu.sh", ["data", "runs"]), ("small-cpu.sh", ["data", "runs"]),
                                           ("paper-iharmony4.sh", ["/data/iHarmony4", "runs"]),
-                                          ("gpu-round-5.sh", ["data", "start", "out", "8"])])
+                                          ("gpu-round-6.sh", ["data", "start", "out", "6"])])
 def test_every_harmonize_call_of_a_recipe_parses(tmp_path, recipe, args):
     shim = tmp_path / "bin" / "harmonize"
     shim.parent.mkdir()
@@ -29,27 +32,24 @@ def test_every_harmonize_call_of_a_recipe_parses(tmp_path, recipe, args):
     assert len(calls) >= text.count("harmonize train") and calls, r.stdout
 
 
-def test_the_gpu_round_trains_each_run_first_in_the_loader_then_on_the_device(tmp_path):
-    """Steps per second both ways in one call: each run's minute with --render loader, then resumed with
-    --render device, with the same budget both times; and the synthesis bench on the device first."""
+def test_the_gpu_round_measures_the_trainer_then_trains_the_round_in_one_process(tmp_path):
+    """One call: bench --train on the device, then every candidate of round-6.json by one train-round process;
+    each candidate's options parse as harmonize train's."""
     shim = tmp_path / "bin" / "harmonize"
     shim.parent.mkdir()
     shim.write_text(PARSE_ONLY.replace('print("ok", *sys.argv[1:2])', 'print("ok", *sys.argv[1:])'))
     shim.chmod(0o755)
     env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable}
-    r = subprocess.run(["bash", str(ROOT / "recipes" / "gpu-round-5.sh"), "data", "start", "out", "5"], cwd=tmp_path,
-                       env=env, capture_output=True, text=True, timeout=300)
+    round_file = ROOT / "recipes" / "round-6.json"
+    r = subprocess.run(["bash", str(ROOT / "recipes" / "gpu-round-6.sh"), "data", "start", "out", "6"], cwd=tmp_path,
+                       env={**env, "ROUND": str(round_file)}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    log = (tmp_path / "out" / "round-5.log").read_text()
-    assert "ok bench --synthesis data --device cuda" in log
-    runs = {}
-    for line in log.splitlines():
-        if line.startswith("ok train"):
-            words = line.split()
-            runs.setdefault(words[words.index("--out") + 1], []).append(words)
-    assert len(runs) == 4
-    for out, (first, then) in runs.items():
-        assert first[first.index("--render") + 1] == "loader" and first[first.index("--pause-after") + 1] == "1"
-        assert then[then.index("--render") + 1] == "device" and "--pause-after" not in then
-        assert first[first.index("--minutes") + 1] == then[then.index("--minutes") + 1] == "5.0", out
-        assert "--resume" in first and "--resume" in then
+    log = (tmp_path / "out" / "round-6.log").read_text()
+    calls = [line for line in log.splitlines() if line.startswith("ok ")]
+    assert calls == ["ok bench --train data --device cuda", f"ok train-round {round_file} --data data --start start "
+                     "--out out --minutes 6 --device cuda"]
+    _, candidates = read_round(round_file)
+    for name, options in candidates.items():  # each candidate's options are harmonize train's
+        args = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}"
+                for k, v in options.items() if k not in ("comment", "from", "share")]
+        parse(["train", "--out", f"{name}.pt", *args])

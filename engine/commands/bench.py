@@ -30,6 +30,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = synthesis_throughput(args.synthesis, args.device)
         print(json.dumps(result, indent=1) if args.json else synthesis_table(result))
         return 0
+    if args.train:
+        require("torch", "train")
+        from ..evaluation.bench import train_table, train_throughput
+
+        result = train_throughput(args.train, args.device, args.config, args.train_batch, args.steps)
+        print(json.dumps(result, indent=1) if args.json else train_table(result))
+        return 0
     if args.plugin:
         from ..evaluation.bench import plugin_round_trip
 
@@ -67,6 +74,13 @@ def register(sub) -> None:
     b.add_argument("--synthesis", metavar="DATA",
                    help="synthetic training composites per second from the photos in DATA (../shared/data): a "
                         "sample at a time, against drawn on the CPU and made in batches on --device, instead")
-    b.add_argument("--device", default="cpu", help="where --synthesis makes its batches: cpu or cuda (default cpu)")
+    b.add_argument("--train", metavar="DATA",
+                   help="training samples per second with composites made on --device from the photos in DATA, and "
+                        "the share of each step spent making them, in fp32, bf16 and bf16 channels-last, instead")
+    b.add_argument("--config", default="medium", help="the configuration --train trains (default medium)")
+    b.add_argument("--train-batch", type=int, help="--train's batch (default 128 on a GPU, 8 on the CPU)")
+    b.add_argument("--steps", type=int, help="--train's timed steps per precision (default 20 on a GPU, 3 on the CPU)")
+    b.add_argument("--device", default="cpu", help="where --synthesis and --train make their batches: cpu or cuda "
+                   "(default cpu)")
     b.add_argument("--ray", action="store_true",
                    help="images per second of harmonize run, plain and on a local Ray with 1 and 2 actors, instead")

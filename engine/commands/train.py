@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError, require
-from . import add_options_later, add_verb, unit
+from . import add_options_later, add_verb, positive, unit
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -36,6 +36,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_round(args: argparse.Namespace) -> int:
+    require("torch", "train")
+    from ..training.round import train_round
+
+    for path in train_round(args.round, args.data, args.start, args.out, args.minutes, args.device):
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
 def _train_options(p: argparse.ArgumentParser) -> None:
     from ..training.config import add_arguments
 
@@ -46,6 +55,15 @@ def register(sub) -> None:
     t = add_verb(sub, "train", cmd_train, "train a configuration (needs the 'train' extra)")
     t.add_argument("--out", required=True, help="checkpoint path, rewritten atomically")
     add_options_later(t, "train", _train_options)
+
+    r = add_verb(sub, "train-round", cmd_train_round, "train a round's candidates one after another in one process, "
+                 "on pictures decoded once on the device (needs 'train')")
+    r.add_argument("round", help="the round's file of candidates (recipes/round-6.json)")
+    r.add_argument("--data", required=True, help="folder of training photos and masks (../shared/data layout)")
+    r.add_argument("--start", required=True, help="folder of a previous round's checkpoints that candidates go on from")
+    r.add_argument("--out", required=True, help="folder for the slimmed checkpoints (runs/ inside holds the full ones)")
+    r.add_argument("--minutes", type=positive, required=True, help="training time of the whole round, shared out")
+    r.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run)")
 
     a = add_verb(sub, "average", cmd_average, "average the weights of runs fine-tuned from one start (needs 'train')")
     a.add_argument("checkpoints", nargs="+", help="checkpoints of one configuration")

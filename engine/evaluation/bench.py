@@ -349,3 +349,65 @@ def synthesis_table(result: dict) -> str:
     lines += [f"| {name} | {rate:.1f} |" for name, rate in result["samples_per_second"].items()]
     gain = result["worker_gain"]
     return "\n".join(lines) + f"\n\nsamples per loader worker, --render device against loader: {gain:.1f}x"
+
+
+def train_throughput(data: str | Path, device: str = "cpu", config: str = "medium", batch: int | None = None,
+                     steps: int | None = None, size: int | None = None) -> dict:
+    """`harmonize train --render resident`'s samples per second, and the share of each step spent making its
+    composites (the rest is the network's forward and backward pass), with fp32, bf16 autocast and bf16 with
+    channels-last activations, in one process on one set of resident pictures."""
+    import time
+
+    import torch
+
+    from ..network.model import create_model
+    from ..training.config import TrainConfig
+    from ..training.resident import Recipe, ResidentStream, resident_pictures
+    from ..training.train import train_step
+
+    cuda = device.startswith("cuda")
+    batch, steps = batch or (128 if cuda else 8), steps or (20 if cuda else 3)
+    recipe = Recipe(**{k: v for k, v in SYNTHESIS_RECIPE.items() if k != "more"}, time_of_day=0.1)  # round 6's
+    model = create_model(config, **({"size": size} if size else {}))
+    pictures = resident_pictures(data, model.size, device, more=True, extra=True)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    rows = {}
+    for variant, precision, channels_last in (("fp32", "fp32", False), ("bf16", "bf16", False),
+                                              ("bf16, channels-last", "bf16", True)):
+        c = TrainConfig(config=config, device=device, batch_size=batch, precision=precision,
+                        channels_last=channels_last)
+        net = create_model(config, **({"size": size} if size else {})).to(device).train()
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        stream = ResidentStream(pictures, recipe, batch, seed=0)
+        train_step(net, opt, c, *next(stream))  # warm-up: kernels chosen, memory allocated
+        sync()
+        making = stepping = 0.0
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            comp, mask, real = next(stream)
+            sync()
+            t1 = time.perf_counter()
+            train_step(net, opt, c, comp, mask, real)
+            sync()
+            making, stepping = making + t1 - t0, stepping + time.perf_counter() - t1
+        rows[variant] = dict(samples_per_second=steps * batch / (making + stepping),
+                             data_share=making / (making + stepping))
+    return dict(device=device, config=config, size=model.size, batch=batch, steps=steps,
+                pictures=pictures.n_photos, pictures_mib=pictures.nbytes() / 2**20, rows=rows)
+
+
+def train_table(result: dict) -> str:
+    """bench --train's result as a Markdown table."""
+    lines = [f"`{result['config']}` at {result['size']} px, batches of {result['batch']} on {result['device']}, "
+             f"{result['steps']} timed steps each; {result['pictures']} pictures resident "
+             f"({result['pictures_mib']:.0f} MiB)\n", "| precision | samples/s | share of the step making composites |",
+             "|---|---|---|"]
+    lines += [f"| {name} | {r['samples_per_second']:.1f} | {100 * r['data_share']:.0f} % |"
+              for name, r in result["rows"].items()]
+    return "\n".join(lines)

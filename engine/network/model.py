@@ -24,6 +24,8 @@ INPUT_OFFSET = 0.4462414
 CONFIGS: dict[str, dict[str, Any]] = {
     "paper": dict(widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="image", size=256,
                   mask_pool="authors"),
+    "paper-affine": dict(widths=(64, 128, 256, 512, 256), decoder=(128, 32, 16), head="affine", size=256,
+                         prior=0.5),  # the paper's size with the shipped models' colour-map head
     "medium": dict(widths=(32, 64, 128, 256, 128), decoder=(128, 64, 32), head="affine", size=256, prior=0.5),
     "wide": dict(widths=(40, 80, 160, 320, 160), decoder=(160, 80, 40), head="affine", size=256, prior=0.5),
     "small": dict(widths=(16, 32, 64, 128, 64), decoder=(64, 32, 32), head="affine", size=128, prior=0.5),

@@ -123,7 +123,7 @@ def _linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:  # as color.linear_to_sr
 
 
 def _time_of_day(x, w, p, rmu, rsd):
-    gains = torch.from_numpy(np.stack([light_gains(k) for k in p[:, 0].tolist()])).to(x.device)
+    gains = torch.from_numpy(light_gains(p[:, 0].double().cpu().numpy()).reshape(-1, 3)).to(x.device)
     light = gains * torch.exp2(p[:, 1:2].double())  # (B, 3), from the few kelvins on the host
     lin = _srgb_to_linear(x.clamp(0, 1).double()) * light[:, :, None]
     return _linear_to_srgb(lin.clamp(0, 1)).float()

@@ -19,7 +19,7 @@ class TrainConfig:
     """Everything a run needs but its output path. The paper's recipe: config="paper",
     iharmony4=ROOT, batch_size=24, optimizer="adadelta", lr=1.0, loss="mse"."""
 
-    config: str = _option(CPU_CONFIG, "paper, wide, medium, small or tiny")
+    config: str = _option(CPU_CONFIG, "paper, paper-affine, wide, medium, small or tiny")
     data: str | None = _option(None, "folder of training photos and masks (../shared/data layout)")
     iharmony4: str | None = _option(None, "iHarmony4 root: train on its *_train.txt lists")
     batch_size: int = _option(16, "samples per step")
@@ -49,12 +49,18 @@ class TrainConfig:
                              "distribution transfer)")
     time_of_day: float = _option(0.0, "share of synthetic composites made as iHarmony4's Hday2night was: the object "
                                  "lit at another time of day (its light's colour temperature and strength)")
-    render: str = _option("auto", "where synthetic composites are made: in the loader's workers a sample at a time, "
-                          "or on --device a batch at a time from what the workers draw (the same composites, "
-                          "several times the samples per worker); auto: on the device when it is a GPU and "
-                          "the data are synthetic only", choices=("auto", "loader", "device"))
+    render: str = _option("auto", "where synthetic composites are made: in the loader's workers a sample at a time "
+                          "(loader); on --device a batch at a time from what the workers draw (device); or drawn "
+                          "and made on --device from pictures decoded once and kept there, no workers (resident, "
+                          "the trainer that keeps a GPU busy); auto: resident when --device is a GPU and the data "
+                          "are synthetic only, else loader", choices=("auto", "loader", "device", "resident"))
+    precision: str = _option("auto", "bf16: the forward and backward passes under bfloat16 autocast; fp32; auto: "
+                             "bf16 on a GPU, fp32 on the CPU", choices=("auto", "bf16", "fp32"))
+    channels_last: bool = _option(False, "keep the network's activations channels-last (NHWC)")
     more_data: bool = _option(False, "also the permissive photos of coco-more/ (5 times the objects; "
                               "default: coco/ and photos/)")
+    extra_data: bool = _option(False, "also the permissive photos of coco-extra/ (471 photos, most without object "
+                               "masks: they get random object-like ones)")
     device: str = _option("cpu", "cpu or cuda")
     workers: int = _option(1, "data loader processes")
     seed: int = _option(0, "seed of the weights and of the synthetic stream")

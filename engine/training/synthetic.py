@@ -42,14 +42,17 @@ def _licensed(root: Path, folder: str, permissive: bool) -> list[tuple[Path, lis
     return _files(root, folder, _listed(root, folder, permissive))
 
 
-def permissive_sources(data_root: str | Path, more: bool = False) -> list[tuple[Path, list[Path]]]:
+def permissive_sources(data_root: str | Path, more: bool = False, extra: bool = False) -> list[tuple[Path, list[Path]]]:
     """(photo, masks) for the pictures that may train shipped weights (../shared/data/README.md):
-    coco/ and photos/, and with `more` also coco-more/'s permissive part (312 photos, 531 masks)."""
+    coco/ and photos/, with `more` also coco-more/'s permissive part (312 photos, 531 masks), and with
+    `extra` coco-extra/'s (471 photos, 14 of them with 26 masks; the rest get random object masks)."""
     root = Path(data_root)
     sources = _licensed(root, "coco", True)
     sources += [(p, []) for p in sorted((root / "photos").glob("*.jpg"))]  # after coco/, as the shipped runs drew them
     if more:
         sources += _licensed(root, "coco-more", True)
+    if extra:
+        sources += _licensed(root, "coco-extra", True)
     if not sources:
         raise InputError(f"{root}: no permissive training photos found")
     return sources
@@ -58,7 +61,7 @@ def permissive_sources(data_root: str | Path, more: bool = False) -> list[tuple[
 def mask_categories(data_root: str | Path) -> dict[Path, str]:
     """Each object mask's COCO category (masks.csv of coco/ and coco-more/), by the mask's path."""
     root, categories = Path(data_root), {}
-    for folder in ("coco", "coco-more"):
+    for folder in ("coco", "coco-more", "coco-extra"):
         if (root / folder / "masks.csv").exists():
             with open(root / folder / "masks.csv", newline="") as f:
                 categories.update({root / folder / "masks" / r["mask"]: r["category"] for r in csv.DictReader(f)})
@@ -173,14 +176,17 @@ def _iharmony4_plan(photo: np.ndarray, m: np.ndarray, reference: np.ndarray, mas
     return "heldout edits", plan
 
 
-def pack_sources(data_root: str | Path, out: str | Path, size: int, quality: int = 90) -> int:
-    """Copy the permissive pictures (coco/, coco-more/ and photos/, with their listings) into `out` at the
-    resolution SyntheticComposites(size) works from, small enough to carry to a training machine:
-    photos as JPEG of `quality`, masks exactly as the stream reads them. Returns the bytes written."""
+def pack_sources(data_root: str | Path, out: str | Path, size: int, quality: int = 90,
+                 short: int | None = None) -> int:
+    """Copy the permissive pictures (coco/, coco-more/, coco-extra/ and photos/, with their listings) into `out`
+    at the resolution SyntheticComposites(size) works from (short side 2 x size; `short` to make it smaller),
+    small enough to carry to a training machine: photos as JPEG of `quality`, masks exactly as the stream
+    reads them at that resolution. Returns the bytes written."""
     root, out = Path(data_root), Path(out)
+    short = short or 2 * size
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out}: not empty; give a new folder")
-    for folder in ("coco", "coco-more"):
+    for folder in ("coco", "coco-more", "coco-extra"):
         rows = _listed(root, folder, True)
         keep = {r["file"] for r in rows}
         with open(root / folder / "masks.csv", newline="") as f:
@@ -192,17 +198,17 @@ def pack_sources(data_root: str | Path, out: str | Path, size: int, quality: int
                 writer.writeheader()
                 writer.writerows(table)
         for photo, mask_paths in _files(root, folder, rows):
-            _pack_photo(photo, out / folder / "images" / photo.name, size, quality)
+            _pack_photo(photo, out / folder / "images" / photo.name, short, quality)
             for m in mask_paths:
-                _resize_short(Image.open(m).convert("L"), 2 * size).save(out / folder / "masks" / m.name)
+                _resize_short(Image.open(m).convert("L"), short).save(out / folder / "masks" / m.name)
     for photo in sorted((root / "photos").glob("*.jpg")):
-        _pack_photo(photo, out / "photos" / photo.name, size, quality)
+        _pack_photo(photo, out / "photos" / photo.name, short, quality)
     return sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
 
 
-def _pack_photo(src: Path, dst: Path, size: int, quality: int) -> None:
+def _pack_photo(src: Path, dst: Path, short: int, quality: int) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    _resize_short(Image.open(src).convert("RGB"), 2 * size).save(dst, quality=quality)
+    _resize_short(Image.open(src).convert("RGB"), short).save(dst, quality=quality)
 
 
 def _resize_short(img: Image.Image, short: int) -> Image.Image:
@@ -287,36 +293,31 @@ EDITS = {
 }
 
 
-def planckian_xy(kelvin: float) -> tuple[float, float]:
-    """CIE 1931 xy of a black body's light at `kelvin` (1667 to 25000 K): Kim et al.'s cubic fit of the
-    Planckian locus (2002)."""
-    t = float(kelvin)
-    if not 1667 <= t <= 25000:
-        raise ValueError(f"the Planckian fit holds from 1667 to 25000 K, not {t}")
-    if t <= 4000:
-        x = -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910
-    else:
-        x = -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390
-    if t <= 2222:
-        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
-    elif t <= 4000:
-        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
-    else:
-        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
-    return x, y
+def planckian_xy(kelvin):
+    """CIE 1931 xy of a black body's light at `kelvin` (1667 to 25000 K; a number or an array of them): Kim et
+    al.'s cubic fit of the Planckian locus (2002)."""
+    t = np.asarray(kelvin, np.float64)
+    if np.any(t < 1667) or np.any(t > 25000):
+        raise ValueError(f"the Planckian fit holds from 1667 to 25000 K, not {kelvin}")
+    x = np.where(t <= 4000, -0.2661239e9 / t**3 - 0.2343589e6 / t**2 + 0.8776956e3 / t + 0.179910,
+                 -3.0258469e9 / t**3 + 2.1070379e6 / t**2 + 0.2226347e3 / t + 0.240390)
+    y = np.where(t <= 2222, -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683,
+                 np.where(t <= 4000, -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867,
+                          3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483))
+    return (float(x), float(y)) if x.ndim == 0 else (x, y)
 
 
 DAYLIGHT_KELVIN = 6504  # the scene's light: daylight, on the Planckian locus
 
 
-def light_gains(kelvin: float) -> np.ndarray:
+def light_gains(kelvin) -> np.ndarray:
     """Linear-RGB gains (green 1) that turn a surface lit by daylight into the same surface lit by a black
-    body at `kelvin`: the ratio of the two lights' whites in linear sRGB."""
+    body at `kelvin` (a number: (3,); an array of n: (n, 3)): the ratio of the two lights' whites in linear sRGB."""
     def white(t):
-        x, y = planckian_xy(t)
-        return np.linalg.solve(SRGB_TO_XYZ, np.array([x / y, 1.0, (1 - x - y) / y]))
-    gains = white(kelvin) / white(DAYLIGHT_KELVIN)
-    return gains / gains[1]
+        x, y = (np.asarray(v, np.float64) for v in planckian_xy(t))
+        return np.linalg.solve(SRGB_TO_XYZ, np.stack([x / y, np.ones_like(x), (1 - x - y) / y]))
+    gains = (white(kelvin).T / white(DAYLIGHT_KELVIN)).T
+    return (gains / gains[1]).T
 
 
 def _time_of_day(x, reference, p):  # the object lit at another hour: its light's colour and strength
@@ -493,7 +494,8 @@ class SyntheticComposites:
 
     def __init__(self, data_root: str | Path, size: int = 128, seed: int = 0, strong: bool = False,
                  mild: float = 0.0, restyle: float = 0.0, closeup: float = 0.0, more: bool = False,
-                 same_category: float = 0.0, transfers: tuple[str, ...] = ("reinhard",), time_of_day: float = 0.0):
+                 same_category: float = 0.0, transfers: tuple[str, ...] = ("reinhard",), time_of_day: float = 0.0,
+                 extra: bool = False):
         for name, share in (("mild", mild), ("restyle", restyle), ("closeup", closeup),
                             ("same_category", same_category), ("time_of_day", time_of_day)):
             if not 0.0 <= share <= 1.0:
@@ -506,7 +508,7 @@ class SyntheticComposites:
         self.time_of_day = time_of_day
         self.items, self.categories = [], []
         categories = mask_categories(data_root)
-        for photo, masks in permissive_sources(data_root, more):
+        for photo, masks in permissive_sources(data_root, more, extra):
             img = _resize_short(Image.open(photo).convert("RGB"), 2 * size)
             ms = [np.asarray(_resize_short(Image.open(m).convert("L"), 2 * size), np.uint8) for m in masks]
             self.items.append((np.asarray(img), ms))

@@ -133,7 +133,7 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
     step = run_steps(model, opt, loader, c, clock, start,
                      lambda step: save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed()))
     save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed())
-    print(clock.summary(step - start) + f", at step {step}", file=sys.stderr, flush=True)
+    print(clock.summary(step - start, c.batch_size) + f", at step {step}", file=sys.stderr, flush=True)
     return out
 
 
@@ -168,22 +168,31 @@ def make_optimizer(model: FMMNet, c: TrainConfig, ckpt: dict | None) -> torch.op
     return opt
 
 
-def make_loader(c: TrainConfig, size: int, seed: int) -> DataLoader:
+def make_loader(c: TrainConfig, size: int, seed: int):
     """Batches of (composite, mask, real) at `size`: synthetic composites from photos and/or iHarmony4
-    crops, taken in turn; a resumed run is seeded by its step, so its stream goes on rather than repeats."""
-    if c.render not in ("auto", "loader", "device"):
-        raise InputError(f"--render must be auto, loader or device, not {c.render!r}")
+    crops, taken in turn (a DataLoader), or drawn and made on the device (a ResidentStream); a resumed run is
+    seeded by its step, so its stream goes on rather than repeats."""
+    if c.render not in ("auto", "loader", "device", "resident"):
+        raise InputError(f"--render must be auto, loader, device or resident, not {c.render!r}")
     synthetic_only = c.data is not None and c.iharmony4 is None
-    if c.render == "device" and not synthetic_only:
-        raise InputError("--render device makes synthetic composites only: give --data, and no --iharmony4")
-    on_device = c.render == "device" or (c.render == "auto" and synthetic_only and c.device.startswith("cuda"))
+    if c.render in ("device", "resident") and not synthetic_only:
+        raise InputError(f"--render {c.render} makes synthetic composites only: give --data, and no --iharmony4")
+    recipe = dict(strong=c.strong_edits, mild=c.mild, restyle=c.restyle, closeup=c.closeup,
+                  same_category=c.same_category, time_of_day=c.time_of_day,
+                  transfers=tuple(t.strip() for t in c.transfers.split(",")))
+    if c.render == "resident" or (c.render == "auto" and synthetic_only and c.device.startswith("cuda")):
+        from .resident import Recipe, ResidentStream, resident_pictures
+
+        try:
+            stream_recipe = Recipe(**recipe)
+        except ValueError as exc:  # a share out of 0..1, named as its option
+            raise InputError(f"--{str(exc).replace('_', '-')}") from None
+        return ResidentStream(resident_pictures(c.data, size, c.device, c.more_data, c.extra_data), stream_recipe,
+                              c.batch_size, seed)
     sets: list[Dataset] = []
     if c.data is not None:
         try:
-            sets.append(SyntheticComposites(c.data, size, seed=seed, strong=c.strong_edits, mild=c.mild,
-                                             restyle=c.restyle, closeup=c.closeup, more=c.more_data,
-                                             same_category=c.same_category, time_of_day=c.time_of_day,
-                                             transfers=tuple(t.strip() for t in c.transfers.split(","))))
+            sets.append(SyntheticComposites(c.data, size, seed=seed, more=c.more_data, extra=c.extra_data, **recipe))
         except InputError:
             raise
         except ValueError as exc:  # a share out of 0..1, named as its option
@@ -193,7 +202,7 @@ def make_loader(c: TrainConfig, size: int, seed: int) -> DataLoader:
     if not sets:
         raise InputError("give training data: --data (synthetic from photos) and/or --iharmony4 ROOT")
     data, collate_fn = (sets[0] if len(sets) == 1 else Interleaved(sets)), None
-    if on_device:
+    if c.render == "device":
         data, collate_fn = PlanStream(sets[0]), collate
     return DataLoader(data, batch_size=c.batch_size, shuffle=False, num_workers=c.workers, drop_last=True,
                       persistent_workers=c.workers > 0, collate_fn=collate_fn)
@@ -218,12 +227,13 @@ class Clock:
     def elapsed(self) -> float:
         return self.spent + time.monotonic() - self.started
 
-    def summary(self, steps: int) -> str:
+    def summary(self, steps: int, batch_size: int) -> str:
         """This process's steps and time, and its rate once the first step was done (the loader started)."""
         ran = time.monotonic() - self.started
         line = f"{steps} steps in {ran:.0f} s"
         if self.first_step is not None and steps > 1:
-            line += f" ({(steps - 1) / max(time.monotonic() - self.first_step, 1e-9):.2f} steps/s after the first)"
+            rate = (steps - 1) / max(time.monotonic() - self.first_step, 1e-9)
+            line += f" ({rate:.2f} steps/s, {rate * batch_size:.0f} samples/s after the first)"
         return line
 
     def left(self) -> bool:
@@ -232,15 +242,39 @@ class Clock:
         return self.budget is None or self.elapsed() < self.budget
 
 
-def run_steps(model: FMMNet, opt, loader: DataLoader, c: TrainConfig, clock: Clock, start: int, save) -> int:
+def use_bf16(c: TrainConfig) -> bool:
+    """Whether a run trains under bfloat16 autocast: --precision, auto being bf16 on a GPU."""
+    return c.precision == "bf16" or (c.precision == "auto" and c.device.startswith("cuda"))
+
+
+def train_step(model: FMMNet, opt, c: TrainConfig, comp: torch.Tensor, mask: torch.Tensor,
+               real: torch.Tensor) -> torch.Tensor:
+    """One optimisation step on a batch (under bf16 autocast or channels-last as `c` says); returns the loss,
+    still on the device (reading it waits for the GPU)."""
+    if c.channels_last:
+        comp, mask = (t.contiguous(memory_format=torch.channels_last) for t in (comp, mask))
+    with torch.autocast(torch.device(c.device).type, dtype=torch.bfloat16, enabled=use_bf16(c)):
+        pred = model.harmonize(comp, mask)
+    value = loss_value(c.loss, pred.float(), real, mask)  # the loss and its statistics in float32
+    opt.zero_grad(set_to_none=True)
+    value.backward()
+    opt.step()
+    return value.detach()
+
+
+def run_steps(model: FMMNet, opt, loader, c: TrainConfig, clock: Clock, start: int, save) -> int:
     """Optimise from step `start` until `c.steps` (or `c.until`) or the time budget; the cosine learning
     rate follows the step, or with a budget the time spent, so a resumed run keeps its schedule.
     `save(step)` every `c.save_every` steps. Returns the last step."""
     budget = clock.budget
     progress = Progress(round(budget), "train (s)", initial=round(clock.spent)) if budget else \
         Progress(c.steps, "train", initial=start)
-    step, it, running = start, iter(loader), None
+    if c.channels_last:
+        model.to(memory_format=torch.channels_last)
+    step, it, running, pending = start, iter(loader), None, []
     stop = min(c.steps, c.until) if c.until is not None else c.steps  # `until` ends early, same schedule
+    # NOTE: on a GPU the loss is read every 10 steps, not every step: each read waits for the GPU to finish
+    report_every = 10 if c.device.startswith("cuda") else 1
     while step < stop and clock.left():
         try:
             comp, mask, real = to_device(next(it), c.device)
@@ -250,19 +284,19 @@ def run_steps(model: FMMNet, opt, loader: DataLoader, c: TrainConfig, clock: Clo
         done = min(clock.elapsed() / budget, 1.0) if budget else step / c.steps
         for group in opt.param_groups:
             group["lr"] = c.lr * 0.5 * (1 + math.cos(math.pi * done))
-        value = loss_value(c.loss, model.harmonize(comp, mask), real, mask)
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
+        pending.append(train_step(model, opt, c, comp, mask, real))
         step += 1
         if clock.first_step is None:
             clock.first_step = time.monotonic()
-        running = value.item() if running is None else 0.98 * running + 0.02 * value.item()
-        shown = f"fg PSNR {-10 * running:.2f} dB" if c.loss == "psnr" else f"loss {running * 255**2:.1f}"
-        if budget:
-            progress.update(min(round(clock.elapsed()), round(budget)), f"step {step} {shown}")
-        else:
-            progress.update(step, shown)
+        if len(pending) >= report_every or step >= stop:
+            for value in torch.stack(pending).tolist():
+                running = value if running is None else 0.98 * running + 0.02 * value
+            pending = []
+            shown = f"fg PSNR {-10 * running:.2f} dB" if c.loss == "psnr" else f"loss {running * 255**2:.1f}"
+            if budget:
+                progress.update(min(round(clock.elapsed()), round(budget)), f"step {step} {shown}")
+            else:
+                progress.update(step, shown)
         if step % c.save_every == 0 and step < stop:
             save(step)
     progress.close()

@@ -1,0 +1,86 @@
+"""`harmonize train-round`: a round's candidates, one after another in one process, sharing the pictures
+decoded once on the device; what a lent GPU's call runs (recipes/gpu-round-6.sh).
+
+A round is a file of data (recipes/round-6.json): options every candidate shares ("common", TrainConfig's
+fields) and each candidate's own ("candidates": name -> fields). A candidate goes on from the weights of a
+previous round's checkpoint kept in START ("from": its file name there), or of any file ("init"), with a
+learning-rate schedule of its own over its share of MINUTES (a warm restart: a schedule stretched over the
+rounds before would leave it a few percent of its rate). A call cut short resumes each candidate where its
+checkpoint in OUT/runs stopped. Every checkpoint comes
+back slimmed to float16 weights, split into parts of at most `part_limit` bytes (a lent machine returns files
+of at most 16 MiB): join them with `cat NAME.pt.part* > NAME.pt`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from .config import TrainConfig
+from .train import slim_checkpoint, train
+
+PART_LIMIT = 16 * 2**20
+_PER_RUN = ("data", "device", "resume", "minutes", "pause_after")  # set by the round, not by its file
+_ROUND_ONLY = ("from", "share", "comment")  # a candidate's own keys that are not TrainConfig's
+
+
+def read_round(path: str | Path) -> tuple[dict, dict[str, dict]]:
+    """A round file's common options and candidates, every name checked against TrainConfig's fields."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read a round ({exc})") from None
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    common, candidates = spec.get("common", {}), spec.get("candidates", {})
+    if not candidates:
+        raise InputError(f"{path}: no candidates")
+    for where, options in [("common", common), *candidates.items()]:
+        unknown = set(options) - fields - set(_ROUND_ONLY)
+        if unknown:
+            raise InputError(f"{path}: {where}: unknown options {', '.join(sorted(unknown))}")
+        fixed = set(options) & set(_PER_RUN)
+        if fixed:
+            raise InputError(f"{path}: {where}: {', '.join(sorted(fixed))} are the round's, not the file's")
+    return common, candidates
+
+
+def split_file(path: Path, limit: int = PART_LIMIT) -> list[Path]:
+    """`path` itself when it is at most `limit` bytes, else parts NAME.part1, NAME.part2... of at most `limit`
+    bytes each (the file removed), which `cat` joins in order."""
+    if path.stat().st_size <= limit:
+        return [path]
+    data, parts = path.read_bytes(), []
+    for k, offset in enumerate(range(0, len(data), limit), 1):
+        part = path.with_name(f"{path.name}.part{k}")
+        part.write_bytes(data[offset:offset + limit])
+        parts.append(part)
+    path.unlink()
+    return parts
+
+
+def train_round(round_file: str | Path, data: str | Path, start: str | Path, out: str | Path, minutes: float,
+                device: str = "cuda", part_limit: int = PART_LIMIT) -> list[Path]:
+    """Train every candidate of `round_file` in turn for its share of `minutes` (more for a candidate that
+    goes on from START), then write each slimmed to float16 (split at `part_limit`) into `out`."""
+    common, candidates = read_round(round_file)
+    start, out = Path(start), Path(out)
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    total_share = sum(float(c.get("share", 1.0)) for c in candidates.values())
+    for name, options in candidates.items():
+        ckpt = runs / f"{name}.pt"
+        fields = {k: v for k, v in {**common, **options}.items() if k not in _ROUND_ONLY}
+        if "from" in options:
+            fields["init"] = str(start / options["from"])
+        if fields.get("init") and not Path(fields["init"]).exists():
+            raise InputError(f"{fields['init']}: candidate {name} starts from it, and it is not there")
+        share = minutes * float(options.get("share", 1.0)) / total_share
+        settings = TrainConfig(**fields, data=str(data), device=device, resume=True, minutes=share)
+        print(f"round: {name}, {share:.2f} min", file=sys.stderr, flush=True)
+        train(ckpt, settings)
+    written = []
+    for name in candidates:
+        written += split_file(slim_checkpoint(runs / f"{name}.pt", out / f"{name}.pt", half=True), part_limit)
+    return written

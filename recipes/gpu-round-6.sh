@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Round 6 (#30), for a lent GPU: one call of under 9 minutes that measures the trainer and trains the candidates
+# of recipes/round-6.json one after another in one process, composites drawn and made on the GPU from pictures
+# decoded once (--render resident); what comes back in $OUT is scored here on the CPU by the rule of
+# docs/results.md (harmonize choose).
+#
+# Here first: bash recipes/gpu-round-6-carry.sh ../shared/data START.pt...   (makes runs/data, runs/start)
+# On the machine, with runs/data and runs/start carried:
+#   bash recipes/gpu-round-6.sh runs/data runs/start "$OUT" [MINUTES]
+#
+# 1. `harmonize bench --train` on the machine: samples per second and the share of a step spent making
+#    composites, in fp32, bf16 and bf16 channels-last (the round trains in bf16, --precision auto).
+# 2. `harmonize train-round`: each candidate its share of MINUTES.
+# Back in $OUT (at most 8 files of at most 16 MiB): each candidate's float16 weights (the paper's size in two
+# parts: cat paper-affine.pt.part* > paper-affine.pt) and round-6.log.
+set -euo pipefail
+DATA=${1:?the training pictures}
+START=${2:?the folder of checkpoints to go on from}
+OUT=${3:?where the checkpoints go}
+MINUTES=${4:-6}  # the candidates' training time together; the call takes about MINUTES + 1.5
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu for a dry run of the whole call here
+PYTHON=${PYTHON:-python3}  # the machine's python3 holds torch, numpy and Pillow; the package is not installed there
+ROUND=${ROUND:-recipes/round-6.json}  # the candidates
+if ! command -v harmonize >/dev/null; then
+    harmonize() { "$PYTHON" -c 'import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
+fi
+mkdir -p "$OUT"
+LOG="$OUT/round-6.log"
+{ date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; "$PYTHON" -c 'import torch; print("torch", torch.__version__)'; } \
+    >"$LOG" 2>&1
+harmonize bench --train "$DATA" --device "$DEVICE" >>"$LOG" 2>&1 || echo "bench --train failed" >>"$LOG"
+harmonize train-round "$ROUND" --data "$DATA" --start "$START" --out "$OUT" --minutes "$MINUTES" \
+    --device "$DEVICE" >>"$LOG" 2>&1
+rm -rf "$OUT/runs"
+ls -la "$OUT"
+grep -h "samples/s\|^| \|round:" "$LOG" || true
