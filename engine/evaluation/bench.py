@@ -306,7 +306,7 @@ def ray_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# The composites of recipes/gpu-round-5.sh, whose training waited on the loader's workers.
+# The composites of round 5 (recipes/gpu-round-5.sh, in git history), whose training waited on the loader's workers.
 SYNTHESIS_RECIPE = dict(strong=True, mild=0.2, restyle=0.5, closeup=0.5, more=True, same_category=0.5,
                         transfers=("reinhard", "histogram", "idt"))
 

@@ -1,15 +1,19 @@
 """Write CREDITS.md beside this file: every picture the shipped weights were trained on, with its licence
 and attribution, from the training data's own lists (../shared/data: coco/ and coco-more/ images.csv, the
-rows with commercial_ok == 1 and derivatives_ok == 1; photos/SOURCES.csv, all of it).
+rows with commercial_ok == 1 and derivatives_ok == 1, and coco-extra/'s with --extra-data, as the shipped
+weights' runs read them; photos/SOURCES.csv, all of it).
 
-    python engine/weights/make_credits.py [DATA]
+    python engine/weights/make_credits.py [DATA] [--extra-data]
 """
 import csv
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parents[2] / "shared" / "data"
+ARGS = [a for a in sys.argv[1:] if a != "--extra-data"]
+DATA = Path(ARGS[0]) if ARGS else HERE.parents[2] / "shared" / "data"
+# NOTE: coco-extra/ joins the list when the shipped weights trained on it (harmonize train --extra-data)
+FOLDERS = ("coco", "coco-more", "coco-extra") if "--extra-data" in sys.argv else ("coco", "coco-more")
 
 
 def rows(path: Path) -> list[dict]:
@@ -27,7 +31,7 @@ def main() -> None:
              "composites made of these pictures (a masked object recoloured, the untouched picture the target).",
              "Object masks of the COCO pictures are derived from the COCO annotations (COCO Consortium, Lin et al.,",
              "*Microsoft COCO: Common Objects in Context*, ECCV 2014; CC BY 4.0).", ""]
-    for folder in ("coco", "coco-more"):
+    for folder in FOLDERS:
         picked = [r for r in rows(DATA / folder / "images.csv")
                   if r["commercial_ok"] == "1" and r["derivatives_ok"] == "1"]
         lines += [f"## {folder}/ ({len(picked)} photos from COCO 2017 and Open Images, each under its photographer's "
