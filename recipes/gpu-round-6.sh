@@ -19,6 +19,7 @@ START=${2:?the folder of checkpoints to go on from}
 OUT=${3:?where the checkpoints go}
 MINUTES=${4:-6}  # the candidates' training time together; the call takes about MINUTES + 1.5
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu for a dry run of the whole call here
+BATCH=${BATCH:-}  # in place of the round's batch size: BATCH=4 for a dry run on the CPU
 PYTHON=${PYTHON:-python3}  # the machine's python3 holds torch, numpy and Pillow; the package is not installed there
 ROUND=${ROUND:-recipes/round-6.json}  # the candidates
 if ! command -v harmonize >/dev/null; then
@@ -28,9 +29,9 @@ mkdir -p "$OUT"
 LOG="$OUT/round-6.log"
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; "$PYTHON" -c 'import torch; print("torch", torch.__version__)'; } \
     >"$LOG" 2>&1
-harmonize bench --train "$DATA" --device "$DEVICE" >>"$LOG" 2>&1 || echo "bench --train failed" >>"$LOG"
+harmonize bench --train "$DATA" --device "$DEVICE" ${BATCH:+--train-batch "$BATCH"} >>"$LOG" 2>&1 || echo "bench --train failed" >>"$LOG"
 harmonize train-round "$ROUND" --data "$DATA" --start "$START" --out "$OUT" --minutes "$MINUTES" \
-    --device "$DEVICE" >>"$LOG" 2>&1
+    --device "$DEVICE" ${BATCH:+--batch-size "$BATCH"} >>"$LOG" 2>&1
 rm -rf "$OUT/runs"
 ls -la "$OUT"
 grep -h "samples/s\|^| \|round:" "$LOG" || true

@@ -124,14 +124,19 @@ def test_pause_after_stops_the_process_and_the_run_resumes(tmp_path, monkeypatch
 
 
 @needs_data
-def test_auto_renders_on_a_gpu_only_and_only_synthetic_composites(iharmony4_root):
+def test_auto_renders_on_a_gpu_only_and_only_synthetic_composites(iharmony4_root, monkeypatch):
+    from engine.training import resident
     from engine.training.config import TrainConfig
     from engine.training.train import make_loader
 
-    def dataset(**settings):
-        return type(make_loader(TrainConfig(config="tiny", workers=0, **settings), 32, 0).dataset).__name__
+    monkeypatch.setattr(resident, "resident_pictures", lambda *args: ("pictures", args))  # no GPU here to hold them
 
-    assert dataset(data=str(DATA), device="cuda") == "PlanStream"
+    def dataset(**settings):
+        loader = make_loader(TrainConfig(config="tiny", workers=0, **settings), 32, 0)
+        return type(getattr(loader, "dataset", loader)).__name__
+
+    assert dataset(data=str(DATA), device="cuda") == "ResidentStream"  # the trainer that keeps a GPU busy
+    assert dataset(data=str(DATA), device="cuda", render="device") == "PlanStream"
     assert dataset(data=str(DATA), device="cpu") == "SyntheticComposites"
     assert dataset(data=str(DATA), device="cuda", render="loader") == "SyntheticComposites"
     assert dataset(data=str(DATA), device="cpu", render="device") == "PlanStream"

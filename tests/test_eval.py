@@ -41,7 +41,8 @@ def test_eval_table_on_an_iharmony4_root(iharmony4_root):
     assert "overall (2 triples)" in text and "HAdobe5k (1 triples)" in text
     assert "| composite (untouched) |" in text and "| Reinhard transfer |" in text
     for _name, row in results["composite (untouched)"].rows.items():
-        assert set(row) == {"MSE 256", "PSNR 256", "fMSE 256", "MSE full", "PSNR full", "fMSE full"}
+        assert set(row) == {"MSE 256", "PSNR 256", "fMSE 256", "MSE full", "PSNR full", "fMSE full", "shift cosine",
+                            "shift size"}
     said = dict(line.split(": ", 1) for line in losses(results, worst=1).splitlines())
     assert set(said) == {"Reinhard transfer", "half-strength Lab transfer"}
     for method, text in said.items():

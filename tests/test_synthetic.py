@@ -163,6 +163,39 @@ def test_heldout_composites_use_only_non_permissive_photos_and_change_only_the_o
     assert "already holds a MANIFEST.csv" in capsys.readouterr().err
 
 
+@needs_data
+def test_iharmony4_heldout_composites_are_made_each_of_its_ways_from_photos_no_run_trains_on(tmp_path):
+    """--recipe iharmony4: transfers from an object of the same category in another held-out photo, restyles
+    (target and object each edited) and another hour's light, from coco/'s and coco-more/'s held-out photos,
+    every triple named apart from the others (each folder holds composite.png)."""
+    import csv
+
+    from PIL import Image
+
+    from engine.training.datasets import load_triple, read_triples
+    from engine.training.synthetic import heldout_sources, permissive_sources, write_heldout
+
+    write_heldout(DATA, tmp_path / "h", count=24, seed=5, recipe="iharmony4")
+    triples = read_triples(tmp_path / "h")
+    assert len(triples) == 24 and len({t.name for t in triples}) == 24
+    trainable = {p.stem for p, _ in permissive_sources(DATA, more=True, extra=True)}
+    held = {p.stem for p, _ in heldout_sources(DATA, ("coco", "coco-more"))}
+    with open(tmp_path / "h" / "MANIFEST.csv") as f:
+        subsets = [r["subset"] for r in csv.DictReader(f)]
+    assert {"heldout restyle"} < set(subsets) and any(s.startswith("heldout ") for s in subsets)
+    for t, subset in zip(triples, subsets, strict=True):
+        photo = t.composite.parent.name.rsplit("_", 1)[0]
+        assert photo not in trainable and photo in held
+        comp, mask, real = load_triple(t)
+        assert 0.03 <= mask.mean() <= 0.6
+        assert np.array_equal(comp[mask == 0], real[mask == 0]), "the background differs from the target's"
+        assert np.abs(comp[mask == 1].astype(int) - real[mask == 1]).mean() > 0.5, subset
+        source = next(p for p, _ in heldout_sources(DATA, ("coco", "coco-more")) if p.stem == photo)
+        original = np.asarray(Image.open(source).convert("RGB"))
+        restyled = np.abs(real.astype(int) - original).mean() > 0.5
+        assert restyled == (subset == "heldout restyle"), subset  # only a restyle edits the target
+
+
 def _tiny_coco(root, objects):
     """A coco/ folder of permissive 64 x 64 photos, one object each: {stem: (background, object, category)}."""
     import csv

@@ -40,7 +40,8 @@ def cmd_train_round(args: argparse.Namespace) -> int:
     require("torch", "train")
     from ..training.round import train_round
 
-    for path in train_round(args.round, args.data, args.start, args.out, args.minutes, args.device):
+    for path in train_round(args.round, args.data, args.start, args.out, args.minutes, args.device,
+                            batch_size=args.batch_size):
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
@@ -64,6 +65,7 @@ def register(sub) -> None:
     r.add_argument("--out", required=True, help="folder for the slimmed checkpoints (runs/ inside holds the full ones)")
     r.add_argument("--minutes", type=positive, required=True, help="training time of the whole round, shared out")
     r.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run)")
+    r.add_argument("--batch-size", type=int, help="in place of the round's (a dry run on the CPU)")
 
     a = add_verb(sub, "average", cmd_average, "average the weights of runs fine-tuned from one start (needs 'train')")
     a.add_argument("checkpoints", nargs="+", help="checkpoints of one configuration")

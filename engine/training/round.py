@@ -61,9 +61,9 @@ def split_file(path: Path, limit: int = PART_LIMIT) -> list[Path]:
 
 
 def train_round(round_file: str | Path, data: str | Path, start: str | Path, out: str | Path, minutes: float,
-                device: str = "cuda", part_limit: int = PART_LIMIT) -> list[Path]:
-    """Train every candidate of `round_file` in turn for its share of `minutes` (more for a candidate that
-    goes on from START), then write each slimmed to float16 (split at `part_limit`) into `out`."""
+                device: str = "cuda", part_limit: int = PART_LIMIT, batch_size: int | None = None) -> list[Path]:
+    """Train every candidate of `round_file` in turn for its share of `minutes`, then write each slimmed to
+    float16 (split at `part_limit`) into `out`; `batch_size` in place of the file's (a dry run on the CPU)."""
     common, candidates = read_round(round_file)
     start, out = Path(start), Path(out)
     runs = out / "runs"
@@ -72,6 +72,8 @@ def train_round(round_file: str | Path, data: str | Path, start: str | Path, out
     for name, options in candidates.items():
         ckpt = runs / f"{name}.pt"
         fields = {k: v for k, v in {**common, **options}.items() if k not in _ROUND_ONLY}
+        if batch_size is not None:
+            fields["batch_size"] = batch_size
         if "from" in options:
             fields["init"] = str(start / options["from"])
         if fields.get("init") and not Path(fields["init"]).exists():
