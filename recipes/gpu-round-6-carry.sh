@@ -32,7 +32,7 @@ tracked = sum(Path(p).stat().st_size for p in files if p)
 start = sum(f.stat().st_size for f in Path("runs/start").glob("*"))
 # NOTE: resolution first, then quality: a view is 60 to 100 % of the short side, resampled to 256 px
 for short, quality in ((512, 90), (512, 75), (448, 75), (384, 75), (384, 60), (352, 60), (320, 60), (320, 50),
-                       (288, 50), (256, 60)):
+                       (288, 50), (256, 60), (256, 50), (256, 40)):
     shutil.rmtree("runs/data", ignore_errors=True)
     data = pack_sources(sys.argv[1], "runs/data", 256, quality=quality, short=short)
     if tracked + start + data <= LIMIT:

@@ -124,18 +124,16 @@ def test_pause_after_stops_the_process_and_the_run_resumes(tmp_path, monkeypatch
 
 
 @needs_data
-def test_auto_renders_on_a_gpu_only_and_only_synthetic_composites(iharmony4_root, monkeypatch):
-    from engine.training import resident
+def test_auto_renders_on_a_gpu_only_and_only_synthetic_composites(iharmony4_root):
     from engine.training.config import TrainConfig
-    from engine.training.train import make_loader
-
-    monkeypatch.setattr(resident, "resident_pictures", lambda *args: ("pictures", args))  # no GPU here to hold them
+    from engine.training.train import make_loader, render_where
 
     def dataset(**settings):
-        loader = make_loader(TrainConfig(config="tiny", workers=0, **settings), 32, 0)
-        return type(getattr(loader, "dataset", loader)).__name__
+        return type(make_loader(TrainConfig(config="tiny", workers=0, **settings), 32, 0).dataset).__name__
 
-    assert dataset(data=str(DATA), device="cuda") == "ResidentStream"  # the trainer that keeps a GPU busy
+    # on a GPU with synthetic data only: the trainer that keeps it busy (no GPU here to hold the pictures)
+    assert render_where(TrainConfig(data=str(DATA), device="cuda")) == "resident"
+    assert render_where(TrainConfig(data=str(DATA), iharmony4=str(iharmony4_root), device="cuda")) == "loader"
     assert dataset(data=str(DATA), device="cuda", render="device") == "PlanStream"
     assert dataset(data=str(DATA), device="cpu") == "SyntheticComposites"
     assert dataset(data=str(DATA), device="cuda", render="loader") == "SyntheticComposites"

@@ -65,7 +65,8 @@ def test_colour_shift_is_the_cosine_and_size_of_the_object_move_against_the_need
 
 
 def test_diagnosis_per_subset():
-    triples = [Triple("a", "HFlickr", *["x"] * 3), Triple("b", "HFlickr", *["x"] * 3), Triple("c", "HAdobe5k", *["x"] * 3)]
+    subsets = {"a": "HFlickr", "b": "HFlickr", "c": "HAdobe5k"}
+    triples = [Triple(name, subset, *["x"] * 3) for name, subset in subsets.items()]
     rows = {"a": {"shift cosine": 1.0, "shift size": 0.5}, "b": {"shift cosine": -0.5, "shift size": 1.5},
             "c": {"shift cosine": float("nan"), "shift size": float("nan")}}
     text = diagnosis({COMPOSITE: Scores(), "model": Scores(rows)}, triples)

@@ -320,7 +320,7 @@ def test_packed_pictures_are_what_a_run_reads(tmp_path):
         assert photo_a.shape == photo_b.shape
         loss.append(np.abs(photo_a.astype(int) - photo_b).mean())
         assert all(np.array_equal(a, b) for a, b in zip(masks_a, masks_b, strict=True))
-    assert np.mean(loss) < 3 and max(loss) < 12, "the photos, to JPEG's loss (in levels)"
+    assert np.mean(loss) < 6 and max(loss) < 16, "the photos, to JPEG's loss at quality 60 (in levels)"
     with pytest.raises(InputError, match="not empty"):
         pack_sources(DATA, tmp_path / "packed", 160)
 
@@ -332,9 +332,10 @@ def test_no_coco_extra_photo_is_an_evaluation_picture_or_another_folder_s():
     import csv
     import re
 
-    def ids(folder):
+    def ids(folder):  # coco/ names the column coco_id, the others image_id
         with open(DATA / folder / "images.csv", newline="") as f:
-            return {int(r["image_id"]) for r in csv.DictReader(f) if r["image_id"].isdigit()}
+            rows = list(csv.DictReader(f))
+        return {int(r.get("image_id") or r["coco_id"]) for r in rows if (r.get("image_id") or r["coco_id"]).isdigit()}
 
     extra = ids("coco-extra")
     assert len(extra) >= 465

@@ -168,19 +168,28 @@ def make_optimizer(model: FMMNet, c: TrainConfig, ckpt: dict | None) -> torch.op
     return opt
 
 
-def make_loader(c: TrainConfig, size: int, seed: int):
-    """Batches of (composite, mask, real) at `size`: synthetic composites from photos and/or iHarmony4
-    crops, taken in turn (a DataLoader), or drawn and made on the device (a ResidentStream); a resumed run is
-    seeded by its step, so its stream goes on rather than repeats."""
+def render_where(c: TrainConfig) -> str:
+    """Where a run's composites are made (loader, device or resident): --render, auto being resident on a GPU
+    with synthetic data only, else the loader."""
     if c.render not in ("auto", "loader", "device", "resident"):
         raise InputError(f"--render must be auto, loader, device or resident, not {c.render!r}")
     synthetic_only = c.data is not None and c.iharmony4 is None
     if c.render in ("device", "resident") and not synthetic_only:
         raise InputError(f"--render {c.render} makes synthetic composites only: give --data, and no --iharmony4")
+    if c.render == "auto":
+        return "resident" if synthetic_only and c.device.startswith("cuda") else "loader"
+    return c.render
+
+
+def make_loader(c: TrainConfig, size: int, seed: int):
+    """Batches of (composite, mask, real) at `size`: synthetic composites from photos and/or iHarmony4
+    crops, taken in turn (a DataLoader), or drawn and made on the device (a ResidentStream); a resumed run is
+    seeded by its step, so its stream goes on rather than repeats."""
+    where = render_where(c)
     recipe = dict(strong=c.strong_edits, mild=c.mild, restyle=c.restyle, closeup=c.closeup,
                   same_category=c.same_category, time_of_day=c.time_of_day,
                   transfers=tuple(t.strip() for t in c.transfers.split(",")))
-    if c.render == "resident" or (c.render == "auto" and synthetic_only and c.device.startswith("cuda")):
+    if where == "resident":
         from .resident import Recipe, ResidentStream, resident_pictures
 
         try:
@@ -202,7 +211,7 @@ def make_loader(c: TrainConfig, size: int, seed: int):
     if not sets:
         raise InputError("give training data: --data (synthetic from photos) and/or --iharmony4 ROOT")
     data, collate_fn = (sets[0] if len(sets) == 1 else Interleaved(sets)), None
-    if c.render == "device":
+    if where == "device":
         data, collate_fn = PlanStream(sets[0]), collate
     return DataLoader(data, batch_size=c.batch_size, shuffle=False, num_workers=c.workers, drop_last=True,
                       persistent_workers=c.workers > 0, collate_fn=collate_fn)
