@@ -81,7 +81,6 @@ class _Pipeline:
         self.backend, self.max_pixels, self.strength = backend, max_pixels, strength
         self.held = held
         self.slots = threading.BoundedSemaphore(held)
-        self.stopping = threading.Event()
         self.loader = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fmm-load")
         self.writer = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fmm-write")
 
@@ -89,9 +88,7 @@ class _Pipeline:
         return self.loader.submit(self._load, job)
 
     def _load(self, job: Job):
-        while not self.slots.acquire(timeout=0.1):
-            if self.stopping.is_set():
-                return None
+        """Decode and prepare one picture, whose slot the caller took before submitting it."""
         try:
             return list(_load(job, self.max_pixels, self.backend))  # a list the caller empties (see _write)
         except BaseException:
@@ -120,7 +117,6 @@ class _Pipeline:
         self.slots.release()
 
     def close(self) -> None:
-        self.stopping.set()
         self.loader.shutdown(cancel_futures=True)
         self.writer.shutdown()
 
@@ -149,8 +145,7 @@ def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, streng
     pipe = _Pipeline(backend, max_pixels, strength, workers, held=workers + 1)
     loads: deque[tuple[Job, Future]] = deque()
     saves: deque[tuple[Job, Future]] = deque()
-    queue = iter(todo)
-    done, start = 0, time.monotonic()
+    submitted, done, start = 0, 0, time.monotonic()
 
     def settle(limit: int) -> None:
         while len(saves) > limit or (saves and saves[0][1].done()):
@@ -161,18 +156,22 @@ def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, streng
             except errors as exc:
                 summary.fail(job.output, exc)
 
-    def refill() -> None:
-        while len(loads) < pipe.held:  # never more than `held` ahead: the one the caller waits on gets a slot
-            job = next(queue, None)
-            if job is None:
+    def refill(wait: bool) -> None:
+        """Submit loads in job order, each with its slot taken here, first: with several loaders, a later
+        picture taking the slot an earlier one waited for would leave the caller waiting on it for ever.
+        Waits for a writer to free a slot only when no load is pending (`wait`)."""
+        nonlocal submitted
+        while submitted < len(todo) and len(loads) < pipe.held:
+            if not pipe.slots.acquire(blocking=wait and not loads):
                 return
-            loads.append((job, pipe.load(job)))
+            loads.append((todo[submitted], pipe.load(todo[submitted])))
+            submitted += 1
 
     try:
-        refill()
+        refill(wait=True)
         while loads:
             job, fut = loads.popleft()
-            refill()
+            refill(wait=False)
             try:
                 loaded = fut.result()
                 pic, prepared = loaded
@@ -191,8 +190,8 @@ def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, streng
             settle(workers)
             done += 1
             bar.update(done, f"{len(summary.failed)} failed" if summary.failed else job.composite.name)
+            refill(wait=True)
     except KeyboardInterrupt:
-        pipe.stopping.set()
         for _, fut in loads:
             fut.cancel()
         summary.not_started = len(todo) - done
