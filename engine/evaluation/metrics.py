@@ -44,8 +44,9 @@ def object_mean_lab(rgb: np.ndarray, fg: np.ndarray, limit: int = 65536) -> np.n
 
 def colour_shift(comp: np.ndarray, out: np.ndarray, real: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
     """How a method moved the object's mean Lab colour against how far the real photo needs it moved: the
-    cosine of the two directions (nan when either move is under 0.5 Lab units, too small to have one) and
-    the size of the method's move over the needed one (nan when nothing was needed)."""
+    cosine of the two directions (nan when the method moved nothing, or when the needed move is under 0.5 Lab
+    units, too small to have a direction) and the size of the method's move over the needed one (nan too when
+    the needed move is under 0.5 units)."""
     fg = mask > 0.5
     if not fg.any():
         return float("nan"), float("nan")

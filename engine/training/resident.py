@@ -313,8 +313,7 @@ class ResidentStream:
         pixels = _bilinear(pics.photos, pics.photo_start[photo], hw, ys, xs)
         photo_pixels = torch.floor(pixels + 0.5).clamp(0, 255).to(torch.uint8)  # (b, S, S, 3), as Pillow rounds
         mask = _blob_masks(g, hw, ys, xs)
-        if pics.n_objects:
-            src_hw = pics.photo_hw[pics.mask_photo[obj]]
+        if pics.n_objects:  # the object's own mask, or the outline, in its photo's pixels (src_hw, above)
             my, mx = _grid(view, s, src_hw[:, 0].double() / hw[:, 0], src_hw[:, 1].double() / hw[:, 1])
             outline = _bilinear(pics.masks, pics.mask_start[obj], src_hw, my, mx) / 255
             mask = torch.where(blob[:, None, None], mask, outline)
