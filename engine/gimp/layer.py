@@ -29,14 +29,22 @@ def harmonize_over(harmonize, canvas: np.ndarray, layer: np.ndarray, mask8: np.n
     layer through the same mask: so a feathered edge is not blended twice, and nothing of the
     background leaks into the layer."""
     x, y, w, h = rect
-    fg = (mask8 > 0)[..., None]
-    composite = canvas.copy()
-    np.copyto(composite[y:y + h, x:x + w], layer, where=fg)
-    full_mask = np.zeros(canvas.shape[:2], np.float32)
-    full_mask[y:y + h, x:x + w] = fg[..., 0]
+    fg = mask8 > 0
+    composite, full_mask = _over(canvas, layer, fg, rect)
     out = layer.copy()
-    np.copyto(out, harmonize(composite, full_mask, strength)[y:y + h, x:x + w], where=fg)
+    np.copyto(out, harmonize(composite, full_mask, strength)[y:y + h, x:x + w], where=fg[..., None])
     return out
+
+
+def _over(canvas: np.ndarray, layer8: np.ndarray, fg: np.ndarray, rect: tuple[int, int, int, int]):
+    """The canvas with the layer's 8-bit colours where `fg` (its mask above zero) holds, and `fg` as a float
+    mask of the canvas's size: the composite the network is shown."""
+    x, y, w, h = rect
+    composite = canvas.copy()
+    np.copyto(composite[y:y + h, x:x + w], layer8, where=fg[..., None])
+    full_mask = np.zeros(canvas.shape[:2], np.float32)
+    full_mask[y:y + h, x:x + w] = fg
+    return composite, full_mask
 
 
 def answer(backend, request: Request) -> Result:
@@ -77,10 +85,7 @@ def _harmonize_precise(backend, canvas: np.ndarray, layer: np.ndarray, mask8: np
     v = _perceptual(layer, request.format, request.linear)
     layer8 = np.round(np.clip(v, 0.0, 1.0) * 255).astype(np.uint8)
     fg = mask8 > 0
-    composite = canvas.copy()
-    np.copyto(composite[y:y + h, x:x + w], layer8, where=fg[..., None])
-    full_mask = np.zeros(canvas.shape[:2], np.float32)
-    full_mask[y:y + h, x:x + w] = fg
+    composite, full_mask = _over(canvas, layer8, fg, request.rect)
     p = backend.prepare(composite, full_mask)
     found = backend.answer(p)
     if backend.head == "affine":  # the 3x4 map on [0, 1] RGB, as fullres.apply_affine applies it to 8 bits
