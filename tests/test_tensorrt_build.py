@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 
 import pytest
 from conftest import ROOT
@@ -14,17 +15,38 @@ pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx (the 'tensorrt' extra) 
 pytestmark = pytest.mark.tensorrt
 
 
-def build(tmp_path, *extra):
+def package_files() -> list:
+    """Every file in the package folder but Python's bytecode caches."""
+    return sorted(p for p in (ROOT / "engine").rglob("*") if "__pycache__" not in p.parts)
+
+
+def build(tmp_path, *extra, out=None):
+    """build_engine.py for sm_86 with the user's cache folder in tmp_path/cache; the engine goes to `out`
+    (None: tmp_path/fmm.engine; False: build_engine.py's default, in that cache folder)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = tmp_path / "fmm.engine"
-    r = subprocess.run([sys.executable, "build_engine.py", "--compute-capability", "86", "-o", str(out), *extra],
+    env["FMM_CACHE_DIR"] = str(tmp_path / "cache")
+    out = tmp_path / "fmm.engine" if out is None else out
+    where = ["-o", str(out)] if out else []
+    r = subprocess.run([sys.executable, "build_engine.py", "--compute-capability", "86", *where, *extra],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     return r, out
 
 
-def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path):
-    r, out = build(tmp_path)
+def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path, monkeypatch):
+    """The default output: the user's cache folder (made 0700), the engine named by its ONNX's digest, the
+    GPU and the library, its timing cache beside it; nothing written into the package."""
+    from engine.tensorrt.lookup import engine_path, timing_cache_path
+
+    before = package_files()
+    r, _ = build(tmp_path, out=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    monkeypatch.setenv("FMM_CACHE_DIR", str(tmp_path / "cache"))
+    out = engine_path(default_model_path("tensorrt"), 86)
+    assert out.parent == tmp_path / "cache" / "engines" and out.name.startswith("fmm-medium-fp16-")
+    assert out.name.endswith("-sm86-tensorrt_rtx-" + version("tensorrt-rtx") + ".engine")
+    assert f"wrote {out} " in r.stdout
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700 == out.parent.stat().st_mode & 0o777
+    assert package_files() == before
     meta = json.loads(out.with_suffix(".json").read_text())
     assert out.stat().st_size > 100_000
     assert meta["compute_capability"] == 86 and meta["library"].startswith("tensorrt_rtx")
@@ -35,7 +57,7 @@ def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path):
 
     assert meta["onnx_sha256"] == hashlib.sha256(default_model_path("onnxruntime", fp16=True).read_bytes()).hexdigest()
     assert b".target sm_86" in out.read_bytes(), "no sm_86 PTX embedded in the engine"
-    assert (tmp_path / "timing.cache").exists()
+    assert timing_cache_path(86).exists() and timing_cache_path(86).parent == out.parent
 
 
 def test_stale_engine_is_refused_with_the_rebuild_command(tmp_path):

@@ -65,13 +65,16 @@ def register(sub) -> None:
 
     b = add_verb(sub, "build", cmd_build, "build a TensorRT FP16 engine with the plugin (needs 'tensorrt')")
     b.add_argument("onnx", nargs="?", help="FP16 ONNX model (default: the shipped one)")
-    b.add_argument("-o", "--output", help="engine path (default: engine/engines/<model>-sm<CC>.engine)")
+    b.add_argument("-o", "--output", help="engine path (default: in your cache folder, see `harmonize doctor`: "
+                   "engines/<model>-<ONNX digest>-sm<CC>-<TensorRT>-<version>.engine)")
     b.add_argument("--compute-capability", type=int, help="target such as 86 for sm_86 (default: this GPU)")
     b.add_argument("--min-size", type=int, default=64, help="smallest working size in the profile")
     b.add_argument("--opt-size", type=int, help="working size to optimise for (default: the model's)")
     b.add_argument("--max-size", type=int, default=512, help="largest working size in the profile")
     b.add_argument("--max-batch", type=int, default=4)
-    b.add_argument("--timing-cache", help="timing cache file (default: beside the engine)")
+    b.add_argument("--timing-cache",
+                   help="timing cache file (default: in your cache folder, "
+                   "engines/timing-<TensorRT>-<version>-sm<CC>.cache)")
 
     gc = add_verb(sub, "gpu-check", cmd_gpu_check,
                   "the plugin's kernels on this GPU against PyTorch (no TensorRT needed)")

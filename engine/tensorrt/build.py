@@ -4,7 +4,8 @@ The FP16 ONNX sets the precision (TensorRT 11 and TensorRT for RTX networks are 
 plugin is registered before parsing, so the parser takes it for every `harmony` node; the build log
 must then report each plugin layer's serialized data, which is checked, not assumed. Beside the engine
 a JSON sidecar records what it was built from and for, so that lookup.py refuses a
-stale or foreign engine.
+stale or foreign engine. By default the engine, its sidecar and the timing cache go to the user's cache
+folder (lookup.engines_dir(), made this user's alone), never into the installed package.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..cache import private_cache
 from ..errors import HarmonizeError
 from . import device as cuda_device
 from .library import PLUGIN_VERSION, load_tensorrt
-from .lookup import engine_path, sidecar_path
+from .lookup import engine_path, engines_dir, sidecar_path, timing_cache_path
 from .plugin import register_plugin
 
 log = logging.getLogger("engine")
@@ -93,7 +95,10 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, comput
     cc = compute_capability or cuda_device.compute_capability()
     if cc is None:
         raise HarmonizeError("no GPU found to build for; name one with --compute-capability (e.g. 86)")
-    out = Path(out) if out else engine_path(onnx_path.stem, cc)
+    out = Path(out) if out else engine_path(onnx_path, cc)
+    cache_path = Path(timing_cache) if timing_cache else timing_cache_path(cc)
+    if any(path.parent.resolve() == engines_dir().resolve() for path in (out, cache_path)):
+        private_cache("engines")  # made 0700, or refused when someone else could write into it
     register_plugin(target_cc=cc)  # the plugins the parser creates compile their PTX for sm_cc
     logger = BuildLogger(verbose)
     builder = trt.Builder(logger)
@@ -111,7 +116,6 @@ def build_engine(onnx_path: str | Path, out: str | Path | None = None, *, comput
         shapes.set_shape(name, (1, channels, min_size, min_size), (1, channels, opt_size, opt_size),
                          (max_batch, channels, max_size, max_size))
     config.add_optimization_profile(shapes)
-    cache_path = Path(timing_cache) if timing_cache else out.with_name("timing.cache")
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
     config.set_timing_cache(cache, ignore_mismatch=True)
     start = time.perf_counter()

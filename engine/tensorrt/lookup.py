@@ -1,18 +1,30 @@
 """Finding and checking TensorRT engines at run time: where build_engine.py puts them, and whether one
 fits this machine (its JSON sidecar records the library, GPU, plugin version and ONNX it was built
 from). The backends use this module (`auto` without importing TensorRT); only the builder (build.py)
-writes engines."""
+writes engines.
+
+Engines live in the user's cache folder (engine/cache.py), never in the installed package, each named by
+what it was built from and for: the model, a digest of its ONNX bytes, the GPU's compute capability and the
+TensorRT library and version. New weights, another GPU or another TensorRT thus look for another file,
+never load an engine that does not fit them."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
 
+from ..cache import cache_dir, private_cache
 from ..errors import HarmonizeError
 from .device import compute_capability
-from .library import PLUGIN_VERSION, available, load_tensorrt
+from .library import PLUGIN_VERSION, available, installed, load_tensorrt
 
-ENGINES = Path(__file__).resolve().parents[1] / "engines"
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # the shipped models (read only, never written)
+
+
+def engines_dir() -> Path:
+    """The folder of this user's TensorRT engines, their sidecars and timing caches (not created here)."""
+    return cache_dir() / "engines"
 
 
 def sidecar_path(engine: Path) -> Path:
@@ -20,18 +32,46 @@ def sidecar_path(engine: Path) -> Path:
     return engine.with_suffix(".json")
 
 
-def engine_path(model: str, cc: int) -> Path:
-    """Where build_engine.py writes the engine of the FP16 ONNX model `model` (a stem) for sm_`cc`."""
-    return ENGINES / f"{model}-sm{cc}.engine"
+def onnx_digest(onnx_path: Path) -> str:
+    """The SHA-256 of an ONNX file's bytes (hex), read again only when the file changed (`auto` asks for
+    the shipped model's engine on every choice)."""
+    info = Path(onnx_path).stat()
+    return _digest(str(Path(onnx_path).resolve()), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, *changed: int) -> str:  # `changed` (inode, size, times) only keys the cache
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def library_tag() -> str:
+    """The installed TensorRT as it goes into engine names, such as tensorrt_rtx-1.7.1.116 (no import)."""
+    found = installed()
+    if found is None:
+        raise HarmonizeError("neither tensorrt nor tensorrt_rtx is installed; an engine is named by its library")
+    return "-".join(found)
+
+
+def engine_path(onnx_path: Path, cc: int) -> Path:
+    """Where build_engine.py writes the engine of the FP16 ONNX file `onnx_path` for sm_`cc` with the
+    installed TensorRT."""
+    onnx_path = Path(onnx_path)
+    return engines_dir() / f"{onnx_path.stem}-{onnx_digest(onnx_path)[:12]}-sm{cc}-{library_tag()}.engine"
+
+
+def timing_cache_path(cc: int) -> Path:
+    """Where the builder keeps its timing cache for sm_`cc` and the installed TensorRT, when not told."""
+    return engines_dir() / f"timing-{library_tag()}-sm{cc}.cache"
 
 
 def default_engine_path(model: str) -> Path | None:
     """The engine of the shipped FP16 model `model` for this machine's GPU, or None without TensorRT
-    or a GPU."""
+    or a GPU (or without the shipped FP16 ONNX, from which it would be built)."""
     if not available():
         return None
     cc = compute_capability()
-    return None if cc is None else engine_path(f"{model}-fp16", cc)
+    onnx_path = WEIGHTS / f"{model}-fp16.onnx"
+    return None if cc is None or not onnx_path.exists() else engine_path(onnx_path, cc)
 
 
 def check_engine(engine: Path, onnx_path: Path | None = None) -> dict:
@@ -41,6 +81,8 @@ def check_engine(engine: Path, onnx_path: Path | None = None) -> dict:
     side = sidecar_path(engine)
     if not engine.exists() or not side.exists():
         raise HarmonizeError(f"no TensorRT engine at {engine}; {rebuild}")
+    if Path(engine).resolve().parent == engines_dir().resolve():
+        private_cache("engines", create=False)  # never load code from a folder someone else could write into
     meta = json.loads(side.read_text())
     t = load_tensorrt()
     problems = []

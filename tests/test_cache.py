@@ -1,0 +1,164 @@
+"""Engines live in the user's cache folder, named by what they fit: where that folder is on each system, how
+an engine's name follows its ONNX bytes, GPU and TensorRT, and that a folder others could write into is
+refused. CPU only, no TensorRT needed (what would need it is monkeypatched)."""
+import importlib.machinery
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from engine.cache import cache_dir, private_cache
+from engine.errors import HarmonizeError
+from engine.runtime.backends import default_model_path
+from engine.tensorrt import library, lookup
+
+RTX = ("tensorrt_rtx", "1.7.1.116")
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """No cache variable from the caller's environment, a POSIX system, and HOME in tmp_path/home."""
+    for name in ("FMM_CACHE_DIR", "XDG_CACHE_HOME", "LOCALAPPDATA"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return monkeypatch
+
+
+@pytest.fixture
+def trt(env, tmp_path):
+    """A machine with TensorRT for RTX 1.7.1.116 (as its metadata would say) and an sm_86 GPU, and the cache
+    folder in tmp_path/cache."""
+    env.setenv("FMM_CACHE_DIR", str(tmp_path / "cache"))
+    env.setattr(lookup, "installed", lambda: RTX)
+    env.setattr(lookup, "available", lambda: True)
+    env.setattr(lookup, "compute_capability", lambda: 86)
+    return env
+
+
+def test_cache_dir_on_posix(env, tmp_path):
+    assert cache_dir() == tmp_path / "home" / ".cache" / "fmm-harmonize"
+    env.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec: a relative path is ignored
+    assert cache_dir() == tmp_path / "home" / ".cache" / "fmm-harmonize"
+    env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "fmm-harmonize"
+    env.setenv("FMM_CACHE_DIR", str(tmp_path / "volume"))  # over everything
+    assert cache_dir() == tmp_path / "volume"
+
+
+def test_cache_dir_on_windows(env, tmp_path):
+    env.setattr(sys, "platform", "win32")
+    env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # not read on Windows
+    assert cache_dir() == tmp_path / "home" / "AppData" / "Local" / "fmm-harmonize" / "cache"
+    env.setenv("LOCALAPPDATA", str(tmp_path / "local"))
+    assert cache_dir() == tmp_path / "local" / "fmm-harmonize" / "cache"
+    env.setenv("FMM_CACHE_DIR", str(tmp_path / "volume"))
+    assert cache_dir() == tmp_path / "volume"
+
+
+def test_cache_dir_is_not_made_by_asking(env, tmp_path):
+    cache_dir()
+    assert not (tmp_path / "home").exists()
+
+
+def test_private_cache_is_made_for_this_user_alone(trt, tmp_path):
+    folder = private_cache("engines")
+    assert folder == tmp_path / "cache" / "engines" == lookup.engines_dir()
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700 == folder.stat().st_mode & 0o777
+
+
+def test_a_group_writable_cache_folder_is_refused_naming_it(trt, tmp_path):
+    (tmp_path / "cache").mkdir(mode=0o700)
+    os.chmod(tmp_path / "cache", 0o770)
+    with pytest.raises(HarmonizeError, match=f"refusing the cache folder {tmp_path / 'cache'}: .*open to other"):
+        private_cache("engines")
+    assert not (tmp_path / "cache" / "engines").exists()
+    os.chmod(tmp_path / "cache", 0o700)
+    engines = private_cache("engines")
+    os.chmod(engines, 0o757)  # others may write into the engines' own folder
+    with pytest.raises(HarmonizeError, match=f"refusing the cache folder {engines}: .*chmod 700 {engines}"):
+        private_cache("engines")
+
+
+def test_a_cache_folder_of_another_user_is_refused(trt, tmp_path):
+    folder = private_cache()
+    trt.setattr(os, "getuid", lambda: folder.stat().st_uid + 1)
+    with pytest.raises(HarmonizeError, match=f"refusing the cache folder {folder}: .*belongs to user id"):
+        private_cache("engines")
+
+
+def test_an_engine_in_an_open_cache_folder_is_not_loaded(trt, tmp_path):
+    """check_engine refuses it before TensorRT is imported, let alone the engine deserialized."""
+    engine = lookup.engine_path(default_model_path("tensorrt"), 86)
+    private_cache("engines")
+    engine.write_bytes(b"code")
+    lookup.sidecar_path(engine).write_text("{}")
+    os.chmod(engine.parent, 0o777)
+    with pytest.raises(HarmonizeError, match=f"refusing the cache folder {engine.parent}"):
+        lookup.check_engine(engine)
+
+
+def write_replacing(path: Path, data: bytes) -> None:
+    """Write as export does: a new file renamed over the old one."""
+    tmp = path.with_suffix(".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def test_engine_name_follows_the_onnx_bytes_the_gpu_and_the_tensorrt(trt, tmp_path):
+    onnx = tmp_path / "model-fp16.onnx"
+    write_replacing(onnx, b"weights one")
+    first = lookup.engine_path(onnx, 86)
+    assert first.parent == tmp_path / "cache" / "engines"
+    assert first.name.startswith("model-fp16-") and first.name.endswith("-sm86-tensorrt_rtx-1.7.1.116.engine")
+    assert lookup.engine_path(onnx, 86) == first  # the same bytes, the same engine
+    write_replacing(onnx, b"weights two")  # new weights of the same size
+    assert lookup.engine_path(onnx, 86) != first
+    write_replacing(onnx, b"weights one")
+    assert lookup.engine_path(onnx, 86) == first
+    assert lookup.engine_path(onnx, 89).name == first.name.replace("-sm86-", "-sm89-")
+    trt.setattr(lookup, "installed", lambda: ("tensorrt_rtx", "1.8.0.1"))
+    assert lookup.engine_path(onnx, 86).name == first.name.replace("1.7.1.116", "1.8.0.1")
+    trt.setattr(lookup, "installed", lambda: ("tensorrt", "10.13.3.9"))
+    assert lookup.engine_path(onnx, 86).name.endswith("-sm86-tensorrt-10.13.3.9.engine")
+    assert lookup.timing_cache_path(86) == tmp_path / "cache" / "engines" / "timing-tensorrt-10.13.3.9-sm86.cache"
+
+
+def test_the_shipped_models_engine_is_in_the_cache_never_in_the_package(trt, tmp_path):
+    before = sorted(p for p in (ROOT / "engine").rglob("*") if "__pycache__" not in p.parts)
+    engine = lookup.default_engine_path("fmm-medium")
+    assert engine == lookup.engine_path(default_model_path("tensorrt"), 86)
+    assert engine.parent == tmp_path / "cache" / "engines" and engine.name.startswith("fmm-medium-fp16-")
+    assert Path(lookup.__file__).resolve().parents[1] not in engine.parents
+    private_cache("engines")  # what the builder does before it writes there
+    assert sorted(p for p in (ROOT / "engine").rglob("*") if "__pycache__" not in p.parts) == before
+    trt.setattr(lookup, "compute_capability", lambda: None)
+    assert lookup.default_engine_path("fmm-medium") is None  # no GPU
+    trt.setattr(lookup, "available", lambda: False)
+    assert lookup.default_engine_path("fmm-medium") is None  # no TensorRT
+
+
+def test_tensorrt_version_is_read_from_metadata_without_importing_it(monkeypatch):
+    found = {"tensorrt_rtx"}
+    monkeypatch.setattr(library.importlib.util, "find_spec",
+                        lambda name: importlib.machinery.ModuleSpec(name, None) if name in found else None)
+    versions = {"tensorrt-rtx": "1.7.1.116", "tensorrt-cu12": "10.13.3.9"}
+
+    def version(dist):
+        if dist not in versions:
+            raise library.importlib.metadata.PackageNotFoundError(dist)
+        return versions[dist]
+
+    monkeypatch.setattr(library.importlib.metadata, "version", version)
+    monkeypatch.setattr(library.importlib, "import_module", lambda name: pytest.fail(f"imported {name}"))
+    library._version.cache_clear()
+    try:
+        assert library.installed() == ("tensorrt_rtx", "1.7.1.116")
+        found.add("tensorrt")  # load_tensorrt takes tensorrt first; its wheel here is tensorrt-cu12
+        assert library.installed() == ("tensorrt", "10.13.3.9")
+        found.clear()
+        assert library.installed() is None
+    finally:
+        library._version.cache_clear()
