@@ -36,7 +36,8 @@ MAX_PIXELS = 100_000_000  # 100 megapixels: twice GIMP's usual 50 MP ceiling
 FORMATS = {"u8": 1, "u16": 2, "u32": 4, "float": 4, "double": 8}
 MAX_PAYLOAD = MAX_PIXELS * (3 + 3 * 8 + 1)  # the largest canvas (RGB u8) with as large a double layer and mask
 # What a request's "device" may name, in the plug-in's menu order; the engine's list
-# (engine/backends DEVICES) is tested to be the same, since this side cannot import the engine.
+# (engine/runtime/backends DEVICES, the words of --device) is tested to be the same, since this side cannot
+# import the engine.
 DEVICES = ("auto", "cpu", "gpu")
 
 

@@ -96,20 +96,6 @@ def test_cli_answers_without_heavy_imports(flag):
     assert r.returncode == 0 and ("fmm-harmonize" in r.stdout or "usage" in r.stdout), r.stderr
 
 
-def test_auto_choice_and_doctor_agree(capsys, monkeypatch):
-    """`auto` picks by the model file, else by whether an engine was built for this GPU; doctor says the same."""
-    import engine.runtime.backends as backends
-
-    assert backends.choose("runs/x.pt") == ("torch", "a PyTorch checkpoint")
-    assert backends.choose("x.engine")[0] == "tensorrt"
-    assert backends.choose("x.onnx")[0] == "onnxruntime"
-    monkeypatch.setattr(backends, "default_engine_path", lambda: None)
-    assert backends.choose() == ("onnxruntime", "no TensorRT or no GPU")
-    assert main(["doctor"]) == 0
-    lines = [line.split(None, 3) for line in capsys.readouterr().out.splitlines()]
-    assert ["harmonize", "run", "takes", "onnxruntime (no TensorRT or no GPU)"] in lines
-
-
 # --- No file lost or overwritten, settings checked up front, one clear line per bad input ---
 
 def run(*args):

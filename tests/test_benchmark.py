@@ -43,7 +43,7 @@ def test_shipped_model_holds_its_measured_quality(name):
 @pytest.mark.parametrize("name", FLOORS)
 def test_the_fp16_model_holds_the_same_floors(name):
     """The FP16 ONNX, which TensorRT engines are built from and `auto` runs on a GPU, on the CPU here."""
-    from engine.runtime.backends import default_model_path
+    from engine.models import shipped
 
-    with load("onnxruntime", default_model_path("onnxruntime", fp16=True)) as backend:
+    with load("onnxruntime", shipped("onnx-fp16")) as backend:
         score(name, backend)

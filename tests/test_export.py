@@ -10,9 +10,10 @@ import onnxruntime as ort  # noqa: E402
 from onnx import TensorProto, helper  # noqa: E402
 from test_op import inputs  # noqa: E402
 
+from engine.models import shipped  # noqa: E402
 from engine.network.export import OPSET, export_onnx, harmony_nodes, op_function  # noqa: E402
 from engine.network.op import OP_DOMAIN, OP_NAME, attention_modulation  # noqa: E402
-from engine.runtime.backends import default_model_path, load  # noqa: E402
+from engine.runtime.backends import load  # noqa: E402
 
 
 def net_inputs(b: int, s: int, seed: int = 0):
@@ -76,29 +77,30 @@ def test_onnxruntime_agrees_with_pytorch(exported, tiny_checkpoint, size):
 
 
 def test_shipped_onnx_files_are_fresh_exports_of_the_shipped_weights(tmp_path):
-    weights = default_model_path("torch")
+    weights = shipped("pt")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     image, mask = net_inputs(1, 128, seed=2)
     ref = load("torch", weights).infer(image, mask)
     for fp16 in (False, True):
-        shipped = default_model_path("onnxruntime", fp16=fp16)
-        meta = {p.key: p.value for p in onnx.load(shipped).metadata_props}
-        assert meta["checkpoint_sha256"] == digest, f"{shipped.name} is stale: run harmonize export --shipped"
+        shipped_onnx = shipped("onnx-fp16" if fp16 else "onnx")
+        meta = {p.key: p.value for p in onnx.load(shipped_onnx).metadata_props}
+        assert meta["checkpoint_sha256"] == digest, f"{shipped_onnx.name} is stale: run harmonize export --shipped"
         assert meta["precision"] == ("fp16" if fp16 else "fp32")
         fresh = export_onnx(weights, tmp_path / f"fresh{fp16}.onnx", fp16=fp16)
         fresh_meta = {p.key: p.value for p in onnx.load(fresh).metadata_props}
-        assert meta == fresh_meta, f"{shipped.name}: its metadata, which every backend reads, is not a fresh export's"
+        assert meta == fresh_meta, f"{shipped_onnx.name}: its metadata, which every backend reads, is not fresh"
         # The same graph; the exporter folds BatchNorm into the convolutions with whatever float kernels
         # this CPU has, so folded weights may differ from the shipped ones in their last bit, no more.
-        g_shipped, g_fresh = onnx.load(shipped).graph, onnx.load(fresh).graph
-        assert [n.op_type for n in g_shipped.node] == [n.op_type for n in g_fresh.node], f"{shipped.name}: other graph"
+        g_shipped, g_fresh = onnx.load(shipped_onnx).graph, onnx.load(fresh).graph
+        ops = [n.op_type for n in g_shipped.node]
+        assert ops == [n.op_type for n in g_fresh.node], f"{shipped_onnx.name}: another graph"
         w_shipped = {i.name: onnx.numpy_helper.to_array(i) for i in g_shipped.initializer}
         w_fresh = {i.name: onnx.numpy_helper.to_array(i) for i in g_fresh.initializer}
         assert w_shipped.keys() == w_fresh.keys()
         for name, w in w_shipped.items():
             np.testing.assert_allclose(w_fresh[name], w, rtol=1e-5, atol=1e-7 if not fp16 else 1e-3, err_msg=name)
         a, b = load("onnxruntime", shipped).infer(image, mask), load("onnxruntime", fresh).infer(image, mask)
-        assert np.abs(a - b).max() < (1e-3 if fp16 else 1e-6), f"{shipped.name} differs from a fresh export"
+        assert np.abs(a - b).max() < (1e-3 if fp16 else 1e-6), f"{shipped_onnx.name} differs from a fresh export"
         assert np.abs(a - ref).max() < (5e-3 if fp16 else 1e-4)
 
 

@@ -24,7 +24,7 @@ def test_torch_on_cuda_gives_onnxruntimes_pictures():
     from engine.runtime.backends import load
     from engine.training.datasets import load_triple, read_manifest
 
-    with load("torch", device="cuda") as gpu, load("onnxruntime") as cpu:
+    with load("torch", device="gpu") as gpu, load("onnxruntime") as cpu:
         for t in read_manifest(BENCH):
             comp, mask, _ = load_triple(t)
             a, b = gpu.harmonize(comp, mask), cpu.harmonize(comp, mask)
@@ -36,7 +36,7 @@ def test_torch_on_cuda_gives_onnxruntimes_pictures():
 def test_fp16_on_the_gpu_holds_the_quality_floors(name):
     from engine.runtime.backends import load
 
-    with load("torch", device="cuda") as backend:
+    with load("torch", device="gpu") as backend:
         backend.model.half()
         infer = backend.infer_impl
         backend.infer_impl = lambda image, mask: infer(image.astype(np.float16), mask.astype(np.float16))

@@ -68,10 +68,15 @@ def test_only_the_command_layer_imports_the_command_layer():
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
+from engine.runtime.backends import REGISTRY  # noqa: E402
+
+OPTIONAL_BACKENDS = {f"{spec.module}.py" for spec in REGISTRY.values() if spec.extra}  # what an extra installs
+
+
 def test_runtime_files_import_no_other_part_of_the_engine():
     for path in (ROOT / "engine" / "runtime").rglob("*.py"):
-        if path.name in ("torch_backend.py", "tensorrt_backend.py"):
-            continue  # the optional backends: loaded by name only when asked for
+        if path.name in OPTIONAL_BACKENDS:
+            continue  # loaded by name only when asked for
         bad = {m for m in _imports(path) if m.startswith(("engine.network", "engine.training", "engine.evaluation",
                                                            "engine.gimp", "engine.commands"))}
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
@@ -85,12 +90,27 @@ def test_the_gimp_side_is_standard_library_only():
 
 
 def test_the_runtime_knows_nothing_of_gimp():
-    """GIMP's ideas (the dialog's devices, a layer over a canvas, the wire protocol) live in engine/gimp/."""
+    """GIMP's ideas (which devices the dialog offers, a layer over a canvas, the wire protocol) live in
+    engine/gimp/; the words for devices are the runtime's, which the plug-in shares."""
     for path in (ROOT / "engine" / "runtime").rglob("*.py"):
         bad = {m for m in _imports(path) if m.startswith(("engine.gimp", "plugin"))}
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
         tree = ast.parse(path.read_text())
         defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)} | {
             t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
-        gimp = defined & {"DEVICES", "devices", "load_device", "harmonize_over"}
+        gimp = defined & {"devices", "load_device", "harmonize_over"}
         assert not gimp, f"{path.relative_to(ROOT)} defines {sorted(gimp)}, which belong in engine/gimp/"
+
+
+def test_the_plugin_and_the_runtime_name_devices_alike():
+    from engine.runtime.backends import DEVICES
+    from plugin.protocol import DEVICES as PLUGIN_DEVICES
+
+    assert PLUGIN_DEVICES == DEVICES
+
+
+def test_the_network_imports_nothing_of_the_runtime():
+    """The shipped model's names live below both (engine/models.py): no arrow runs back up."""
+    for path in (ROOT / "engine" / "network").rglob("*.py"):
+        bad = {m for m in _imports(path) if m.startswith("engine.runtime")}
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"

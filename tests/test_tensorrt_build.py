@@ -8,7 +8,7 @@ from importlib.metadata import version
 import pytest
 from conftest import ROOT
 
-from engine.runtime.backends import default_model_path
+from engine.models import shipped
 from engine.tensorrt.library import PLUGIN_VERSION
 
 pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx (the 'tensorrt' extra) is not installed")
@@ -55,7 +55,7 @@ def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path, monke
     assert meta["plugin_version"] == PLUGIN_VERSION and meta["head"] == "affine"
     import hashlib
 
-    assert meta["onnx_sha256"] == hashlib.sha256(default_model_path("onnxruntime", fp16=True).read_bytes()).hexdigest()
+    assert meta["onnx_sha256"] == hashlib.sha256(shipped("onnx-fp16").read_bytes()).hexdigest()
     assert b".target sm_86" in out.read_bytes(), "no sm_86 PTX embedded in the engine"
     assert timing_cache_path(86).exists() and timing_cache_path(86).parent == out.parent
 
@@ -69,7 +69,7 @@ def test_stale_engine_is_refused_with_the_rebuild_command(tmp_path):
     engine.with_suffix(".json").write_text(json.dumps(dict(library="tensorrt 9.0", compute_capability=86,
                                                            plugin_version="0", onnx_sha256="0")))
     with pytest.raises(HarmonizeError, match="stale or foreign.*tensorrt 9.0.*plugin version 0.*rebuild it with"):
-        check_engine(engine, default_model_path("onnxruntime", fp16=True))
+        check_engine(engine, shipped("onnx-fp16"))
     with pytest.raises(HarmonizeError, match="no TensorRT engine"):
         check_engine(tmp_path / "missing.engine")
 

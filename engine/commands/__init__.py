@@ -27,14 +27,18 @@ def add_options_later(p: argparse.ArgumentParser, verb: str, add: Callable[[argp
     LATER[verb] = (p, add)
 
 
-def add_backend(p: argparse.ArgumentParser, default: str = "auto", auto: bool = True) -> None:
-    """--backend, its choices from the backend registry (engine/backends)."""
-    from ..runtime.backends import NAMES, REGISTRY
+def add_backend(p: argparse.ArgumentParser, default: str = "auto", auto: bool = True, device: bool = True) -> None:
+    """--backend, its choices from the backend registry (engine/runtime/backends), and --device."""
+    from ..runtime.backends import DEVICES, REGISTRY
 
-    names = NAMES if auto else tuple(REGISTRY)
-    lines = ["auto: TensorRT where an engine is built for this GPU, else ONNX Runtime"] if auto else []
+    names = ("auto", *sorted(REGISTRY)) if auto else tuple(sorted(REGISTRY))
+    lines = ["auto: the first in this list that runs the model here, on the GPU first"] if auto else []
     lines += [f"{name}: {spec.summary}" for name, spec in REGISTRY.items()]
     p.add_argument("--backend", choices=names, default=default, help=f"(default {default}) " + "; ".join(lines))
+    if device:
+        p.add_argument("--device", choices=DEVICES, default="auto",
+                       help="(default auto) where the model runs: auto takes the GPU where this machine can "
+                            "(harmonize doctor says how), gpu refuses to start without one, cpu runs anywhere")
 
 
 def add_model(p: argparse.ArgumentParser, help: str = "model file (default: the shipped one)", **kwargs) -> None:
@@ -69,4 +73,4 @@ def reference_backend(args: argparse.Namespace):
     """The PyTorch reference `--reference` names, else the shipped weights."""
     from ..runtime.backends import load
 
-    return load("torch", args.reference)
+    return load("torch", args.reference, device="cpu")

@@ -25,7 +25,8 @@ def cmd_choose(args: argparse.Namespace) -> int:
     require("torch", "train")
     from ..evaluation.choose import report, verdict, write_csv
     from ..evaluation.evaluate import diagnosis, evaluate
-    from ..runtime.backends import default_model_path, load
+    from ..models import shipped
+    from ..runtime.backends import load
     from ..training.datasets import read_triples
 
     for path in args.candidate:
@@ -36,7 +37,7 @@ def cmd_choose(args: argparse.Namespace) -> int:
         raise InputError(f"{', '.join(args.roots)}: two triples share a name; give folders of distinct triples")
     heldout = read_triples(args.heldout) if args.heldout else None
     with tempfile.TemporaryDirectory() as tmp:
-        models = {"baseline": args.baseline or str(default_model_path("torch"))}
+        models = {"baseline": args.baseline or str(shipped("pt"))}
         for path in args.candidate:
             name = Path(path).stem
             models[name] = str(with_lab_mix(path, args.lab_mix, Path(tmp)) if args.lab_mix is not None else path)

@@ -12,7 +12,7 @@ from . import add_verb
 def cmd_export(args: argparse.Namespace) -> int:
     require("torch", "export")
     require("onnx", "export")
-    from ..runtime.backends import default_model_path
+    from ..models import shipped
 
     if args.shipped:
         from ..network.export import export_shipped
@@ -24,17 +24,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise InputError("say where to write the ONNX file with -o FILE (or use --shipped)")
-    checkpoint = args.checkpoint or default_model_path("torch")
+    checkpoint = args.checkpoint or shipped("pt")
     print(f"wrote {export_onnx(checkpoint, args.out, fp16=args.fp16)}")
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from ..runtime.backends import default_model_path
+    from ..models import shipped
     from ..tensorrt.build import BuildProfile, build_engine
     from ..tensorrt.lookup import sidecar_path
 
-    onnx_path = args.onnx or default_model_path("tensorrt")
+    onnx_path = args.onnx or shipped("onnx-fp16")
     profile = BuildProfile(args.min_size, args.opt_size, args.max_size, args.max_batch)
     path = build_engine(onnx_path, args.output, compute_capability=args.compute_capability, profile=profile,
                         timing_cache=args.timing_cache, verbose=args.verbose)

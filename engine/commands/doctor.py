@@ -1,4 +1,4 @@
-"""`harmonize doctor`: what this machine has, and which backend `harmonize run` would take."""
+"""`harmonize doctor`: what this machine has, and which backend each `--device` of `harmonize run` would take."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+from ..models import DEFAULT_MODEL
 from . import add_verb
 
 PACKAGES = (("numpy", "core"), ("Pillow", "core"), ("onnxruntime", "core"), ("torch", "train"), ("onnx", "export"),
@@ -32,10 +33,34 @@ def gpu() -> str:
     return r.stdout.strip() or r.stderr.strip() or "nvidia-smi found no GPU"
 
 
+def device_rows(model: str | None = None) -> list[tuple[str, str]]:
+    """For each device, the backend `--device` takes there and why the ones before it cannot, walking the
+    registry as `load` does; then what `auto` takes."""
+    from ..errors import InputError
+    from ..runtime.backends import WHERE, choose, serving
+
+    rows = []
+    for device in ("gpu", "cpu"):
+        looked = serving(device, model)
+        taken = next((c for _, c, _ in looked if c is not None), None)
+        passed = [f"{name}: {why}" for name, c, why in looked if c is None]
+        if taken is not None:
+            passed = passed[:[name for name, _, _ in looked].index(taken.backend)]
+        state = f"{taken.backend} ({taken.why})" if taken else "nothing"
+        rows.append((f"--device {device} takes", state + (f"; not {'; '.join(passed)}" if passed else "")))
+    try:
+        auto = choose(model)
+        rows.append(("--device auto takes", f"{auto.backend} on {WHERE[auto.device]}"))
+    except InputError as exc:
+        rows.append(("--device auto takes", f"nothing ({exc})"))
+    return rows
+
+
 def report() -> list[tuple[str, str]]:
-    """(what, state) rows: Python, packages by extra, ONNX Runtime providers, GPU, shipped files, engines."""
-    from ..runtime.backends import choose, default_engine_path, default_model_path
-    from ..tensorrt.lookup import ENGINES
+    """(what, state) rows: Python, packages by extra, ONNX Runtime providers, GPU, shipped files, engines, and
+    what each device would run on."""
+    from ..models import FILES, shipped
+    from ..tensorrt.lookup import default_engine_path, engines_dir
 
     rows = [("python", sys.version.split()[0])]
     rows += [(f"{dist} ({extra})", installed(dist)) for dist, extra in PACKAGES]
@@ -44,22 +69,21 @@ def report() -> list[tuple[str, str]]:
 
         rows.append(("onnxruntime providers", ", ".join(onnxruntime.get_available_providers())))
     rows.append(("GPU", gpu()))
-    for path in (default_model_path("onnxruntime"), default_model_path("onnxruntime", fp16=True),
-                 default_model_path("torch")):
+    for kind in FILES:
+        path = shipped(kind)
         rows.append((f"shipped {path.name}", "present" if path.exists() else "MISSING"))
-    engines = sorted(p.name for p in ENGINES.glob("*.engine")) if ENGINES.exists() else []
-    rows.append(("TensorRT engines", ", ".join(engines) or "none (python build_engine.py builds one)"))
-    engine = default_engine_path()
+    folder = engines_dir()
+    engines = sorted(p.name for p in folder.glob("*.engine")) if folder.is_dir() else []
+    rows.append((f"TensorRT engines in {folder}", ", ".join(engines) or "none (python build_engine.py builds one)"))
+    engine = default_engine_path(DEFAULT_MODEL)
     rows.append(("engine for this GPU", str(engine) + ("" if engine and engine.exists() else " (not built)")
                  if engine else "n/a (no TensorRT or no GPU)"))
-    backend, why = choose()
-    rows.append(("harmonize run takes", f"{backend} ({why})"))
-    return rows
+    return rows + device_rows()
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     for name, value in report():
-        print(f"{name:<28} {value}")
+        print(f"{name:<30} {value}")
     return 0
 
 

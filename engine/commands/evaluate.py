@@ -17,7 +17,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     triples = read_triples(args.root, args.split)
     methods = baselines(transfers=not args.models_only)
     for spec in args.model or [None]:
-        backend = load(args.backend, spec)
+        backend = load(args.backend, spec, args.device)
         methods[f"FMM {Path(spec).name if spec else 'shipped'} ({backend.name})"] = backend.harmonize
     results = evaluate(triples, methods, progress=not args.quiet)
     print(table(results, triples))

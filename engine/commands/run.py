@@ -55,6 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.quiet:  # failures and the summary only
         logging.getLogger("engine").setLevel(logging.WARNING)
     jobs = jobs_of(args)
+    if args.ray is None:  # a device this machine lacks is refused before anything is checked or written
+        from ..runtime.backends import choose
+
+        choice = choose(args.model, args.device, args.backend)
     check_plan(jobs)  # before the model loads: a plan that would lose a file never starts
     check_readable(jobs)
     check_writable(jobs)
@@ -62,14 +66,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from ..runtime.cluster import RayOptions, run_on_ray
 
-        ray = RayOptions(None if args.ray == "local" else args.ray, args.actors, args.gpus_per_actor, args.batch_size)
+        ray = RayOptions(None if args.ray == "local" else args.ray, args.actors, args.gpus_per_actor, args.batch_size,
+                         args.device)
         summary = run_on_ray(jobs, args.backend, args.model, ray=ray, overwrite=args.overwrite,
                              strength=args.strength, progress=not args.quiet, max_pixels=max_pixels)
     else:
         from ..runtime.backends import load
 
-        with load(args.backend, args.model) as backend:
-            log.info("model: %s on %s", args.model or "shipped default", backend.name)
+        with load(choice.backend, args.model, choice.device) as backend:
+            if not args.quiet:  # which runtime and device did the work is part of the result
+                print(f"model: {args.model or 'the shipped one'} on {backend.name}, {choice.why}", file=sys.stderr)
             summary = run_batch(backend, jobs, overwrite=args.overwrite, strength=args.strength,
                                 progress=not args.quiet, max_pixels=max_pixels)
     for path, why in summary.failed:

@@ -83,7 +83,7 @@ def register(sub) -> None:
     s.add_argument("--idle-minutes", type=minutes, default=0.0,
                    help="exit after this many minutes without a request (default 0: never; the plug-in starts "
                         "its server with 10)")
-    add_backend(s)
+    add_backend(s, device=False)  # the plug-in names the device of each request
     add_model(s)
 
     g = add_verb(sub, "gimp", cmd_gimp, "install the GIMP 3 plug-in Filters > Harmonize Layer, check it or remove it")

@@ -19,7 +19,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         synthetic_inputs,
     )
 
-    backend, precision = load_under_test(args.backend, args.model, args.fp16)
+    backend, precision = load_under_test(args.backend, args.model, args.fp16, args.device)
     reference = reference_backend(args)
     tolerance = args.tolerance or TOLERANCES[precision]
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [reference.size, 2 * reference.size]

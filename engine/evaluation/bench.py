@@ -166,27 +166,23 @@ def end_to_end(backend: Backend, photo: Path, mask_path: Path, out: Path) -> flo
     return median_seconds(once, repeat=3)
 
 
-def available_backends(reference: str | Path | None, fp16: bool,
-                       log: Callable[[str], None] = print) -> dict[str, Backend]:
-    """Every backend this machine can run on the shipped model, by row name: PyTorch (`reference`
-    checkpoint, else the shipped weights) where torch is installed, ONNX Runtime FP32 (and FP16 with
-    `fp16`), and TensorRT FP16 where an engine is built for this GPU; says why any is left out."""
-    from ..errors import MissingDependencyError
-    from ..runtime.backends import default_engine_path, default_model_path, load
+def available_backends(reference: str | Path | None, fp16: bool, log: Callable[[str], None] = print,
+                       device: str = "auto") -> dict[str, Backend]:
+    """Every registry entry that runs the shipped model here, on each device it serves (or only `device`), by
+    row name "<backend> <device>": PyTorch takes the `reference` checkpoint where given, ONNX Runtime also
+    its FP16 model with `fp16`; says why any entry is left out."""
+    from ..models import shipped
+    from ..runtime.backends import load, serving
 
     backends = {}
-    try:
-        backends["torch"] = load("torch", reference)
-    except MissingDependencyError as exc:
-        log(f"bench: skipping torch: {exc}")
-    backends["onnxruntime fp32"] = load("onnxruntime")
-    if fp16:
-        backends["onnxruntime fp16"] = load("onnxruntime", default_model_path("onnxruntime", fp16=True))
-    engine = default_engine_path()
-    if engine is not None and engine.exists():
-        backends["tensorrt fp16"] = load("tensorrt")
-    else:
-        log(f"bench: no TensorRT engine for this machine ({engine or 'no TensorRT or no GPU'})")
+    for d in ("cpu", "gpu") if device == "auto" else (device,):
+        for name, choice, why in serving(d):
+            if choice is None:
+                log(f"bench: no {name} on the {d}: {why}")
+                continue
+            backends[f"{name} {d}"] = load(name, reference if name == "torch" else None, d)
+            if fp16 and name == "onnxruntime":
+                backends[f"onnxruntime fp16 {d}"] = load(name, shipped("onnx-fp16"), d)
     return backends
 
 
@@ -209,7 +205,7 @@ def run_bench(backends: dict[str, Backend], sizes: list[int], batch: int, repeat
     return results
 
 
-def table(results: dict, reference: str = "torch") -> str:
+def table(results: dict, reference: str = "torch cpu") -> str:
     """A markdown table of latencies with speed-ups against the reference backend."""
     names = list(results["network"])
     sizes = list(next(iter(results["network"].values())))

@@ -23,14 +23,15 @@ from .metrics import psnr
 TOLERANCES = {"fp32": 1e-4, "fp16": 5e-3}
 
 
-def load_under_test(backend: str, model: str | None, fp16: bool) -> tuple[Backend, str]:
+def load_under_test(backend: str, model: str | None, fp16: bool, device: str = "auto") -> tuple[Backend, str]:
     """The backend to validate and its precision: a TensorRT engine is FP16; ONNX Runtime takes the
     shipped model of the asked precision unless a model file is named."""
-    from ..runtime.backends import default_model_path, load
+    from ..models import shipped
+    from ..runtime.backends import load
 
     if model is None and backend == "onnxruntime":
-        model = default_model_path(backend, fp16=fp16)
-    return load(backend, model), "fp16" if fp16 or backend == "tensorrt" else "fp32"
+        model = shipped("onnx-fp16" if fp16 else "onnx")
+    return load(backend, model, device), "fp16" if fp16 or backend == "tensorrt" else "fp32"
 
 
 @dataclass

@@ -122,9 +122,9 @@ def harmony_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 
 def export_shipped(checkpoint: str | Path | None = None) -> list[Path]:
     """Regenerate the package's weights and ONNX files (FP32, FP16); `checkpoint` replaces the weights."""
-    from ..runtime.backends import DEFAULT_MODEL, default_model_path
+    from ..models import shipped
 
-    weights = default_model_path("torch", DEFAULT_MODEL)
+    weights = shipped("pt")
     if checkpoint is not None:  # keep what inference needs and where it came from: no optimizer state
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
         # a missing key fails here, before the shipped file is touched
@@ -133,6 +133,6 @@ def export_shipped(checkpoint: str | Path | None = None) -> list[Path]:
             kept["averaged"] = ckpt["averaged"]
         with atomic_path(weights) as tmp:
             torch.save(kept, tmp)
-    onnx_files = [export_onnx(weights, default_model_path("onnxruntime", DEFAULT_MODEL, fp16), fp16=fp16)
+    onnx_files = [export_onnx(weights, shipped("onnx-fp16" if fp16 else "onnx"), fp16=fp16)
                   for fp16 in (False, True)]
     return [weights, *onnx_files]

@@ -29,19 +29,21 @@ PROBES = 240  # asks, 0.5 s apart, whether a restarting actor is back before it 
 class HarmonizeActor:
     """Holds one backend for the actor's life; `run` harmonizes a batch of jobs and returns its summary."""
 
-    def __init__(self, backend: str, model: str | None, gpus: float, cpus: int):
-        from .backends import choose, default_engine_path, load
+    def __init__(self, backend: str, model: str | None, gpus: float, cpus: int, device: str = "auto"):
+        from ..models import DEFAULT_MODEL, shipped
+        from ..tensorrt.lookup import default_engine_path
+        from .backends import choose, load
 
-        if backend == "auto" and model is None and gpus and choose()[0] != "tensorrt":
-            engine = default_engine_path()  # a GPU node with TensorRT but no engine yet: build it once
-            if engine is not None:
+        if backend in ("auto", "tensorrt") and model is None and gpus and device != "cpu":
+            engine = default_engine_path(DEFAULT_MODEL)  # a GPU node with TensorRT but no engine yet: build it once
+            if engine is not None and not engine.exists():
                 from ..tensorrt.build import build_engine
-                from .backends import default_model_path
 
-                build_engine(default_model_path("tensorrt"), engine)
-        name = choose(model)[0] if backend == "auto" else backend
+                build_engine(shipped("onnx-fp16"), engine)
+        choice = choose(model, device, backend)
         # ONNX Runtime would take every core of the node for each actor; give it the actor's share.
-        self.backend = load(name, model, **({"threads": cpus} if name == "onnxruntime" else {}))
+        threads = {"threads": cpus} if choice.backend == "onnxruntime" else {}
+        self.backend = load(choice.backend, model, choice.device, **threads)
 
     def ready(self) -> str:
         """Which backend this actor runs, once it has loaded it."""
@@ -55,12 +57,13 @@ class HarmonizeActor:
 @dataclass(frozen=True)
 class RayOptions:
     """Where and how a batch runs on Ray: the cluster (None: a local Ray started for the run), how many
-    actors, the GPUs each needs, and how many jobs go to an actor at a time."""
+    actors, the GPUs each needs, how many jobs go to an actor at a time, and the device its model runs on."""
 
     address: str | None = None
     actors: int = 2
     gpus_per_actor: float = 0.0
     batch_size: int = 4
+    device: str = "auto"
 
 
 @dataclass
@@ -115,7 +118,7 @@ def _start_actors(lib, backend: str, model: str | None, ray: RayOptions) -> list
     cpus = 1
     actor_class = lib.remote(num_cpus=cpus, num_gpus=ray.gpus_per_actor, max_restarts=RETRIES,
                              max_task_retries=0)(HarmonizeActor)
-    pool = [actor_class.remote(backend, model, ray.gpus_per_actor, cpus) for _ in range(max(ray.actors, 1))]
+    pool = [actor_class.remote(backend, model, ray.gpus_per_actor, cpus, ray.device) for _ in range(max(ray.actors, 1))]
     try:
         log.info("ray: %d actors on %s", len(pool), ", ".join(lib.get([a.ready.remote() for a in pool])))
     except lib.exceptions.RayActorError as exc:

@@ -98,3 +98,8 @@ def check_engine(engine: Path, onnx_path: Path | None = None) -> dict:
     if problems:
         raise HarmonizeError(f"{engine} is stale or foreign ({'; '.join(problems)}); {rebuild}")
     return meta
+
+
+def engines_dir() -> Path:
+    """Where engines are written and looked for."""
+    return ENGINES

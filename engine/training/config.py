@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 CPU_CONFIG = "small"  # the configuration a run trains by default: the one that trains on 2 CPU cores. The
-# shipped model (engine/runtime/backends DEFAULT_MODEL) is the wider `medium`, trained on a GPU.
+# shipped model (engine/models.py DEFAULT_MODEL) is the wider `medium`, trained on a GPU.
 
 
 def _option(default, help: str, **argparse_kwargs):

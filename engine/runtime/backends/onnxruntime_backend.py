@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: the default runtime (CPU; the CUDA provider when installed)."""
+"""ONNX Runtime backend: the default runtime, on the CPU, or on a GPU provider where one is installed (the
+registry's probe says which)."""
 from __future__ import annotations
 
 import logging
@@ -18,13 +19,11 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, model: str | Path, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, model: str | Path, providers: list[str] | tuple[str, ...] = ("CPUExecutionProvider",),
+                 threads: int | None = None):
         ort = require("onnxruntime", install="pip install onnxruntime")
         if not Path(model).exists():
             raise InputError(f"{model}: no such ONNX model")
-        if providers is None:
-            wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            providers = [p for p in wanted if p in ort.get_available_providers()]
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
         # Threads that spin between runs take the CPU from a batch's loader and writer threads.
@@ -33,14 +32,14 @@ class OnnxRuntimeBackend(Backend):
         # at a batch's peak (measured at 256 px, where the network allocates little a run).
         opts.enable_cpu_mem_arena = False
         try:
-            self.session = ort.InferenceSession(str(model), opts, providers=providers)
+            self.session = ort.InferenceSession(str(model), opts, providers=list(providers))
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise InputError(f"{model}: ONNX Runtime cannot load it ({exc})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.size, self.head, self.lab_mix = int(meta["size"]), meta["head"], float(meta.get("lab_mix", 0))
         self.dtype = np.float16 if self.session.get_inputs()[0].type == "tensor(float16)" else np.float32
         self.providers = self.session.get_providers()
-        self.device = "gpu" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
+        self.device = "cpu" if self.providers[0] == "CPUExecutionProvider" else "gpu"
         log.debug("onnxruntime providers: %s", self.providers)
 
     def infer_impl(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
