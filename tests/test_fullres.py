@@ -165,3 +165,22 @@ def test_shipped_model_is_the_ensemble_of_its_network_and_the_lab_transfer():
     assert np.array_equal(onnx.harmonize(rgb, mask), apply_affine(rgb, mask, ensemble))
     pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
     assert load("torch").lab_mix == w, "the shipped checkpoint and its ONNX disagree on lab_mix"
+
+
+@pytest.mark.parametrize("depth, mask_kind", [(np.uint8, "uint8"), (np.uint8, "float"), (np.uint16, "uint8")])
+def test_the_torch_colour_map_is_numpys(depth, mask_kind):
+    """What the torch backend applies on a GPU (run here on the CPU, the same code) is apply_affine's picture
+    within one level, with the background bit-identical; an empty mask changes nothing."""
+    pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
+    from engine.runtime.backends.torch_backend import apply_affine_torch
+
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, np.iinfo(depth).max, (90, 130, 3), dtype=depth)
+    m = ellipse_mask(90, 130) * rng.uniform(0.2, 1.0, (90, 130))  # soft, so the blend weights matter
+    mask = (m * 255).round().astype(np.uint8) if mask_kind == "uint8" else m.astype(np.float32)
+    params = np.array([0.9, 0.1, 0.0, 0.05, -0.1, 1.2, 0.1, -0.02, 0.0, 0.2, 0.7, 0.1], np.float32)
+    want, got = apply_affine(rgb, mask, params), apply_affine_torch(rgb, mask, params, "cpu")
+    assert got.dtype == depth and np.abs(got.astype(int) - want).max() <= 1
+    assert (got != rgb).any(axis=2)[mask > 0].mean() > 0.9, "the object was recoloured"
+    assert np.array_equal(got[mask == 0], rgb[mask == 0])
+    assert np.array_equal(apply_affine_torch(rgb, np.zeros_like(mask), params, "cpu"), rgb)

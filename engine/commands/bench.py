@@ -10,6 +10,15 @@ from ..errors import require
 from . import add_reference, add_verb
 
 
+def torch_device(device: str) -> str:
+    """--device as torch names it, for the verbs that train or render: auto takes CUDA where torch has it."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if device in ("gpu", "cuda") else "cpu"
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.ray:
         from ..evaluation.bench import ray_table, ray_throughput
@@ -20,21 +29,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.throughput:
         from ..evaluation.bench import batch_throughput, throughput_table
 
-        result = batch_throughput(args.count)
+        result = batch_throughput(args.count, device="gpu" if args.device == "cuda" else args.device)
         print(json.dumps(result, indent=1) if args.json else throughput_table(result))
         return 0
     if args.synthesis:
         require("torch", "train")
         from ..evaluation.bench import synthesis_table, synthesis_throughput
 
-        result = synthesis_throughput(args.synthesis, args.device)
+        result = synthesis_throughput(args.synthesis, torch_device(args.device))
         print(json.dumps(result, indent=1) if args.json else synthesis_table(result))
         return 0
     if args.train:
         require("torch", "train")
         from ..evaluation.bench import train_table, train_throughput
 
-        result = train_throughput(args.train, args.device, args.config, args.train_batch, args.steps)
+        result = train_throughput(args.train, torch_device(args.device), args.config, args.train_batch, args.steps)
         print(json.dumps(result, indent=1) if args.json else train_table(result))
         return 0
     if args.plugin:
@@ -51,7 +60,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr)
 
-    backends = available_backends(args.reference, args.fp16, log=to_stderr)
+    backends = available_backends(args.reference, args.fp16, log=to_stderr,
+                                  device="gpu" if args.device == "cuda" else args.device)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = run_bench(backends, sizes, args.batch, args.repeat, log=to_stderr if args.json else print)
     print(json.dumps(results, indent=1) if args.json else "\n" + table(results))
@@ -80,7 +90,9 @@ def register(sub) -> None:
     b.add_argument("--config", default="medium", help="the configuration --train trains (default medium)")
     b.add_argument("--train-batch", type=int, help="--train's batch (default 128 on a GPU, 8 on the CPU)")
     b.add_argument("--steps", type=int, help="--train's timed steps per precision (default 20 on a GPU, 3 on the CPU)")
-    b.add_argument("--device", default="cpu", help="where --synthesis and --train make their batches: cpu or cuda "
-                   "(default cpu)")
+    b.add_argument("--device", choices=("auto", "cpu", "gpu", "cuda"), default="auto",
+                   help="(default auto: the GPU where there is one) the device of each bench: the backends timed, "
+                        "harmonize run's for --throughput, where --synthesis and --train make their batches; "
+                        "cuda is gpu")
     b.add_argument("--ray", action="store_true",
                    help="images per second of harmonize run, plain and on a local Ray with 1 and 2 actors, instead")

@@ -106,10 +106,10 @@ PEAK = ("import resource, sys, re, pathlib\n"
         "print('peak', hwm[1] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
 
 
-def batch_throughput(count: int = 10, repeat: int = 3) -> dict:
-    """`harmonize run` over `count` 12 MP JPEG composites against the decode-map-encode loop, each a whole
-    process, alternating, `repeat` times: median wall seconds, peak memory (MiB), images per second, and
-    the ratio of the two walls."""
+def batch_throughput(count: int = 10, repeat: int = 3, device: str = "auto") -> dict:
+    """`harmonize run --device DEVICE` over `count` 12 MP JPEG composites against the one-thread
+    decode-map-encode loop on the CPU, each a whole process, alternating, `repeat` times: median wall seconds,
+    peak memory (MiB), images per second, and the ratio of the two walls."""
     import subprocess
     import sys
 
@@ -122,7 +122,7 @@ def batch_throughput(count: int = 10, repeat: int = 3) -> dict:
         run_code = f"import sys\nfrom engine.cli import main\nrc = main(sys.argv[1:])\n{PEAK}\nsys.exit(rc)"
         commands = {
             "harmonize run": [*isolated(sys.executable, run_code, root), "run", str(src), "--masks", str(masks),
-                              "-o", f"{tmp}/run", "-q", "--overwrite"],
+                              "-o", f"{tmp}/run", "-q", "--overwrite", "--device", device],
             "decode-map-encode loop": [*isolated(sys.executable, f"from engine.evaluation.bench import "
                                                  f"decode_map_encode\ndecode_map_encode(*sys.argv[1:])\n{PEAK}", root),
                                        str(src), str(masks), f"{tmp}/loop"],
@@ -142,13 +142,14 @@ def batch_throughput(count: int = 10, repeat: int = 3) -> dict:
         result[name] = dict(seconds=wall, peak_mib=statistics.median(p for _, p in runs),
                             images_per_second=count / wall)
     result["ratio"] = result["harmonize run"]["seconds"] / result["decode-map-encode loop"]["seconds"]
-    result["count"] = count
+    result["count"], result["device"] = count, device
     return result
 
 
 def throughput_table(result: dict) -> str:
     """Markdown: the two runs and their ratio."""
-    lines = [f"| run ({result['count']} 12 MP JPEGs, median of 3) | wall s | img/s | peak MiB |", "|---|---|---|---|"]
+    lines = [f"| run ({result['count']} 12 MP JPEGs, median of 3; run --device {result['device']}) | wall s | img/s "
+             "| peak MiB |", "|---|---|---|---|"]
     for name in ("harmonize run", "decode-map-encode loop"):
         r = result[name]
         lines.append(f"| {name} | {r['seconds']:.2f} | {r['images_per_second']:.2f} | {r['peak_mib']:.0f} |")
