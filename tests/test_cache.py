@@ -11,7 +11,7 @@ from conftest import ROOT
 
 from engine.cache import cache_dir, private_cache
 from engine.errors import HarmonizeError
-from engine.runtime.backends import default_model_path
+from engine.models import shipped
 from engine.tensorrt import library, lookup
 
 RTX = ("tensorrt_rtx", "1.7.1.116")
@@ -91,7 +91,7 @@ def test_a_cache_folder_of_another_user_is_refused(trt, tmp_path):
 
 def test_an_engine_in_an_open_cache_folder_is_not_loaded(trt, tmp_path):
     """check_engine refuses it before TensorRT is imported, let alone the engine deserialized."""
-    engine = lookup.engine_path(default_model_path("tensorrt"), 86)
+    engine = lookup.engine_path(shipped("onnx-fp16"), 86)
     private_cache("engines")
     engine.write_bytes(b"code")
     lookup.sidecar_path(engine).write_text("{}")
@@ -129,7 +129,7 @@ def test_engine_name_follows_the_onnx_bytes_the_gpu_and_the_tensorrt(trt, tmp_pa
 def test_the_shipped_models_engine_is_in_the_cache_never_in_the_package(trt, tmp_path):
     before = sorted(p for p in (ROOT / "engine").rglob("*") if "__pycache__" not in p.parts)
     engine = lookup.default_engine_path("fmm-medium")
-    assert engine == lookup.engine_path(default_model_path("tensorrt"), 86)
+    assert engine == lookup.engine_path(shipped("onnx-fp16"), 86)
     assert engine.parent == tmp_path / "cache" / "engines" and engine.name.startswith("fmm-medium-fp16-")
     assert Path(lookup.__file__).resolve().parents[1] not in engine.parents
     private_cache("engines")  # what the builder does before it writes there

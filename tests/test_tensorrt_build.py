@@ -41,7 +41,7 @@ def test_build_engine_with_plugin_for_a_named_compute_capability(tmp_path, monke
     r, _ = build(tmp_path, out=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     monkeypatch.setenv("FMM_CACHE_DIR", str(tmp_path / "cache"))
-    out = engine_path(default_model_path("tensorrt"), 86)
+    out = engine_path(shipped("onnx-fp16"), 86)
     assert out.parent == tmp_path / "cache" / "engines" and out.name.startswith("fmm-medium-fp16-")
     assert out.name.endswith("-sm86-tensorrt_rtx-" + version("tensorrt-rtx") + ".engine")
     assert f"wrote {out} " in r.stdout

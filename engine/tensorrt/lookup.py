@@ -16,10 +16,9 @@ from pathlib import Path
 
 from ..cache import cache_dir, private_cache
 from ..errors import HarmonizeError
+from ..models import shipped
 from .device import compute_capability
 from .library import PLUGIN_VERSION, available, installed, load_tensorrt
-
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"  # the shipped models (read only, never written)
 
 
 def engines_dir() -> Path:
@@ -70,7 +69,7 @@ def default_engine_path(model: str) -> Path | None:
     if not available():
         return None
     cc = compute_capability()
-    onnx_path = WEIGHTS / f"{model}-fp16.onnx"
+    onnx_path = shipped("onnx-fp16", model)
     return None if cc is None or not onnx_path.exists() else engine_path(onnx_path, cc)
 
 
@@ -98,8 +97,3 @@ def check_engine(engine: Path, onnx_path: Path | None = None) -> dict:
     if problems:
         raise HarmonizeError(f"{engine} is stale or foreign ({'; '.join(problems)}); {rebuild}")
     return meta
-
-
-def engines_dir() -> Path:
-    """Where engines are written and looked for."""
-    return ENGINES
