@@ -74,10 +74,10 @@ def test_device_gpu_without_one_is_refused_before_anything_is_written(tmp_path, 
         load("auto", device="gpu")
 
 
-def test_device_cpu_runs_anywhere_and_agrees_with_auto(tmp_path, capsys, no_gpu):
+def test_device_cpu_runs_anywhere_and_agrees_with_auto(tmp_path, caplog, no_gpu):
     src, masks = composites(tmp_path)
     assert main(["run", str(src), "--masks", str(masks), "-o", str(tmp_path / "cpu"), "--device", "cpu"]) == 0
-    assert "on onnxruntime, ONNX Runtime on the CPU" in capsys.readouterr().err
+    assert "backend: onnxruntime (cpu: ONNX Runtime on the CPU)" in caplog.text
     assert main(["run", str(src), "--masks", str(masks), "-o", str(tmp_path / "auto"), "-q"]) == 0
     for name in ("0.png", "1.png"):
         cpu, auto = (np.asarray(Image.open(tmp_path / d / name)) for d in ("cpu", "auto"))
@@ -101,7 +101,7 @@ def test_auto_walks_the_registry_gpu_first(standin_gpu):
         choose(device="tpu")
 
 
-def test_a_new_backend_is_one_module_and_one_entry(tmp_path, capsys, standin_gpu):
+def test_a_new_backend_is_one_module_and_one_entry(tmp_path, capsys, caplog, standin_gpu):
     """Registered, it serves `load`, `run --device gpu` and `--backend NAME`, the plug-in's devices, doctor and
     bench, with no other change."""
     from engine.evaluation.bench import available_backends
@@ -114,7 +114,7 @@ def test_a_new_backend_is_one_module_and_one_entry(tmp_path, capsys, standin_gpu
     assert devices() == ("auto", "cpu", "gpu")
     src, masks = composites(tmp_path)
     assert main(["run", str(src), "--masks", str(masks), "-o", str(tmp_path / "gpu"), "--device", "gpu"]) == 0
-    assert "on standin, the stand-in GPU" in capsys.readouterr().err
+    assert "backend: standin (gpu: the stand-in GPU)" in caplog.text
     assert main(["run", str(src), "--masks", str(masks), "-o", str(tmp_path / "named"), "--backend", "standin",
                  "-q"]) == 0
     assert main(["run", str(src), "--masks", str(masks), "-o", str(tmp_path / "cpu"), "--device", "cpu", "-q"]) == 0

@@ -99,7 +99,7 @@ def test_shipped_onnx_files_are_fresh_exports_of_the_shipped_weights(tmp_path):
         assert w_shipped.keys() == w_fresh.keys()
         for name, w in w_shipped.items():
             np.testing.assert_allclose(w_fresh[name], w, rtol=1e-5, atol=1e-7 if not fp16 else 1e-3, err_msg=name)
-        a, b = load("onnxruntime", shipped).infer(image, mask), load("onnxruntime", fresh).infer(image, mask)
+        a, b = (load("onnxruntime", m).infer(image, mask) for m in (shipped_onnx, fresh))
         assert np.abs(a - b).max() < (1e-3 if fp16 else 1e-6), f"{shipped_onnx.name} differs from a fresh export"
         assert np.abs(a - ref).max() < (5e-3 if fp16 else 1e-4)
 

@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.ray is None:  # a device this machine lacks is refused before anything is checked or written
         from ..runtime.backends import choose
 
-        choice = choose(args.model, args.device, args.backend)
+        choose(args.model, args.device, args.backend)
     check_plan(jobs)  # before the model loads: a plan that would lose a file never starts
     check_readable(jobs)
     check_writable(jobs)
@@ -73,9 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         from ..runtime.backends import load
 
-        with load(choice.backend, args.model, choice.device) as backend:
-            if not args.quiet:  # which runtime and device did the work is part of the result
-                print(f"model: {args.model or 'the shipped one'} on {backend.name}, {choice.why}", file=sys.stderr)
+        with load(args.backend, args.model, args.device) as backend:  # says which it took, where it chose
             summary = run_batch(backend, jobs, overwrite=args.overwrite, strength=args.strength,
                                 progress=not args.quiet, max_pixels=max_pixels)
     for path, why in summary.failed:

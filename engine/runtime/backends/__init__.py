@@ -183,7 +183,7 @@ def load(backend: str = "auto", model: str | Path | None = None, device: str = "
     `options` go to its class over the registry's."""
     choice = choose(model, device, backend)
     if backend == "auto" or device == "auto":
-        log.info("backend: %s on %s (%s)", choice.backend, WHERE[choice.device], choice.why)
+        log.info("backend: %s (%s: %s)", choice.backend, device, choice.why)
     spec = REGISTRY[choice.backend]
     cls = getattr(importlib.import_module(f".{spec.module}", __name__), spec.cls)
     settings = {"model": model if model is not None else shipped(spec.shipped), **choice.options, **options}
