@@ -10,8 +10,9 @@ OUT=${1:?where the log goes}
 DEVICE=${DEVICE:-gpu}  # DEVICE=cpu for a dry run of the whole call here
 COUNT=${COUNT:-20}  # 12 MP pictures per throughput run (each of three repeats, for both runs)
 PYTHON=${PYTHON:-python3}  # the machine's python3 holds torch, numpy and Pillow; the package is not installed there
+HARMONIZE=(harmonize)  # an array, so that `timeout` can run it
 if ! command -v harmonize >/dev/null; then
-    harmonize() { "$PYTHON" -c 'import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }
+    HARMONIZE=("$PYTHON" -c 'import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))')
 fi
 mkdir -p "$OUT"
 LOG="$OUT/gpu-check.log"
@@ -21,8 +22,8 @@ step() {  # a titled step, its output and its exit status, in the log
     echo "== exit $?" >>"$LOG"
 }
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; nproc; } >"$LOG" 2>&1
-step harmonize doctor
-step timeout 170 harmonize bench --throughput --device "$DEVICE" --count "$COUNT"
-step timeout 50 harmonize bench --device "$DEVICE" --sizes 256,1024 --repeat 3
+step "${HARMONIZE[@]}" doctor
+step timeout 170 "${HARMONIZE[@]}" bench --throughput --device "$DEVICE" --count "$COUNT"
+step timeout 50 "${HARMONIZE[@]}" bench --device "$DEVICE" --sizes 256,1024 --repeat 3
 step timeout 60 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py
 grep -h "^== \|^| \|ratio\|takes\|passed\|failed\|skipped" "$LOG"
