@@ -290,7 +290,13 @@ def save_options(fmt: str, picture: Picture) -> dict:
             info.add_itxt("XML:com.adobe.xmp", m["xmp"].decode("utf-8", "replace"))
         options["pnginfo"] = info
     elif fmt == "TIFF" and "xmp" in m:
-        options["tiffinfo"] = {700: m["xmp"]}
+        # Pillow writes `tiffinfo` in place of `exif`, never both: the XMP goes in with the EXIF's own tags,
+        # whose Exif and GPS sub-IFDs Pillow then writes too.
+        tags = Image.Exif()
+        if "exif" in m:
+            tags.load(m["exif"])
+        tags[700] = m["xmp"]
+        options["exif"] = tags
     return options
 
 

@@ -190,3 +190,19 @@ def test_a_16_bit_picture_keeps_profile_exif_dpi_and_text(tmp_path, ext):
                 assert img.text["Author"] == "Ada"
         pic = read_image(path)
         assert pic.rgb.dtype == np.uint16 and pic.meta["icc_profile"] == P3
+
+
+def test_a_tiff_keeps_its_exif_with_its_sub_ifds_and_its_xmp_together(tmp_path):
+    """Pillow writes a TIFF's `tiffinfo` in place of its EXIF: XMP once took the place of the camera's tags."""
+    tags = exif()
+    tags.get_ifd(0x8769)[0x829A] = 0.004  # ExposureTime, in the Exif sub-IFD
+    tags.get_ifd(0x8825)[1] = "N"  # GPSLatitudeRef, in the GPS sub-IFD
+    tags[700] = XMP
+    src, m, _ = composite(tmp_path, ".tif", icc_profile=P3, exif=tags.tobytes(), dpi=(300, 300))
+    with Image.open(src) as img:
+        assert img.tag_v2[700] == XMP and img.getexif().get_ifd(0x8769)[0x829A] == 0.004, "the input holds both"
+    run(src, m, tmp_path / "out.tif")
+    with Image.open(tmp_path / "out.tif") as img:
+        assert_carried(img)
+        assert img.tag_v2[700] == XMP
+        assert img.getexif().get_ifd(0x8769)[0x829A] == 0.004 and img.getexif().get_ifd(0x8825)[1] == "N"
