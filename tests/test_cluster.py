@@ -237,6 +237,16 @@ def listed(tmp_path_factory) -> Path:
     return root
 
 
+def test_two_node_more_actors_than_the_cluster_holds_go_on_with_those_that_start(two_nodes, listed, tmp_path):
+    """Three actors of one CPU on a cluster of two CPUs: Ray would wait for the third for ever; the run goes on
+    with two, says so, and writes the plain run's files."""
+    out = tmp_path / "out"
+    r = harmonize(listed / "list.csv", "-o", out, "--ray", two_nodes.address, "--actors", "3", env=two_nodes.env)
+    assert r.returncode == 1 and "16 ok / 0 skipped / 1 failed" in r.stdout, r.stderr[-3000:]
+    assert "ray: 2 of 3 actors started (the cluster has 2 CPUs, each actor takes 1); going on with 2" in r.stderr
+    assert files(out) == files(listed / "plain")
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds each node's processes through /proc")
 def test_two_node_cluster_loses_nothing_when_its_worker_node_is_killed_mid_run(two_nodes, listed, tmp_path):
     """The run joins with --ray ADDRESS, one actor on each node. Once three outputs are written the worker

@@ -24,6 +24,8 @@ from .plan import Job
 log = logging.getLogger("engine")
 RETRIES = 2  # runs of a batch after the first, when its actor died under it
 PROBES = 240  # asks, 0.5 s apart, whether a restarting actor is back before it is given up
+WAIT_LINE = 30.0  # seconds between the lines that say what actors not yet started wait for
+MIN_GRACE = 10.0  # seconds the other actors get once the first has started
 
 
 class HarmonizeActor:
@@ -120,10 +122,43 @@ def _start_actors(lib, backend: str, model: str | None, ray: RayOptions) -> list
                              max_task_retries=0)(HarmonizeActor)
     pool = [actor_class.remote(backend, model, ray.gpus_per_actor, cpus, ray.device) for _ in range(max(ray.actors, 1))]
     try:
-        log.info("ray: %d actors on %s", len(pool), ", ".join(lib.get([a.ready.remote() for a in pool])))
+        return _started(lib, pool, cpus, ray.gpus_per_actor)
     except lib.exceptions.RayActorError as exc:
         raise HarmonizeError(f"a Ray actor could not start: {exc}") from None
-    return pool
+
+
+def _started(lib, pool: list, cpus: int, gpus: float) -> list:
+    """The actors that start: every one, or, where the cluster holds fewer, those up within a grace after the
+    first (the rest are let go, and the run goes on with fewer); until the first is up, a line every
+    WAIT_LINE seconds says what the actors wait for, since Ray itself waits for ever without a word."""
+    refs = {a.ready.remote(): a for a in pool}
+    pending, up, names, start = list(refs), [], [], time.monotonic()
+
+    def take(done: list) -> None:
+        for ref in done:
+            names.append(lib.get(ref))
+            up.append(refs[ref])
+
+    while not up:
+        done, pending = lib.wait(pending, num_returns=1, timeout=WAIT_LINE)
+        take(done)
+        if not done:
+            total, free = lib.cluster_resources(), lib.available_resources()
+            log.warning("ray: waiting %.0f s for %d actors, each needing %d CPU%s: the cluster has %g CPUs (%g free)"
+                        " and %g GPUs (%g free)", time.monotonic() - start, len(pool), cpus,
+                        f" and {gpus:g} GPU" if gpus else "", total.get("CPU", 0), free.get("CPU", 0),
+                        total.get("GPU", 0), free.get("GPU", 0))
+    if pending:  # the others get twice as long as the first took, at least MIN_GRACE
+        done, pending = lib.wait(pending, num_returns=len(pending),
+                                 timeout=max(MIN_GRACE, 2 * (time.monotonic() - start)))
+        take(done)
+    for ref in pending:
+        lib.kill(refs[ref])
+    if pending:
+        log.warning("ray: %d of %d actors started (the cluster has %g CPUs, each actor takes %d); going on with %d",
+                    len(up), len(pool), lib.cluster_resources().get("CPU", 0), cpus, len(up))
+    log.info("ray: %d actors on %s", len(up), ", ".join(names))
+    return up
 
 
 def _drive(lib, pool: list, todo: list[Job], summary: Summary, batch_size: int, work: tuple[float, int],
