@@ -261,3 +261,17 @@ def test_one_key_per_engine_port_kept_across_reinstalls_unless_a_new_one_is_aske
     assert second[0] == second[1] != first[0]
     assert all(stat.S_IMODE((p / "plug-ins" / "harmonize_layer" / "engine.key").stat().st_mode) == 0o600
                for p in (gimp30, gimp32))
+
+
+def test_check_says_why_an_unsafe_socket_folder_would_fail_the_plugin(home, capsys):
+    """A socket folder others may write to is no "no engine server running": the plug-in would refuse it."""
+    profile(home / NATIVE / "3.2")
+    assert main(["gimp", "install"]) == 0
+    folder = home / "run" / "fmm-harmonize"
+    folder.mkdir(parents=True)
+    folder.chmod(0o777)
+    capsys.readouterr()
+    assert main(["gimp", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert f"UNSAFE  the plug-in would not use the engine at {folder / 'engine.sock'}: " in out, out
+    assert str(folder) in out.split("UNSAFE", 1)[1] and "no engine server running" not in out

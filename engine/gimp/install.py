@@ -220,12 +220,15 @@ def check_profile(profile_path: Path, read_by: str | None = None) -> list[tuple[
 
 def check_server(config: dict, flatpak: bool = False) -> tuple[str, str]:
     """Whether an engine server answers where the plug-in would look; a Flatpak GIMP cannot start one,
-    so there the user is told what to run ("todo")."""
+    so there the user is told what to run ("todo"); where what is there is not safe to use (a socket folder
+    others may change, something else answering, a refused key) the plug-in would fail: "UNSAFE"."""
     try:
         header = client.ping(config)
         return "ok", (f"engine server running (pid {header.get('pid')}, {header.get('backend')} on "
                       f"{header.get('device')}, version {header.get('version')})")
-    except (client.EngineError, OSError, protocol.ProtocolError):
+    except client.EngineError as exc:
+        return "UNSAFE", f"the plug-in would not use the engine at {client.address_of(config)}: {exc}"
+    except (OSError, protocol.ProtocolError):
         if flatpak:
             return "todo", "no engine server running. " + client.flatpak_message(config, client.address_of(config))
         return "ok", ("no engine server running: the first Harmonize Layer call starts one, and it stops "
