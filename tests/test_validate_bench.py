@@ -30,11 +30,11 @@ def test_bench_reports_ratios_against_pytorch(capsys):
 
     assert main(["bench", "--sizes", "64", "--repeat", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["network"]) >= {"torch", "onnxruntime fp32"}
+    assert set(result["network"]) >= {"torch cpu", "onnxruntime cpu"}, "each backend and device the registry serves"
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in table(result).splitlines()[2:]}
     for name, cells in rows.items():
-        t, ref = result["network"][name]["64"], result["network"]["torch"]["64"]
+        t, ref = result["network"][name]["64"], result["network"]["torch cpu"]["64"]
         assert cells[0] == f"{t * 1000:.1f} ({ref / t:.2f}x)"
-        e, eref = result["end_to_end_12mp"][name], result["end_to_end_12mp"]["torch"]
+        e, eref = result["end_to_end_12mp"][name], result["end_to_end_12mp"]["torch cpu"]
         assert cells[1].rstrip(" |") == f"{e:.2f} ({eref / e:.2f}x)"
-    assert rows["torch"][0].endswith("(1.00x)")
+    assert rows["torch cpu"][0].endswith("(1.00x)")
