@@ -160,12 +160,16 @@ def test_onnxruntime_takes_its_best_gpu_provider(monkeypatch, no_gpu, available,
 
 
 def test_tensorrt_is_taken_only_with_an_engine_built_for_this_gpu(monkeypatch, tmp_path, no_gpu):
+    import engine.tensorrt.device as device
     import engine.tensorrt.library as library
     import engine.tensorrt.lookup as lookup
 
     monkeypatch.setattr(library, "available", lambda: True)
-    monkeypatch.setattr(lookup, "default_engine_path", lambda model: None)
+    monkeypatch.setattr(device, "compute_capability", lambda: None)
     assert serving("gpu", backend="tensorrt") == [("tensorrt", None, "no GPU found by cuda.bindings")]
+    assert serving("gpu", "x.engine", backend="tensorrt") == [("tensorrt", None, "no GPU found by cuda.bindings")]
+    monkeypatch.setattr(device, "compute_capability", lambda: 90)
+    assert serving("gpu", "x.engine", backend="tensorrt")[0][1].options == {}, "a named engine is loaded as it is"
     engine = tmp_path / "fmm-medium-fp16-sm90.engine"
     monkeypatch.setattr(lookup, "default_engine_path", lambda model: engine)
     (_, choice, why), = serving("gpu", backend="tensorrt")

@@ -37,16 +37,19 @@ def installed(module: str) -> bool:
 # there, or None and why not. They import only what they must, most of them nothing.
 
 def probe_tensorrt(device: str, model: Path | None) -> tuple[dict | None, str]:
+    from ...tensorrt.device import compute_capability
     from ...tensorrt.library import available
     from ...tensorrt.lookup import default_engine_path
 
     if not available():
         return None, "no tensorrt or tensorrt_rtx installed"
+    if compute_capability() is None:
+        return None, "no GPU found by cuda.bindings"
     if model is not None:
         return {}, f"engine {model}"
     engine = default_engine_path(DEFAULT_MODEL)
     if engine is None:
-        return None, "no GPU found by cuda.bindings"
+        return None, f"no shipped {shipped('onnx-fp16').name} to build an engine from"
     if not engine.exists():
         return None, f"no engine built for this GPU (python build_engine.py writes {engine})"
     return {"model": engine, "onnx": shipped("onnx-fp16")}, f"engine {engine}"
