@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -23,6 +24,14 @@ START_TIMEOUT = 120.0  # seconds for a new server to load its model and answer
 
 class EngineError(Exception):
     """The engine could not be reached or refused the request; the message is for the user."""
+
+
+class OtherVersion(EngineError):
+    """The engine that answered is another version of fmm-harmonize (its protocol version `theirs`)."""
+
+    def __init__(self, message: str, theirs: int):
+        super().__init__(message)
+        self.theirs = theirs
 
 
 def read_config(folder: str | Path) -> dict:
@@ -71,6 +80,10 @@ def connect(address, config: dict | None = None, timeout: float = 30.0) -> socke
             verdict = protocol.answer(sock, _key(config or {}))
             if not verdict.get("ok"):
                 raise EngineError(verdict.get("error", "the engine refused the connection"))
+    except protocol.VersionMismatch as exc:
+        sock.close()
+        raise OtherVersion(f"the engine at {_where(address)} is another version of fmm-harmonize (its protocol "
+                           f"{exc.theirs}, this plug-in's {protocol.VERSION})", exc.theirs) from None
     except protocol.ProtocolError as exc:
         sock.close()
         raise EngineError(f"something other than this user's engine answers at {_where(address)} ({exc}); nothing "
@@ -94,12 +107,17 @@ def _exchange(sock: socket.socket, message: bytes, timeout: float) -> tuple[dict
             except OSError as sending:  # refused while it was being sent? Then its reason is waiting to be read
                 try:
                     reply = protocol.receive(sock)
+                except protocol.VersionMismatch:
+                    raise  # an engine of another version said so and hung up: that is its reason
                 except (protocol.ProtocolError, OSError):
                     raise sending from None
             else:
                 reply = protocol.receive(sock)
         except TimeoutError:
             raise EngineError(f"the engine did not answer within {timeout:g} s") from None
+        except protocol.VersionMismatch as exc:
+            raise OtherVersion(f"the engine that answered is another version of fmm-harmonize (its protocol "
+                               f"{exc.theirs}, this plug-in's {protocol.VERSION})", exc.theirs) from None
         except (protocol.ProtocolError, OSError) as exc:  # Closed included: it went away mid-request
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise EngineError(f"the engine stopped during the request ({why}); the next call starts it "
@@ -114,10 +132,43 @@ def send(message: bytes, config: dict | None = None, timeout: float = 600.0, sta
     """Send one message to the engine, starting a server when none runs, and return its reply (header,
     payload). `status(text)` hears what is going on ("Starting the engine")."""
     config = config or {}
-    sock = open_engine(config, status)
-    if status:
-        status("Harmonize Layer: harmonizing")
-    return _exchange(sock, message, timeout)
+    try:
+        sock = open_engine(config, status)
+        if status:
+            status("Harmonize Layer: harmonizing")
+        return _exchange(sock, message, timeout)
+    except OtherVersion as exc:  # an engine left running from before an upgrade: replace it, once
+        stop_other_version(address_of(config), exc)
+        if status:
+            status("Harmonize Layer: restarting the engine (another version of it was running)")
+        return _exchange(open_engine(config, status), message, timeout)
+
+
+STOP_TIMEOUT = 15.0  # seconds for an engine of another version to exit once asked
+
+
+def stop_other_version(address, found: OtherVersion) -> None:
+    """Stop the engine of another version serving at `address`, by the pid it wrote into its lock file (in
+    this user's own folder), and wait until it has gone; EngineError, saying what to do, where it cannot."""
+    lock = rendezvous.FileLock(rendezvous.server_lock_path(address))
+    try:
+        pid = int(lock.read_note() or 0)
+    except (OSError, ValueError):
+        pid = 0
+    if not pid:  # a server from before servers wrote their pid
+        raise EngineError(f"an engine of another version of fmm-harmonize (protocol {found.theirs}) is running at "
+                          f"{_where(address)}; it exits after {IDLE_MINUTES} idle minutes, or stop it now (end "
+                          "its 'harmonize serve' process) and call again")
+    if lock.held():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError as exc:
+            raise EngineError(f"cannot stop the engine of another version (pid {pid}) at {_where(address)}: "
+                              f"{exc.strerror or exc}") from None
+    if not lock.acquire(timeout=STOP_TIMEOUT):
+        raise EngineError(f"the engine of another version (pid {pid}) at {_where(address)} did not stop within "
+                          f"{STOP_TIMEOUT:.0f} s of being asked")
+    lock.release()
 
 
 def ping(config: dict | None = None, timeout: float = 30.0) -> dict:

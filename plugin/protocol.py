@@ -45,6 +45,15 @@ class ProtocolError(Exception):
     """A message that does not follow the format; the connection should be closed."""
 
 
+class VersionMismatch(ProtocolError):
+    """A message of another protocol version: the other side is another version of fmm-harmonize."""
+
+    def __init__(self, theirs: int):
+        super().__init__(f"protocol version {theirs} is not supported (this side speaks {VERSION}): the plug-in "
+                         "and the engine are from different versions; run: harmonize gimp install")
+        self.theirs = theirs
+
+
 class Closed(ProtocolError):
     """The peer closed the connection between messages: a normal end, not an error."""
 
@@ -101,8 +110,7 @@ def receive(sock, max_payload: int = MAX_PAYLOAD, timeout: float | None = None) 
     if magic != MAGIC:
         raise ProtocolError("not an fmm-harmonize message (bad magic)")
     if version != VERSION:
-        raise ProtocolError(f"protocol version {version} is not supported (this side speaks {VERSION}): the "
-                            "plug-in and the engine are from different versions; run: harmonize gimp install")
+        raise VersionMismatch(version)
     if length > MAX_HEADER:
         raise ProtocolError(f"header of {length} bytes exceeds {MAX_HEADER}")
     text = bytes(_read_exactly(sock, length, deadline=deadline))

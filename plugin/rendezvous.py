@@ -150,6 +150,26 @@ class FileLock:
                     return False
                 time.sleep(0.05)
 
+    def note(self, text: str) -> None:
+        """Write `text` into the held lock file, after its first byte (Windows locks that byte against
+        reading too), for others to read with `read_note`."""
+        os.ftruncate(self.fd, 1)
+        os.lseek(self.fd, 1, os.SEEK_SET)
+        os.write(self.fd, text.encode())
+
+    def read_note(self) -> str:
+        """What the holder wrote with `note`, or "" when nothing is written."""
+        with open(self.path, "rb") as f:
+            f.seek(1)
+            return f.read(64).decode(errors="replace").strip()
+
+    def held(self) -> bool:
+        """Whether another process holds the lock now."""
+        if not self.acquire():
+            return True
+        self.release()
+        return False
+
     def release(self) -> None:
         if self.fd is not None:
             fd, self.fd = self.fd, None

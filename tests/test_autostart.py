@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -237,3 +238,53 @@ def test_the_engine_never_runs_code_from_the_current_folder(config, tmp_path, mo
     assert main(["gimp", "install", "--gimp-dir", str(gimp)]) == 0
     assert main(["gimp", "--check", "--gimp-dir", str(gimp)]) == 0
     assert not marker.exists(), "the planted engine ran on --check"
+
+
+OLD_ENGINE = """
+import os, socket, sys
+from plugin import protocol, rendezvous
+address, record = sys.argv[2], sys.argv[3] == "pid"
+lock = rendezvous.FileLock(rendezvous.server_lock_path(address))
+assert lock.acquire()
+if record:
+    lock.note(str(os.getpid()))
+listening = socket.socket(socket.AF_UNIX)
+listening.bind(address)
+listening.listen()
+print("listening", flush=True)
+while True:
+    conn, _ = listening.accept()
+    head = b'{"ok": false, "error": "an old engine"}'
+    conn.sendall(protocol.PREFIX.pack(protocol.MAGIC, protocol.VERSION - 1, len(head)) + head)
+    conn.close()
+"""
+
+
+def old_engine(config, record: str):
+    """An engine of the protocol before this one, serving at the config's address (as `serve`, so that the
+    fixture stops it), holding the server lock, and with `record` "pid" writing its pid as servers now do."""
+    Path(config["address"]).parent.mkdir(parents=True, mode=0o700)
+    proc = subprocess.Popen([sys.executable, "-c", OLD_ENGINE, "serve", config["address"], record], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "listening"
+    return proc
+
+
+def test_an_engine_of_another_version_is_stopped_and_replaced(config):
+    """After an upgrade the old engine would refuse every call until it exits idle: the plug-in stops it by
+    the pid in its lock file and starts this version's."""
+    old = old_engine(config, "pid")
+    heard = []
+    header, payload = client.send(harmonize_message(), config, status=heard.append)
+    assert header["ok"] and len(payload) == 64 * 48 * 3
+    assert old.wait(timeout=10) == -signal.SIGTERM
+    assert any("another version of it was running" in h for h in heard), heard
+    assert servers_on(config["address"]) == [client.ping(config)["pid"]] != [old.pid]
+
+
+def test_an_engine_of_another_version_without_its_pid_is_named_and_left_running(config):
+    old = old_engine(config, "none")
+    with pytest.raises(client.EngineError, match=r"another version of fmm-harmonize \(protocol \d+\) is running at "
+                                                 r".*exits after 10 idle minutes, or stop it now"):
+        client.send(harmonize_message(), config)
+    assert old.poll() is None, "an engine whose pid is not known is never guessed at"

@@ -275,3 +275,20 @@ def test_check_says_why_an_unsafe_socket_folder_would_fail_the_plugin(home, caps
     out = capsys.readouterr().out
     assert f"UNSAFE  the plug-in would not use the engine at {folder / 'engine.sock'}: " in out, out
     assert str(folder) in out.split("UNSAFE", 1)[1] and "no engine server running" not in out
+
+
+def test_check_calls_an_engine_of_another_version_stale(home, capsys):
+    from test_autostart import old_engine
+
+    profile(home / NATIVE / "3.2")
+    assert main(["gimp", "install"]) == 0
+    old = old_engine({"address": str(home / "run" / "fmm-harmonize" / "engine.sock")}, "pid")
+    try:
+        capsys.readouterr()
+        assert main(["gimp", "--check"]) == 0, "a note: the next call replaces it"
+        out = capsys.readouterr().out
+        assert f"stale   at {old.args[4]}, the engine " in out and "another version of fmm-harmonize" in out, out
+        assert "the next Harmonize Layer call replaces it" in out
+    finally:
+        old.kill()
+        old.wait()

@@ -226,6 +226,8 @@ def check_server(config: dict, flatpak: bool = False) -> tuple[str, str]:
         header = client.ping(config)
         return "ok", (f"engine server running (pid {header.get('pid')}, {header.get('backend')} on "
                       f"{header.get('device')}, version {header.get('version')})")
+    except client.OtherVersion as exc:
+        return "stale", f"at {client.address_of(config)}, {exc}; the next Harmonize Layer call replaces it, or says how"
     except client.EngineError as exc:
         return "UNSAFE", f"the plug-in would not use the engine at {client.address_of(config)}: {exc}"
     except (OSError, protocol.ProtocolError):

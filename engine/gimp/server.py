@@ -311,6 +311,7 @@ def make_server(pool: BackendPool, address=None, max_connections: int = 8, messa
     try:
         if not lock.acquire():
             raise HarmonizeError(f"an engine server is already running on {address}")
+        lock.note(str(os.getpid()))  # so that a plug-in of another version can stop this server
     except rendezvous.UnsafeFolder as exc:
         raise HarmonizeError(str(exc)) from None
     try:
