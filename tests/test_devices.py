@@ -189,3 +189,11 @@ def test_every_registry_entry_says_what_it_needs_and_runs():
         assert spec.suffixes and all(s.startswith(".") and s == s.lower() for s in spec.suffixes), name
         assert set(spec.devices) <= {"cpu", "gpu"} and spec.devices, name
         assert spec.shipped in FILES and shipped(spec.shipped).exists(), name
+
+
+def test_an_entry_whose_needs_are_missing_runs_nowhere_and_says_how_to_install_them(monkeypatch):
+    monkeypatch.setattr(backends, "installed", lambda module: module != "torch")
+    assert serving("cpu", "x.pt") == [("torch", None, "torch is not installed (pip install '.[train]' (in the "
+                                                      "fmm-harmonize folder))")]
+    monkeypatch.setattr(backends, "installed", lambda module: module != "onnxruntime")
+    assert serving("cpu", "x.onnx") == [("onnxruntime", None, "onnxruntime is not installed (pip install onnxruntime)")]

@@ -29,12 +29,15 @@ def installed(module: str) -> bool:
     """Whether a module can be imported, without importing it."""
     try:
         return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose package is missing (cuda.bindings without cuda)
+        return False
     except ValueError:  # a module already imported with no spec (tests' stand-ins)
         return True
 
 
 # The probes: given a device and the model file asked for (None: the shipped one), the options that load it
-# there, or None and why not. They import only what they must, most of them nothing.
+# there, or None and why not. `probed` has checked the entry's `needs` first. They import only what they must,
+# most of them nothing.
 
 def probe_tensorrt(device: str, model: Path | None) -> tuple[dict | None, str]:
     from ...tensorrt.device import compute_capability
@@ -59,8 +62,6 @@ ORT_GPU_PROVIDERS = ("NvTensorRTRTXExecutionProvider", "CUDAExecutionProvider") 
 
 
 def probe_onnxruntime(device: str, model: Path | None) -> tuple[dict | None, str]:
-    if not installed("onnxruntime"):
-        return None, "onnxruntime is not installed (pip install onnxruntime)"
     if device == "cpu":
         return {"providers": ["CPUExecutionProvider"]}, "ONNX Runtime on the CPU"
     import onnxruntime
@@ -85,8 +86,6 @@ def nvidia_driver() -> bool:
 
 
 def probe_torch(device: str, model: Path | None) -> tuple[dict | None, str]:
-    if not installed("torch"):
-        return None, f"torch is not installed ({install_hint('train')})"
     if device == "cpu":
         return {"device": "cpu"}, "PyTorch on the CPU"
     if not nvidia_driver():  # importing torch takes seconds; `harmonize run` on a CPU should not pay for it
@@ -106,7 +105,7 @@ class BackendSpec:
     cls: str
     summary: str
     extra: str  # the pip extra that installs what it needs (setup.cfg; "" for the default install)
-    needs: tuple[str, ...]  # the modules it imports
+    needs: tuple[str, ...]  # the modules it imports: without one, it runs nowhere
     suffixes: tuple[str, ...]  # the model files it runs
     devices: tuple[str, ...]  # where it can compute: "cpu", "gpu"
     shipped: str  # its default model: a kind of engine/models.py `shipped` (TensorRT: what its engine is built from)
@@ -150,6 +149,11 @@ def probed(device: str, model: str | Path | None = None, backend: str = "auto") 
     model = Path(model) if model is not None else None
     for name, spec in REGISTRY.items():
         if backend in ("auto", name) and device in spec.devices and runs(spec, model):
+            missing = next((m for m in spec.needs if not installed(m)), None)
+            if missing is not None:
+                how = install_hint(spec.extra) if spec.extra else f"pip install {missing}"
+                yield name, None, f"{missing} is not installed ({how})"
+                continue
             options, why = spec.probe(device, model)
             yield name, None if options is None else Choice(name, device, options, why), why
 
