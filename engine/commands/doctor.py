@@ -35,24 +35,21 @@ def gpu() -> str:
 
 def device_rows(model: str | None = None) -> list[tuple[str, str]]:
     """For each device, the backend `--device` takes there and why the ones before it cannot, walking the
-    registry as `load` does; then what `auto` takes."""
-    from ..errors import InputError
-    from ..runtime.backends import WHERE, choose, serving
+    registry as `load` does; then what `auto` takes: the GPU's, else the CPU's."""
+    from ..runtime.backends import WHERE, probed
 
-    rows = []
+    rows, taken = [], {}
     for device in ("gpu", "cpu"):
-        looked = serving(device, model)
-        taken = next((c for _, c, _ in looked if c is not None), None)
-        passed = [f"{name}: {why}" for name, c, why in looked if c is None]
-        if taken is not None:
-            passed = passed[:[name for name, _, _ in looked].index(taken.backend)]
-        state = f"{taken.backend} ({taken.why})" if taken else "nothing"
+        passed = []
+        for name, choice, why in probed(device, model):
+            if choice is not None:
+                taken[device] = choice
+                break
+            passed.append(f"{name}: {why}")
+        state = f"{taken[device].backend} ({taken[device].why})" if device in taken else "nothing"
         rows.append((f"--device {device} takes", state + (f"; not {'; '.join(passed)}" if passed else "")))
-    try:
-        auto = choose(model)
-        rows.append(("--device auto takes", f"{auto.backend} on {WHERE[auto.device]}"))
-    except InputError as exc:
-        rows.append(("--device auto takes", f"nothing ({exc})"))
+    auto = taken.get("gpu") or taken.get("cpu")
+    rows.append(("--device auto takes", f"{auto.backend} on {WHERE[auto.device]}" if auto else "nothing"))
     return rows
 
 
