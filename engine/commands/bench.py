@@ -16,10 +16,11 @@ def torch_device(device: str) -> str:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
-    return "cuda" if device in ("gpu", "cuda") else "cpu"
+    return "cuda" if device == "gpu" else "cpu"
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    device = "gpu" if args.device == "cuda" else args.device  # torch's word for the GPU, taken too
     if args.ray:
         from ..evaluation.bench import ray_table, ray_throughput
 
@@ -29,21 +30,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.throughput:
         from ..evaluation.bench import batch_throughput, throughput_table
 
-        result = batch_throughput(args.count, device="gpu" if args.device == "cuda" else args.device)
+        result = batch_throughput(args.count, device=device)
         print(json.dumps(result, indent=1) if args.json else throughput_table(result))
         return 0
     if args.synthesis:
         require("torch", "train")
         from ..evaluation.bench import synthesis_table, synthesis_throughput
 
-        result = synthesis_throughput(args.synthesis, torch_device(args.device))
+        result = synthesis_throughput(args.synthesis, torch_device(device))
         print(json.dumps(result, indent=1) if args.json else synthesis_table(result))
         return 0
     if args.train:
         require("torch", "train")
         from ..evaluation.bench import train_table, train_throughput
 
-        result = train_throughput(args.train, torch_device(args.device), args.config, args.train_batch, args.steps)
+        result = train_throughput(args.train, torch_device(device), args.config, args.train_batch, args.steps)
         print(json.dumps(result, indent=1) if args.json else train_table(result))
         return 0
     if args.plugin:
@@ -60,8 +61,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     def to_stderr(line: str) -> None:
         print(line, file=sys.stderr)
 
-    backends = available_backends(args.reference, args.fp16, log=to_stderr,
-                                  device="gpu" if args.device == "cuda" else args.device)
+    backends = available_backends(args.reference, args.fp16, log=to_stderr, device=device)
     sizes = [int(s) for s in args.sizes.split(",")]
     results = run_bench(backends, sizes, args.batch, args.repeat, log=to_stderr if args.json else print)
     print(json.dumps(results, indent=1) if args.json else "\n" + table(results))
