@@ -27,10 +27,11 @@ class EngineError(Exception):
 
 
 class OtherVersion(EngineError):
-    """The engine that answered is another version of fmm-harmonize (its protocol version `theirs`)."""
+    """The engine that answered (`who`) is another version of fmm-harmonize (its protocol version `theirs`)."""
 
-    def __init__(self, message: str, theirs: int):
-        super().__init__(message)
+    def __init__(self, who: str, theirs: int):
+        super().__init__(f"{who} is another version of fmm-harmonize (its protocol {theirs}, this plug-in's "
+                         f"{protocol.VERSION})")
         self.theirs = theirs
 
 
@@ -82,8 +83,7 @@ def connect(address, config: dict | None = None, timeout: float = 30.0) -> socke
                 raise EngineError(verdict.get("error", "the engine refused the connection"))
     except protocol.VersionMismatch as exc:
         sock.close()
-        raise OtherVersion(f"the engine at {_where(address)} is another version of fmm-harmonize (its protocol "
-                           f"{exc.theirs}, this plug-in's {protocol.VERSION})", exc.theirs) from None
+        raise OtherVersion(f"the engine at {_where(address)}", exc.theirs) from None
     except protocol.ProtocolError as exc:
         sock.close()
         raise EngineError(f"something other than this user's engine answers at {_where(address)} ({exc}); nothing "
@@ -116,8 +116,7 @@ def _exchange(sock: socket.socket, message: bytes, timeout: float) -> tuple[dict
         except TimeoutError:
             raise EngineError(f"the engine did not answer within {timeout:g} s") from None
         except protocol.VersionMismatch as exc:
-            raise OtherVersion(f"the engine that answered is another version of fmm-harmonize (its protocol "
-                               f"{exc.theirs}, this plug-in's {protocol.VERSION})", exc.theirs) from None
+            raise OtherVersion("the engine that answered", exc.theirs) from None
         except (protocol.ProtocolError, OSError) as exc:  # Closed included: it went away mid-request
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise EngineError(f"the engine stopped during the request ({why}); the next call starts it "
