@@ -36,14 +36,19 @@ class Picture:
     """An RGB image as uint8 (H, W, 3), or uint16 for a file of 16 bits per sample, with the alpha channel
     (of the same type) kept aside when the file had one, and what else of its file an output should carry:
     `meta` (icc_profile, exif, xmp, dpi, text), whether it was grayscale, and a JPEG's encoding (`jpeg`:
-    qtables, subsampling)."""
+    qtables, subsampling). `rgb` may instead be an 8-bit picture's RGB Pillow image (read_image's
+    `as_image`), which the batch keeps from decoding to encoding."""
 
-    rgb: np.ndarray
+    rgb: np.ndarray | Image.Image
     alpha: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
     gray: bool = False
     jpeg: dict | None = None
-    decoded: Image.Image | None = field(default=None, repr=False, compare=False)  # the RGB as Pillow holds it
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as Pillow gives a size."""
+        return self.rgb.size if isinstance(self.rgb, Image.Image) else (self.rgb.shape[1], self.rgb.shape[0])
 
 
 GRAY_MODES = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
@@ -200,12 +205,12 @@ def _upright(img: Image.Image) -> Image.Image:
     return ImageOps.exif_transpose(img) if img.getexif().get(0x0112, 1) != 1 else img
 
 
-def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, keep_decoded: bool = False) -> Picture:
+def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, as_image: bool = False) -> Picture:
     """An image file as RGB (grayscale, palette and CMYK converted; EXIF orientation applied), uint8, or
     uint16 for a PNG or TIFF of 16 bits per sample; alpha kept aside, with what an output should carry of
     the file; InputError when it has more than `max_pixels` pixels (None: no limit) or samples whose depth
-    cannot be kept. `keep_decoded` keeps Pillow's RGB picture of an 8-bit file too, for a caller that
-    resizes it (`Picture.decoded`)."""
+    cannot be kept. With `as_image` an 8-bit file's RGB is the Pillow image it decoded to, not copied into an
+    array (a 16-bit file's is an array all the same)."""
     stored, deep = _open(path, max_pixels)
     meta, gray = _metadata(stored), stored.mode in GRAY_MODES
     if deep:
@@ -229,7 +234,7 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, keep_decod
         alpha = np.asarray(img)[..., 3].copy()
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return Picture(np.asarray(img), alpha, meta, gray, jpeg, img if keep_decoded else None)
+    return Picture(img if as_image else np.asarray(img), alpha, meta, gray, jpeg)
 
 
 def read_mask8(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -369,18 +374,23 @@ def write_image(path: str | Path, picture: Picture) -> None:
     path = Path(path) if isinstance(path, str) else path
     fmt = check_output_name(path)
     rgb, alpha = picture.rgb, picture.alpha
-    if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[2] != 3:
+    if isinstance(rgb, Image.Image):
+        if rgb.mode != "RGB":
+            raise InputError(f"{path}: can only write an RGB Pillow image, got mode {rgb.mode}")
+    elif rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise InputError(f"{path}: can only write uint8 or uint16 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
-    if rgb.dtype == np.uint16:
+    if isinstance(rgb, np.ndarray) and rgb.dtype == np.uint16:
         if fmt not in ("PNG", "TIFF"):
             raise InputError(f"{path}: the picture has 16 bits per sample and {fmt} holds 8; write PNG or TIFF "
                              "(--format png or tif) to keep them")
         _store(path, lambda target: _save_deep(target, path, fmt, picture))
         return
-    img = Image.fromarray(rgb, "RGB")
+    img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb, "RGB")
     if picture.gray:
         img = img.convert("L")
     if alpha is not None and fmt != "JPEG":
+        if img is rgb:  # putalpha changes the image itself, which is the caller's
+            img = img.copy()
         img.putalpha(Image.fromarray(alpha, "L"))
     options = dict(format=fmt, **save_options(fmt, picture))
     _store(path, lambda target: img.save(target, **options))

@@ -184,3 +184,50 @@ def test_the_torch_colour_map_is_numpys(depth, mask_kind):
     assert (got != rgb).any(axis=2)[mask > 0].mean() > 0.9, "the object was recoloured"
     assert np.array_equal(got[mask == 0], rgb[mask == 0])
     assert np.array_equal(apply_affine_torch(rgb, np.zeros_like(mask), params, "cpu"), rgb)
+
+
+@pytest.mark.parametrize("mask_kind, strength", [("uint8", 1.0), ("float", 1.0), ("uint8", 0.4)])
+def test_the_batchs_pillow_colour_map_is_numpys(mask_kind, strength):
+    """What the batch applies to a picture it keeps in Pillow's memory (map_image) is apply_affine's and blend's
+    picture within one level, most samples exactly; the background bit-identical; an empty mask changes nothing;
+    the input image is left as it was."""
+    from engine.runtime.fullres import map_image
+
+    rng = np.random.default_rng(6)
+    rgb = rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    m = ellipse_mask(90, 130) * rng.uniform(0.2, 1.0, (90, 130))
+    mask = (m * 255).round().astype(np.uint8) if mask_kind == "uint8" else m.astype(np.float32)
+    params = np.array([0.9, 0.1, 0.0, 0.05, -0.1, 1.2, 0.1, -0.02, 0.0, 0.2, 0.7, 0.1], np.float32)
+    img = Image.fromarray(rgb)
+    got = map_image(img, mask, params, strength)
+    assert isinstance(got, Image.Image) and got.mode == "RGB" and np.array_equal(np.asarray(img), rgb)
+    got = np.asarray(got)
+    want = blend(rgb, apply_affine(rgb, mask, params), mask, strength)
+    diff = np.abs(got.astype(int) - want)
+    assert diff.max() <= 1 and diff[mask > 0].mean() < 0.2
+    assert (got != rgb).any(axis=2)[mask > 0].mean() > 0.8, "the object was recoloured"
+    assert np.array_equal(got[mask == 0], rgb[mask == 0])
+    assert np.array_equal(np.asarray(map_image(img, np.zeros_like(mask), params)), rgb)
+    with pytest.raises(ValueError, match="strength"):
+        map_image(img, mask, params, 1.5)
+
+
+def test_the_batchs_pillow_colour_map_known_answer():
+    """Numbers exact in binary, as test_colour_map_exact_known_answer_rounds_half_up: a full mask gives the
+    numpy path's picture bit for bit, rounding half up and clipping."""
+    from engine.runtime.fullres import map_image
+
+    rgb = np.array([[[100, 50, 20], [200, 200, 200], [4, 2, 6]]], np.uint8)
+    params = np.array([[0.5, 0.25, 0.0, 0.0], [0.0, 1.0, 0.5, 0.0], [0.125, 0.0, 0.5, 0.0]], np.float32)
+    out = map_image(Image.fromarray(rgb), np.array([[255, 255, 0]], np.uint8), params.ravel())
+    assert np.asarray(out).tolist() == [[[63, 60, 23], [150, 255, 125], [4, 2, 6]]]
+
+
+def test_the_lab_map_of_a_pillow_picture_is_its_arrays():
+    """The batch's Lab statistics read a Pillow picture a band of rows at a time: the same samples, the same
+    map, as from the whole array (a picture taller than one band, so that the bands' joins count)."""
+    from engine.runtime.fullres import BAND_ROWS, lab_transfer_map
+
+    rgb = scene_photo(4 * BAND_ROWS * 2 + 77, 300, seed=8)
+    mask = ellipse_mask(*rgb.shape[:2])
+    assert np.array_equal(lab_transfer_map(Image.fromarray(rgb), mask), lab_transfer_map(rgb, mask))

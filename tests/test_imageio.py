@@ -124,3 +124,39 @@ def test_a_cut_out_mask_gives_the_white_on_black_masks_output(tmp_path):
     assert np.array_equal(outputs["white"][alpha == 0], rgb[alpha == 0])
     for name in outside:
         assert np.array_equal(outputs[name], outputs["white"]), f"the cut-out with {name} outside differs"
+
+
+@pytest.mark.parametrize("name, mode", [("p.jpg", "RGB"), ("g.png", "L"), ("a.png", "RGBA"), ("o.jpg", "RGB")])
+def test_a_picture_read_as_a_pillow_image_is_the_array_and_writes_the_same_file(tmp_path, name, mode):
+    """The batch reads an 8-bit picture as Pillow's image (`as_image`) and writes that image: its pixels, alpha,
+    grayness and metadata are the array's, and every output format gets the same bytes; the image read is
+    left unchanged by writing it (an alpha is added to a copy)."""
+    from PIL import ImageOps
+
+    rgb = scene_photo(40, 56, seed=2)
+    img = Image.fromarray(rgb).convert(mode)
+    if mode == "RGBA":
+        img.putalpha(Image.fromarray(np.tile(np.arange(56, dtype=np.uint8) * 4, (40, 1))))
+    exif = Image.Exif()
+    exif[0x0112] = 6 if name == "o.jpg" else 1  # a rotated photo: the orientation is applied as it is read
+    exif[0x010F] = "Maker"
+    img.save(tmp_path / name, exif=exif.tobytes())
+    plain, kept = read_image(tmp_path / name), read_image(tmp_path / name, as_image=True)
+    assert isinstance(kept.rgb, Image.Image) and kept.rgb.mode == "RGB" and kept.size == plain.size
+    assert np.array_equal(np.asarray(kept.rgb), plain.rgb) and kept.gray == plain.gray
+    assert kept.meta == plain.meta and kept.jpeg == plain.jpeg
+    assert (kept.alpha is None) == (plain.alpha is None) and (plain.alpha is None or
+                                                              np.array_equal(kept.alpha, plain.alpha))
+    before = np.asarray(kept.rgb).copy()
+    for out in ("o.png", "o.jpg", "o.tif", "o.webp"):
+        write_image(tmp_path / f"array-{out}", plain)
+        write_image(tmp_path / f"image-{out}", kept)
+        assert (tmp_path / f"array-{out}").read_bytes() == (tmp_path / f"image-{out}").read_bytes(), out
+    assert kept.rgb.mode == "RGB" and np.array_equal(np.asarray(kept.rgb), before)
+    assert ImageOps.exif_transpose(Image.open(tmp_path / name)).size == kept.size
+
+
+def test_an_image_of_another_mode_is_refused_by_name(tmp_path):
+    with pytest.raises(InputError, match="x.png: can only write an RGB Pillow image, got mode CMYK"):
+        write_image(tmp_path / "x.png", Picture(Image.new("CMYK", (4, 4))))
+    assert not (tmp_path / "x.png").exists()

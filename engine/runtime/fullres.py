@@ -12,6 +12,11 @@ the full-precision samples.
 A mask is uint8 (0..255, as read from its file) or float in [0, 1]; the same weights come of both. Nothing
 here makes a float copy of the whole picture: work happens inside the object's box, a band of rows at a
 time, so memory stays a small multiple of the picture's own bytes.
+
+The batch hands over an 8-bit file's picture as Pillow decoded it (an RGB `Image`, `Pixels`), and it stays
+in Pillow's memory to the encoder: the Lab statistics read it a band at a time and Pillow applies the colour
+map (`map_image`, within one level of apply_affine's rounding). A numpy copy of a 12 MP picture each way, and
+the numpy colour map, took 110 of a picture's 630 ms of CPU in a 2-core batch (measured).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from PIL import Image
 from ..imageio import foreground
 from .color import lab_to_rgb, move_lab_statistics, rgb_to_lab
 
+Pixels = np.ndarray | Image.Image  # uint8 or uint16 (H, W, 3), or an 8-bit RGB Pillow image
 LAB_SAMPLES = 65536  # pixels per side for the Lab statistics and the fit: plenty, and fast at 50 MP
 BAND_ROWS = 128  # rows of the object's box worked on at a time
 
@@ -34,9 +40,16 @@ def as_mask8(mask: np.ndarray) -> np.ndarray:
     return np.round(np.clip(mask, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def eight_bit(rgb: np.ndarray) -> np.ndarray:
-    """An RGB picture as uint8: itself, or a uint16 picture's high bytes."""
-    return rgb if rgb.dtype == np.uint8 else (rgb >> 8).astype(np.uint8)
+def eight_bit(rgb: Pixels) -> Pixels:
+    """An RGB picture at 8 bits: itself (uint8, or a Pillow image), or a uint16 picture's high bytes."""
+    return rgb if not isinstance(rgb, np.ndarray) or rgb.dtype == np.uint8 else (rgb >> 8).astype(np.uint8)
+
+
+def rows(rgb: Pixels, top: int, bottom: int) -> np.ndarray:
+    """Rows top..bottom of a picture as an array (H', W, 3): a view of an array, a copy of an image's rows."""
+    if isinstance(rgb, np.ndarray):
+        return rgb[top:bottom]
+    return np.asarray(rgb.crop((0, top, rgb.width, min(bottom, rgb.height))))
 
 
 def weights(mask: np.ndarray) -> np.ndarray:
@@ -46,12 +59,10 @@ def weights(mask: np.ndarray) -> np.ndarray:
     return np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
 
 
-def to_network(rgb: np.ndarray, mask: np.ndarray, size: int, source: Image.Image | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Network inputs (1, 3, S, S) and (1, 1, S, S) float32 from uint8 RGB and its mask; `source`, the
-    decoded picture the RGB came from, saves a copy of it."""
-    small = (source if source is not None else Image.fromarray(rgb)).resize((size, size), Image.BICUBIC,
-                                                                            reducing_gap=3.0)
+def to_network(rgb: Pixels, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Network inputs (1, 3, S, S) and (1, 1, S, S) float32 from 8-bit RGB (an array or an image) and its mask."""
+    picture = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb)
+    small = picture.resize((size, size), Image.BICUBIC, reducing_gap=3.0)
     image = np.asarray(small, np.float32).transpose(2, 0, 1)[None] / 255.0
     m8 = Image.fromarray(as_mask8(mask)).resize((size, size), Image.BILINEAR)
     m = np.asarray(m8, np.float32)
@@ -67,19 +78,18 @@ class Prepared:
     full-resolution step needs. Made apart from the network (a batch makes the next one on another
     thread while the network runs)."""
 
-    rgb: np.ndarray  # (H, W, 3) uint8 or uint16, full resolution
+    rgb: Pixels  # (H, W, 3) uint8 or uint16 at full resolution, or an 8-bit RGB image
     mask: np.ndarray  # (H, W) uint8 0..255, or float in [0, 1]
     image: np.ndarray  # (1, 3, S, S) float32, the network's input
     small_mask: np.ndarray  # (1, 1, S, S) float32
     lab_map: np.ndarray | None = None  # (12,) the Lab transfer's colour map, for a model that mixes it in
 
 
-def prepare(rgb: np.ndarray, mask: np.ndarray, size: int, lab: bool = False, source: Image.Image | None = None
-            ) -> Prepared:
+def prepare(rgb: Pixels, mask: np.ndarray, size: int, lab: bool = False) -> Prepared:
     """The network's inputs at `size`, and the Lab transfer's map when `lab`, from the picture's 8 bits
-    (`eight_bit`); `source` as in to_network."""
+    (`eight_bit`)."""
     rgb8 = eight_bit(rgb)
-    image, small_mask = to_network(rgb8, mask, size, source)
+    image, small_mask = to_network(rgb8, mask, size)
     return Prepared(rgb, mask, image, small_mask, lab_transfer_map(rgb8, mask) if lab else None)
 
 
@@ -132,15 +142,34 @@ def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray) -> np.nd
     return _mix(rgb, mask, mapped)
 
 
-def lab_transfer_map(rgb: np.ndarray, mask: np.ndarray, strength: float = 0.5) -> np.ndarray:
+def map_image(img: Image.Image, mask: np.ndarray, params: np.ndarray, strength: float = 1.0) -> Image.Image:
+    """apply_affine for an 8-bit RGB Pillow image, by Pillow, `strength` (0..1) of the way: a new image.
+    Pillow rounds the mapped colour before it blends it in, so a pixel under a soft edge may differ from
+    apply_affine's by one level; where the mask is 0 the picture is untouched."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be within 0..1, not {strength}")
+    out = img.copy()
+    box = foreground_box(mask > 0)
+    if box is None:
+        return out
+    ys, xs = box
+    corner = (int(xs.start), int(ys.start), int(xs.stop), int(ys.stop))
+    a = np.asarray(params, np.float64).reshape(3, 4)
+    matrix = tuple(float(v) for row in a for v in (*row[:3], row[3] * 255.0))  # Pillow maps 0..255 values
+    m8 = as_mask8(mask[box])
+    if strength < 1.0:
+        m8 = (m8 * np.float32(strength) + np.float32(0.5)).astype(np.uint8)
+    out.paste(img.crop(corner).convert("RGB", matrix), corner[:2], Image.fromarray(m8, "L"))
+    return out
+
+
+def lab_transfer_map(rgb: Pixels, mask: np.ndarray, strength: float = 0.5) -> np.ndarray:
     """The 3x4 colour map (12 numbers, as the affine head's) closest, in least squares over the
     foreground's pixels, to moving their Lab mean and std `strength` of the way to the background's.
 
     One RGB map instead of the per-pixel Lab round trip: it scores as well (docs/results.md) at a fraction
     of the cost (a few thousand pixels of Lab)."""
-    fg = foreground(mask)
-    inside = int(np.count_nonzero(fg))
-    f, b = _every_nth(rgb, fg, True, inside), _every_nth(rgb, fg, False, fg.size - inside)
+    f, b = _samples(rgb, foreground(mask))
     if not len(f) or not len(b):
         return np.array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0], np.float32)
     moved = lab_to_rgb(move_lab_statistics(rgb_to_lab(f), rgb_to_lab(b), strength))
@@ -149,19 +178,21 @@ def lab_transfer_map(rgb: np.ndarray, mask: np.ndarray, strength: float = 0.5) -
     return a.T.reshape(12).astype(np.float32)
 
 
-def _every_nth(rgb: np.ndarray, fg: np.ndarray, inside: bool, count: int) -> np.ndarray:
-    """Every n-th pixel (in raster order) of the foreground `fg` (bool) or of the background, whichever holds
-    `count` pixels, n chosen so that about LAB_SAMPLES are taken; found a band at a time, without an index of
-    the whole picture."""
-    step = max(1, count // LAB_SAMPLES)
-    taken, seen = [], 0
+def _samples(rgb: Pixels, fg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every n-th pixel (in raster order) of the foreground `fg` (bool), and every m-th of the background, n and
+    m chosen so that about LAB_SAMPLES of each are taken; read a band of rows at a time (`rows`), without an
+    index of the whole picture."""
+    inside = int(np.count_nonzero(fg))
+    steps = (max(1, inside // LAB_SAMPLES), max(1, (fg.size - inside) // LAB_SAMPLES))
+    taken, seen = ([], []), [0, 0]
     for top in range(0, fg.shape[0], 4 * BAND_ROWS):
-        band = fg[top:top + 4 * BAND_ROWS]
-        idx = np.flatnonzero(band if inside else ~band)
-        first = (-seen) % step  # the band's first pixel whose rank is a multiple of step
-        taken.append(rgb[top:top + 4 * BAND_ROWS].reshape(-1, 3)[idx[first::step]])
-        seen += len(idx)
-    return np.concatenate(taken) if taken else np.zeros((0, 3), np.uint8)
+        band, pixels = fg[top:top + 4 * BAND_ROWS], rows(rgb, top, top + 4 * BAND_ROWS).reshape(-1, 3)
+        for side, where in enumerate((band, ~band)):
+            idx = np.flatnonzero(where)
+            first = (-seen[side]) % steps[side]  # the band's first pixel whose rank is a multiple of the step
+            taken[side].append(pixels[idx[first::steps[side]]])
+            seen[side] += len(idx)
+    return tuple(np.concatenate(t) if t else np.zeros((0, 3), np.uint8) for t in taken)
 
 
 def apply_residual(rgb: np.ndarray, mask: np.ndarray, before: np.ndarray, after: np.ndarray) -> np.ndarray:

@@ -5,10 +5,11 @@ As Polygraphy's runners: the public `infer` checks what goes in and comes out, a
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from ...errors import HarmonizeError, InputError
 from ...imageio import check_mask
-from ..fullres import Prepared, apply_affine, apply_residual, blend, prepare
+from ..fullres import Pixels, Prepared, apply_affine, apply_residual, blend, map_image, prepare
 
 
 def check_network_inputs(image: np.ndarray, mask: np.ndarray) -> None:
@@ -55,17 +56,23 @@ class Backend:
         p = self.prepare(rgb, mask)
         return self.finish(p, self.answer(p), strength)
 
-    def prepare(self, rgb: np.ndarray, mask: np.ndarray, source=None) -> Prepared:
-        """Check a picture and its mask, and make what the network and the full-resolution step need
-        (`source`: the decoded PIL picture the RGB came from, which saves a copy)."""
-        if rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[2] != 3:
+    def prepare(self, rgb: Pixels, mask: np.ndarray) -> Prepared:
+        """Check a picture (an array, or an 8-bit RGB Pillow image as the batch decodes it) and its mask, and
+        make what the network and the full-resolution step need."""
+        if isinstance(rgb, Image.Image):
+            if rgb.mode != "RGB":
+                raise InputError(f"image must be an RGB picture, got a Pillow image of mode {rgb.mode}")
+            if self.head != "affine":  # the image head's change is added to an array
+                rgb = np.asarray(rgb)
+        elif rgb.dtype not in (np.uint8, np.uint16) or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise InputError(f"image must be uint8 or uint16 (H, W, 3), got {rgb.dtype} {rgb.shape}")
-        if mask.shape != rgb.shape[:2]:
-            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {rgb.shape[1]}x{rgb.shape[0]}")
+        h, w = (rgb.height, rgb.width) if isinstance(rgb, Image.Image) else rgb.shape[:2]
+        if mask.shape != (h, w):
+            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {w}x{h}")
         if mask.dtype != np.uint8:
             mask = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
         check_mask(mask)
-        return prepare(rgb, mask, self.size, bool(self.lab_mix) and self.head == "affine", source)
+        return prepare(rgb, mask, self.size, bool(self.lab_mix) and self.head == "affine")
 
     def answer(self, p: Prepared) -> np.ndarray:
         """The network's answer for a prepared picture: the colour map (12,), averaged with the Lab
@@ -75,10 +82,12 @@ class Backend:
             answer = (1.0 - self.lab_mix) * answer + self.lab_mix * p.lab_map
         return answer
 
-    def finish(self, p: Prepared, answer: np.ndarray, strength: float = 1.0) -> np.ndarray:
-        """The answer applied at full resolution, blended at `strength`: a new picture."""
+    def finish(self, p: Prepared, answer: np.ndarray, strength: float = 1.0) -> Pixels:
+        """The answer applied at full resolution, blended at `strength`: a new picture, of the prepared one's kind."""
         if self.head != "affine":
             return blend(p.rgb, apply_residual(p.rgb, p.mask, p.image[0], answer), p.mask, strength)
+        if isinstance(p.rgb, Image.Image):
+            return map_image(p.rgb, p.mask, answer, strength)
         return blend(p.rgb, apply_affine(p.rgb, p.mask, answer), p.mask, strength)
 
     def close(self) -> None:

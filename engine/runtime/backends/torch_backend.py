@@ -54,5 +54,6 @@ class TorchBackend(Backend):
     def finish(self, p: Prepared, answer: np.ndarray, strength: float = 1.0) -> np.ndarray:
         if self.device != "gpu" or self.head != "affine":
             return super().finish(p, answer, strength)
+        rgb = np.asarray(p.rgb)  # the batch's Pillow image goes to the GPU as an array
         with self.torch.inference_mode():
-            return blend(p.rgb, apply_affine_torch(p.rgb, p.mask, answer, self.torch_device), p.mask, strength)
+            return blend(rgb, apply_affine_torch(rgb, p.mask, answer, self.torch_device), p.mask, strength)
