@@ -17,7 +17,7 @@ def apply_affine_torch(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray, de
     import torch
 
     out = rgb.copy()
-    box = foreground_box(mask > 0)
+    box = foreground_box(mask)
     if box is None:
         return out
     a, top = torch.as_tensor(np.asarray(params, np.float32).reshape(3, 4), device=device), peak(rgb)
