@@ -162,3 +162,88 @@ def test_tensorrt_version_is_read_from_metadata_without_importing_it(monkeypatch
         assert library.installed() is None
     finally:
         library._version.cache_clear()
+
+
+class StandInEngine:
+    """What the runtime cache calls of an ICudaEngine, and of TensorRT-RTX's runtime config and cache, which
+    only an RTX GPU can make (deserializing an engine needs a CUDA driver): the config's cache holds bytes,
+    and running the engine compiles `kernels` into it, as TensorRT-RTX does on a first run."""
+
+    def __init__(self, kernels: bytes = b"kernels for sm_86"):
+        self.kernels, self.loaded, self.contexts = kernels, [], []
+
+    def create_runtime_config(self):
+        engine = self
+
+        class Cache:
+            blob = b""
+
+            def deserialize(self, blob):
+                engine.loaded.append(blob)
+                self.blob = blob
+                return True
+
+            def serialize(self):
+                return memoryview(self.blob)
+
+        class Config:
+            def create_runtime_cache(self):
+                return Cache()
+
+            def set_runtime_cache(self, cache):
+                self.cache = cache
+
+        return Config()
+
+    def create_execution_context(self, config=None):
+        self.contexts.append(config)
+        return "context"
+
+    def run(self, runtime_cache):
+        runtime_cache.cache.blob = runtime_cache.cache.blob or self.kernels
+
+
+def test_tensorrt_rtx_kernels_are_kept_in_the_private_cache_and_loaded_at_the_next_start(trt, tmp_path):
+    """TensorRT-RTX compiles its kernels when an engine first runs: the runtime cache is written then into the
+    engines folder (0700), keyed by the engine's bytes and the library, loaded at the next start, and not
+    written again unchanged; a folder others could write into is refused before it is read."""
+    from engine.tensorrt.runtime_cache import RuntimeCache, runtime_cache_path
+
+    path = runtime_cache_path(b"engine bytes")
+    assert path.parent == tmp_path / "cache" / "engines" and "tensorrt_rtx-1.7.1.116" in path.name
+    assert runtime_cache_path(b"other engine") != path
+    first = StandInEngine()
+    kept = RuntimeCache(first, path)
+    assert kept.context == "context" and first.contexts[0] is not None and not first.loaded
+    assert not kept.save() and not path.exists(), "nothing compiled yet, nothing written"
+    first.run(kept)
+    assert kept.save() and path.read_bytes() == b"kernels for sm_86"
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    assert not kept.save(), "written again unchanged"
+    second = StandInEngine()
+    again = RuntimeCache(second, path)
+    assert second.loaded == [b"kernels for sm_86"]
+    second.run(again)
+    assert not again.save()
+    os.chmod(path.parent, 0o777)
+    with pytest.raises(HarmonizeError, match="refusing the cache folder .*engines"):
+        RuntimeCache(StandInEngine(), path)
+
+
+def test_standard_tensorrt_has_no_runtime_cache(trt, tmp_path):
+    from engine.tensorrt.runtime_cache import RuntimeCache, runtime_cache_path
+
+    class Standard:  # TensorRT 10's engine: a context, and a runtime config without a runtime cache
+        contexts = []
+
+        def create_runtime_config(self):
+            return object()
+
+        def create_execution_context(self, config=None):
+            self.contexts.append(config)
+            return "context"
+
+    engine = Standard()
+    kept = RuntimeCache(engine, runtime_cache_path(b"engine bytes"))
+    assert engine.contexts == [None] and kept.context == "context" and not kept.save()
+    assert not (tmp_path / "cache").exists()

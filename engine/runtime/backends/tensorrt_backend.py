@@ -16,6 +16,7 @@ from ...tensorrt.device import cuda_call
 from ...tensorrt.library import load_tensorrt
 from ...tensorrt.lookup import check_engine
 from ...tensorrt.plugin import register_plugin
+from ...tensorrt.runtime_cache import RuntimeCache, runtime_cache_path
 from .base import Backend
 
 
@@ -30,7 +31,7 @@ class TensorRTBackend(Backend):
         from cuda.bindings import driver
 
         self.driver = driver
-        self.buffers, self.stream, self.ctx = {}, None, None
+        self.buffers, self.stream, self.ctx, self.kernels = {}, None, None, None
         t = load_tensorrt()
         engine_path = Path(model)
         meta = check_engine(engine_path, Path(onnx) if onnx else None)
@@ -38,11 +39,13 @@ class TensorRTBackend(Backend):
         register_plugin()
         self.logger = t.Logger(t.Logger.WARNING)
         self.runtime = t.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        data = engine_path.read_bytes()
+        self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             self.close()
             raise HarmonizeError(f"{engine_path}: TensorRT could not load it; rebuild with build_engine.py")
-        self.context = self.engine.create_execution_context()
+        self.kernels = RuntimeCache(self.engine, runtime_cache_path(data))  # TensorRT-RTX's compiled kernels
+        self.context, self.ran = self.kernels.context, False
         self.stream = cuda_call(driver.cuStreamCreate(0))
         self.size = int(meta.get("working_size", meta["profile"]["opt"][1]))
         self.head = meta.get("head", "affine")
@@ -74,9 +77,14 @@ class TensorRTBackend(Backend):
             raise HarmonizeError("TensorRT failed to run the engine")
         cuda_call(d.cuMemcpyDtoHAsync(out.ctypes.data, self.buffers[output], out.nbytes, self.stream))
         cuda_call(d.cuStreamSynchronize(self.stream))
+        if not self.ran:  # the first run compiled TensorRT-RTX's kernels: kept now, not only at a clean close
+            self.ran = True
+            self.kernels.save()
         return out.astype(np.float32)
 
     def close_impl(self) -> None:
+        if self.kernels is not None:
+            self.kernels.save()
         for ptr in self.buffers.values():
             cuda_call(self.driver.cuMemFree(ptr))
         self.buffers = {}
