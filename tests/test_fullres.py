@@ -231,3 +231,22 @@ def test_the_lab_map_of_a_pillow_picture_is_its_arrays():
     rgb = scene_photo(4 * BAND_ROWS * 2 + 77, 300, seed=8)
     mask = ellipse_mask(*rgb.shape[:2])
     assert np.array_equal(lab_transfer_map(Image.fromarray(rgb), mask), lab_transfer_map(rgb, mask))
+
+
+def test_torch_on_a_gpu_maps_arrays_there_and_leaves_the_batchs_pillow_pictures_to_pillow():
+    """Torch on a GPU (here its device said to be one, computing on the CPU) applies an array's colour map with
+    torch, and a Pillow picture's with Pillow (map_image), which costs less than making it an array."""
+    pytest.importorskip("torch", reason="torch (the 'train' extra) is not installed")
+    from engine.runtime.backends.torch_backend import apply_affine_torch
+    from engine.runtime.fullres import map_image
+
+    rgb = scene_photo(120, 160, seed=9)
+    mask = (ellipse_mask(120, 160) * 255).astype(np.uint8)
+    with load("torch", device="cpu") as backend:
+        backend.device = "gpu"
+        p, q = backend.prepare(rgb, mask), backend.prepare(Image.fromarray(rgb), mask)
+        answer = backend.answer(p)
+        assert np.array_equal(backend.finish(p, answer), apply_affine_torch(rgb, mask, answer, "cpu"))
+        got = backend.finish(q, answer)
+        assert isinstance(got, Image.Image)
+        assert np.array_equal(np.asarray(got), np.asarray(map_image(Image.fromarray(rgb), mask, answer)))
