@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, TiffImagePlugin, UnidentifiedImageError
 
 from .atomic import atomic_path, put_whole
 from .errors import InputError, MissingDependencyError, require
@@ -363,12 +363,51 @@ def _save_deep(target: Path | io.BytesIO, path: Path, fmt: str, picture: Picture
         tags = {t.code: t for t in tif.pages.first.tags}
     extra = [(t.code, t.dtype, t.count, t.value, True) for t in tags.values()
              if t.code not in TIFFFILE_TAGS and not isinstance(t.value, dict)]  # a dict: a sub-IFD (Exif, GPS)
+    with Image.open(io.BytesIO(probe.getvalue())) as img:
+        subs = {code: dict(img.getexif().get_ifd(code)) for code in SUB_IFDS if code in tags}
     dpi = {}
     if 282 in tags and 283 in tags:
         dpi = dict(resolution=(tags[282].value, tags[283].value), resolutionunit=tags[296].value if 296 in tags else 2)
     lib.imwrite(target, samples, photometric="minisblack" if picture.gray else "rgb", metadata=None,
-                software=False, extrasamples=("unassalpha",) if alpha is not None else None, extratags=extra,
-                **dpi)
+                software=False, extrasamples=("unassalpha",) if alpha is not None else None, byteorder="<",
+                extratags=extra + [(code + 1, "I", 1, 0, True) for code in subs if subs[code]], **dpi)
+    if any(subs.values()):
+        _link_sub_ifds(target, {code: sub for code, sub in subs.items() if sub}, lib)
+
+
+SUB_IFDS = (0x8769, 0x8825)  # the Exif and GPS directories that EXIF's own directory points to
+
+
+def _link_sub_ifds(target: Path | io.BytesIO, subs: dict[int, dict], lib) -> None:
+    """Append the Exif and GPS sub-directories to a little-endian TIFF that tifffile wrote, and point its first
+    directory at them. tifffile writes no such directory and refuses their tags, so each pointer was written as
+    the tag after its own (a stand-in no reader knows, which keeps the entries in order) and is renamed here.
+    Pillow writes the directories, as it does at 8 bits."""
+    f = open(target, "r+b") if isinstance(target, Path) else target
+    try:
+        f.seek(0, io.SEEK_END)
+        start = f.tell() + f.tell() % 2  # a directory begins on a word boundary
+        f.write(b"\0" * (start - f.tell()))
+        holder = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
+        for code, sub in subs.items():
+            holder[code] = sub
+        data = holder.tobytes(start)  # a directory of the pointers, which no IFD links to, then their directories
+        f.write(data)
+        entries = [data[2 + 12 * i:14 + 12 * i] for i in range(int.from_bytes(data[:2], "little"))]
+        pointers = {int.from_bytes(e[:2], "little"): e[8:12] for e in entries}
+        f.seek(0)
+        with lib.TiffFile(f) as tif:
+            if tif.is_bigtiff:
+                raise InputError(f"{getattr(target, 'name', target)}: a BigTIFF cannot carry the EXIF sub-IFDs here")
+            spots = [(t.code - 1, t.offset, t.valueoffset) for t in tif.pages.first.tags if t.code - 1 in subs]
+        for code, entry, value in spots:
+            f.seek(entry)
+            f.write(code.to_bytes(2, "little"))
+            f.seek(value)
+            f.write(pointers[code])
+    finally:
+        if f is not target:
+            f.close()
 
 
 def write_image(path: str | Path, picture: Picture) -> None:

@@ -171,14 +171,18 @@ def test_a_cmyk_profile_is_not_put_on_rgb_output(tmp_path):
 
 
 @pytest.mark.parametrize("ext", [".png", ".tif"], ids=["png", "tiff"])
-def test_a_16_bit_picture_keeps_profile_exif_dpi_and_text(tmp_path, ext):
+def test_a_16_bit_picture_keeps_profile_exif_with_its_sub_ifds_dpi_and_text(tmp_path, ext):
     pytest.importorskip("tifffile", reason="the 16bit extra is not installed")
     from engine.imageio import Picture, read_image, write_image
 
     photo = scene_photo(96, 128, seed=4).astype(np.uint16) * 257 + 100
     mask = (ellipse_mask(96, 128) * 255).astype(np.uint8)
     photo[mask > 0] //= 2
-    meta = dict(icc_profile=P3, exif=exif().tobytes(), dpi=(300, 300), text={"Author": "Ada"})
+    tags = exif()
+    tags.get_ifd(0x8769)[0x829A] = 0.004  # ExposureTime, in the Exif sub-IFD, which tifffile cannot write
+    tags.get_ifd(0x8769)[0x927C] = b"maker's own bytes"  # MakerNote
+    tags.get_ifd(0x8825)[2] = (52.0, 31.0, 12.5)  # GPSLatitude, in the GPS sub-IFD
+    meta = dict(icc_profile=P3, exif=tags.tobytes(), dpi=(300, 300), text={"Author": "Ada"})
     src, m, out = tmp_path / f"c{ext}", tmp_path / "m.png", tmp_path / f"out{ext}"
     write_image(src, Picture(photo, meta=meta))
     Image.fromarray(mask).save(m)
@@ -188,6 +192,8 @@ def test_a_16_bit_picture_keeps_profile_exif_dpi_and_text(tmp_path, ext):
             assert_carried(img)
             if ext == ".png":
                 assert img.text["Author"] == "Ada"
+            assert img.getexif().get_ifd(0x8769) == {0x829A: 0.004, 0x927C: b"maker's own bytes"}, path.name
+            assert img.getexif().get_ifd(0x8825) == {2: (52.0, 31.0, 12.5)}, path.name
         pic = read_image(path)
         assert pic.rgb.dtype == np.uint16 and pic.meta["icc_profile"] == P3
 
