@@ -96,10 +96,10 @@ def prepare(rgb: Pixels, mask: np.ndarray, size: int, lab: bool = False) -> Prep
 def foreground_box(mask: np.ndarray) -> tuple[slice, slice] | None:
     """The bounding box of a mask's nonzero pixels as slices, or None for an empty mask (no boolean copy of the
     mask is made: at 12 MP each is 12 MB of fresh pages)."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if not len(rows):
+    ys, xs = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(ys):
         return None
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    return slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1)
 
 
 def peak(rgb: np.ndarray) -> int:
@@ -117,9 +117,9 @@ def _mix(rgb: np.ndarray, mask: np.ndarray, target) -> np.ndarray:
     box = foreground_box(mask)
     if box is None:
         return out
-    rows, cols = box
-    for top in range(rows.start, rows.stop, BAND_ROWS):
-        band = (slice(top, min(top + BAND_ROWS, rows.stop)), cols)
+    ys, xs = box
+    for top in range(ys.start, ys.stop, BAND_ROWS):
+        band = (slice(top, min(top + BAND_ROWS, ys.stop)), xs)
         x = rgb[band].astype(np.float32)
         mixed = target(x, band)
         mixed -= x
