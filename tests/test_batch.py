@@ -435,14 +435,10 @@ def test_at_most_one_picture_more_than_the_cores_is_decoded_at_once(tmp_path, mo
 def test_a_batch_keeps_openblas_to_one_thread_and_puts_the_process_back_after(tmp_path, monkeypatch):
     """The batch's threads are its parallelism: while it runs numpy's OpenBLAS has one thread and Pillow keeps
     freed blocks; after it both are as they were, for a caller that goes on in the same process."""
-    import ctypes
-
     from engine.runtime.backends.base import Backend
-    from engine.runtime.batch import OPENBLAS_CALLS
+    from engine.runtime.blas import OPENBLAS_CALLS, openblas_libraries
 
-    maps = [line.split(maxsplit=5) for line in open("/proc/self/maps").read().splitlines()]
-    libs = {m[5] for m in maps if len(m) == 6 and "openblas" in m[5].rsplit("/", 1)[-1].lower()}
-    calls = [(getattr(lib, get), getattr(lib, put)) for lib in map(ctypes.CDLL, sorted(libs))
+    calls = [(getattr(lib, get), getattr(lib, put)) for lib in openblas_libraries()
              for get, put in OPENBLAS_CALLS if hasattr(lib, get)]
     if not calls:
         pytest.skip("numpy here is not built on OpenBLAS")

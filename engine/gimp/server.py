@@ -28,6 +28,7 @@ from pathlib import Path
 from plugin import protocol, rendezvous
 
 from ..errors import HarmonizeError
+from ..runtime.blas import one_blas_thread
 from . import layer
 
 log = logging.getLogger("engine")
@@ -349,6 +350,7 @@ def serve(backend: str = "auto", model: str | None = None, address=None, key: by
     """Serve until SIGINT or SIGTERM, or `idle_minutes` without a connection (0: never); then stop
     accepting, finish the requests in flight and remove the socket."""
     server = make_server(BackendPool(backend, model), address, key=key, key_file=key_file)
+    one_blas_thread()  # for the engine's life: its own threads and ONNX Runtime's are its parallelism
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

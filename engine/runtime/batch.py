@@ -25,6 +25,7 @@ from ..errors import HarmonizeError, InputError
 from ..imageio import MAX_PIXELS, Picture, check_mask, read_image, read_mask8, write_image
 from ..progress import Progress
 from .backends.base import Backend
+from .blas import one_blas_thread
 from .fullres import Prepared
 from .plan import Job, remove_stale_parts
 
@@ -137,35 +138,20 @@ def _return_freed_buffers() -> None:
             libc.mallopt(-1, 16 << 20)  # M_TRIM_THRESHOLD
 
 
-# numpy's wheels carry OpenBLAS as scipy-openblas, whose calls have a prefix and a suffix; a system one has neither
-OPENBLAS_CALLS = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-                  ("openblas_get_num_threads", "openblas_set_num_threads"))
-
-
 def _batch_settings(workers: int) -> Callable[[], None]:
     """Settings of the process that a batch runs under; the call returned puts them back as they were.
 
-    - numpy's OpenBLAS is kept to one thread. The batch's threads are its parallelism; OpenBLAS's own, woken by
-      each band's 3x3 colour map, spun on 10 to 12 % of a 2-core batch's CPU (perf) for 0.6 % of its work.
-      numpy has no call for this, so the loaded library is asked by name, as threadpoolctl does.
+    - numpy's OpenBLAS is kept to one thread (blas.py).
     - Pillow keeps up to 4 blocks of 16 MiB a worker when an image is freed, where it would give each back to
       malloc and fault the next picture's pages in anew: ten 12 MP JPEGs on 2 cores spent 1.3 s in the
       kernel against 1.7 to 2.0 s, at the same peak (measured)."""
-    restore = [(Image.core.set_blocks_max, Image.core.get_blocks_max())]
-    Image.core.set_blocks_max(max(Image.core.get_blocks_max(), 4 * workers))
-    with contextlib.suppress(OSError):  # no /proc: OpenBLAS as it is
-        maps = [line.split(maxsplit=5) for line in Path("/proc/self/maps").read_text().splitlines()]
-        for path in sorted({m[5] for m in maps if len(m) == 6 and "openblas" in m[5].rsplit("/", 1)[-1].lower()}):
-            lib = ctypes.CDLL(path)
-            for get, put in OPENBLAS_CALLS:
-                if hasattr(lib, get) and hasattr(lib, put):
-                    restore.append((getattr(lib, put), getattr(lib, get)()))
-                    getattr(lib, put)(1)
-                    break
+    blocks = Image.core.get_blocks_max()
+    Image.core.set_blocks_max(max(blocks, 4 * workers))
+    blas_as_before = one_blas_thread()
 
     def as_before() -> None:
-        for put, value in restore:
-            put(value)
+        blas_as_before()
+        Image.core.set_blocks_max(blocks)
     return as_before
 
 
