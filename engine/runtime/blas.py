@@ -1,7 +1,8 @@
 """numpy's OpenBLAS kept to one thread in the processes that harmonize. Their parallelism is their own (the
 batch's loader and writer threads, ONNX Runtime's threads); OpenBLAS's threads, woken by each band's 3x3
 colour map, then spin on cores those need: 10 to 12 % of a 2-core batch's CPU (perf) for 0.6 % of its work,
-and a GIMP engine call on a 12 MP layer took 0.65 to 0.79 s against 0.53 s with one thread (measured).
+and the GIMP engine's answer to a 12 MP layer took 0.51 to 0.53 s against 0.47 to 0.49 s with one thread (in
+process, median of 5, three alternating runs; the round trip through the socket hides it in its noise).
 numpy has no call for this, so the loaded library is asked by name, as threadpoolctl does.
 """
 from __future__ import annotations
