@@ -234,6 +234,10 @@ def read_image(path: str | Path, max_pixels: int | None = MAX_PIXELS, as_image: 
         alpha = np.asarray(img)[..., 3].copy()
     if img.mode != "RGB":
         img = img.convert("RGB")
+    if as_image:
+        # What Pillow read from the file stays in `meta`: a writer would take what is left in `info` for its
+        # own defaults (a CMYK profile, a TIFF's JPEG compression, a PNG's transparent colour).
+        img.info = {}
     return Picture(img if as_image else np.asarray(img), alpha, meta, gray, jpeg)
 
 
@@ -429,6 +433,9 @@ def write_image(path: str | Path, picture: Picture) -> None:
         _store(path, lambda target: _save_deep(target, path, fmt, picture))
         return
     img = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb, "RGB")
+    if img.info:  # an image from elsewhere: its file's settings must not choose this file's (read_image)
+        img = img.copy()
+        img.info = {}
     if picture.gray:
         img = img.convert("L")
     if alpha is not None and fmt != "JPEG":

@@ -160,3 +160,43 @@ def test_an_image_of_another_mode_is_refused_by_name(tmp_path):
     with pytest.raises(InputError, match="x.png: can only write an RGB Pillow image, got mode CMYK"):
         write_image(tmp_path / "x.png", Picture(Image.new("CMYK", (4, 4))))
     assert not (tmp_path / "x.png").exists()
+
+
+def _cmyk_jpeg(path):
+    Image.fromarray(scene_photo(40, 56, seed=3)).convert("CMYK").save(path, icc_profile=b"\0" * 128)
+
+
+def _jpeg_tiff(path):
+    Image.fromarray(scene_photo(40, 56, seed=3)).save(path, compression="jpeg")
+
+
+def _keyed_png(path):
+    Image.fromarray(scene_photo(40, 56, seed=3)).save(path, transparency=(10, 20, 30))
+
+
+def _group4_tiff(path):
+    Image.fromarray(scene_photo(40, 56, seed=3)).convert("1").save(path, compression="group4")
+
+
+def _commented_jpeg(path):
+    Image.fromarray(scene_photo(40, 56, seed=3)).save(path, comment=b"from the camera")
+
+
+@pytest.mark.parametrize("name, make", [("c.jpg", _cmyk_jpeg), ("j.tif", _jpeg_tiff), ("k.png", _keyed_png),
+                                        ("g4.tif", _group4_tiff), ("n.jpg", _commented_jpeg)])
+def test_a_pillow_picture_writes_what_its_meta_says_not_what_its_file_did(tmp_path, name, make):
+    """Pillow's writers take their defaults from an image's `info`, which holds its file's settings: a picture
+    read as an image must write as the array does (no CMYK profile, no JPEG compression in a TIFF, no colour
+    key, no 1-bit Group 4 encoder error, no comment)."""
+    make(tmp_path / name)
+    plain, kept = read_image(tmp_path / name), read_image(tmp_path / name, as_image=True)
+    for out in ("o.png", "o.jpg", "o.tif", "o.webp"):
+        write_image(tmp_path / f"array-{out}", plain)
+        write_image(tmp_path / f"image-{out}", kept)
+        assert (tmp_path / f"array-{out}").read_bytes() == (tmp_path / f"image-{out}").read_bytes(), out
+    stray = Image.open(tmp_path / name)
+    stray.load()
+    stray = stray.convert("RGB") if stray.mode != "RGB" else stray
+    stray.info["comment"] = b"not mine"
+    write_image(tmp_path / "stray.jpg", Picture(stray))
+    assert "comment" not in Image.open(tmp_path / "stray.jpg").info and stray.info["comment"] == b"not mine"
