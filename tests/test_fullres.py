@@ -250,3 +250,15 @@ def test_torch_on_a_gpu_maps_arrays_there_and_leaves_the_batchs_pillow_pictures_
         got = backend.finish(q, answer)
         assert isinstance(got, Image.Image)
         assert np.array_equal(np.asarray(got), np.asarray(map_image(Image.fromarray(rgb), mask, answer)))
+
+
+def test_nan_in_a_float_mask_outside_the_object_changes_nothing_there():
+    """Through the Python API a float mask may hold NaN: such pixels are no foreground, as before the box was
+    read from the mask itself."""
+    rgb = textured_image(60, 80)
+    mask = ellipse_mask(60, 80).astype(np.float32)
+    mask[:5, :5] = np.nan
+    with load("onnxruntime") as backend:
+        out = backend.harmonize(rgb, mask)
+    assert np.array_equal(out[:5, :5], rgb[:5, :5])
+    assert np.array_equal(out[mask == 0], rgb[mask == 0]) and (out != rgb).any()

@@ -94,8 +94,10 @@ def prepare(rgb: Pixels, mask: np.ndarray, size: int, lab: bool = False) -> Prep
 
 
 def foreground_box(mask: np.ndarray) -> tuple[slice, slice] | None:
-    """The bounding box of a mask's nonzero pixels as slices, or None for an empty mask (no boolean copy of the
-    mask is made: at 12 MP each is 12 MB of fresh pages)."""
+    """The bounding box of mask > 0 as slices, or None for an empty mask. A uint8 or boolean mask is read as it
+    is (a boolean copy of a 12 MP one is 12 MB of fresh pages); a float one may hold NaN, which is not > 0."""
+    if mask.dtype not in (np.uint8, np.bool_):
+        mask = mask > 0
     ys, xs = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if not len(ys):
         return None

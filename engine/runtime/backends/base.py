@@ -70,7 +70,7 @@ class Backend:
         if mask.shape != (h, w):
             raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {w}x{h}")
         if mask.dtype != np.uint8:
-            mask = np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0)
+            mask = np.nan_to_num(np.clip(mask.astype(np.float32, copy=False), 0.0, 1.0), nan=0.0)  # NaN: no object
         check_mask(mask)
         return prepare(rgb, mask, self.size, bool(self.lab_mix) and self.head == "affine")
 
