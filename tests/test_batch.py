@@ -457,6 +457,16 @@ def test_a_batch_keeps_openblas_to_one_thread_and_puts_the_process_back_after(tm
     assert seen and seen[0][0] == 1 and seen[0][1] >= 4
     assert get() == 2 and Image.core.get_blocks_max() == blocks
 
+    import engine.runtime.batch as batch
+
+    def broken(*args):  # a fault no batch expects: it reaches the caller, and the process is put back all the same
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(batch, "write_image", broken)
+    with pytest.raises(TypeError, match="a bug"):
+        run(tmp_path / "in", "--masks", tmp_path / "m", "-o", tmp_path / "o2")
+    assert get() == 2 and Image.core.get_blocks_max() == blocks
+
 
 def reference_harmonize(backend, rgb: np.ndarray, m8: np.ndarray) -> np.ndarray:
     """The full-resolution path written plainly, whole arrays at once: what `run` must reproduce."""

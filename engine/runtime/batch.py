@@ -222,9 +222,11 @@ def run_batch(backend: Backend, jobs: list[Job], overwrite: bool = False, streng
             fut.cancel()
         summary.not_started = len(todo) - done
     finally:
-        settle(0)  # outputs already being written are finished, never left half-done
-        pipe.close()
-        bar.close()
-        settings_as_before()
-        summary.seconds = time.monotonic() - start
+        try:
+            settle(0)  # outputs already being written are finished, never left half-done
+        finally:  # and the process is put back as it was, whatever a writer raised
+            pipe.close()
+            bar.close()
+            settings_as_before()
+            summary.seconds = time.monotonic() - start
     return summary
