@@ -203,10 +203,11 @@ class StandInEngine:
         runtime_cache.cache.blob = runtime_cache.cache.blob or self.kernels
 
 
-def test_tensorrt_rtx_kernels_are_kept_in_the_private_cache_and_loaded_at_the_next_start(trt, tmp_path):
+def test_tensorrt_rtx_kernels_are_kept_in_the_private_cache_and_loaded_at_the_next_start(trt, tmp_path, caplog):
     """TensorRT-RTX compiles its kernels when an engine first runs: the runtime cache is written then into the
     engines folder (0700), keyed by the engine's bytes and the library, loaded at the next start, and not
-    written again unchanged; a folder others could write into is refused before it is read."""
+    written again unchanged; in a folder others could write into it is neither read nor written, and the
+    engine runs without it."""
     from engine.tensorrt.runtime_cache import RuntimeCache, runtime_cache_path
 
     path = runtime_cache_path(b"engine bytes")
@@ -225,9 +226,26 @@ def test_tensorrt_rtx_kernels_are_kept_in_the_private_cache_and_loaded_at_the_ne
     assert second.loaded == [b"kernels for sm_86"]
     second.run(again)
     assert not again.save()
-    os.chmod(path.parent, 0o777)
-    with pytest.raises(HarmonizeError, match="refusing the cache folder .*engines"):
-        RuntimeCache(StandInEngine(), path)
+    os.chmod(path.parent, 0o777)  # others could now write kernels into it: they are not loaded, nor written
+    third = StandInEngine(kernels=b"other kernels")
+    refused = RuntimeCache(third, path)
+    assert third.loaded == [] and refused.context == "context"
+    third.run(refused)
+    assert not refused.save() and path.read_bytes() == b"kernels for sm_86"
+    assert "refusing the cache folder" in caplog.text and "compiled anew" in caplog.text
+
+
+def test_a_runtime_cache_that_cannot_be_written_costs_a_warning_not_a_picture(trt, tmp_path, caplog):
+    """The cache saves seconds: a read-only cache volume is said once in the log, and the engine runs on."""
+    from engine.tensorrt.runtime_cache import RuntimeCache, runtime_cache_path
+
+    engine = StandInEngine()
+    kept = RuntimeCache(engine, runtime_cache_path(b"engine bytes"))
+    (tmp_path / "cache").mkdir(mode=0o700)
+    (tmp_path / "cache" / "engines").write_text("not a folder")  # where the folder should be: any write fails
+    engine.run(kept)
+    assert not kept.save() and not kept.save()
+    assert caplog.text.count("could not be kept") == 1
 
 
 def test_standard_tensorrt_has_no_runtime_cache(trt, tmp_path):

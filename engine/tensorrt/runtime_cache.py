@@ -4,16 +4,22 @@ loads them. Standard TensorRT compiles ahead of time and has no such cache: ther
 
 The file is keyed by the engine's bytes and the library's version; TensorRT-RTX itself checks the GPU and
 CUDA a cache was made with and ignores one that does not fit, which is then written anew. Compiled kernels
-are code the process runs, so the file lives only in the private engines folder (engine/cache.py).
+are code the process runs, so the file lives only in the private engines folder (engine/cache.py). The cache
+only saves time: a folder that cannot be read or written safely is said in the log, and the engine runs
+without it.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from ..atomic import atomic_path
 from ..cache import private_cache
+from ..errors import HarmonizeError
 from .lookup import engines_dir, library_tag
+
+log = logging.getLogger("engine")
 
 
 def runtime_cache_path(engine_bytes: bytes) -> Path:
@@ -33,22 +39,33 @@ class RuntimeCache:
             self.context = engine.create_execution_context()
             return
         self.cache = config.create_runtime_cache()
-        if path.exists():
-            private_cache("engines", create=False)  # never load code from a folder someone else could write into
-            self.saved = path.read_bytes()
+        try:
+            if path.exists():
+                private_cache("engines", create=False)  # never load code from a folder others could write into
+                self.saved = path.read_bytes()
+        except (OSError, HarmonizeError) as exc:
+            log.warning("TensorRT-RTX's runtime cache %s is not used (%s): its kernels are compiled anew", path, exc)
+            self.path = None
+        if self.saved:
             self.cache.deserialize(self.saved)
         config.set_runtime_cache(self.cache)
         self.context = engine.create_execution_context(config)
 
     def save(self) -> bool:
         """Write the cache when it holds what the file does not; whether it wrote."""
-        if self.cache is None:
+        if self.cache is None or self.path is None:
             return False
         blob = bytes(self.cache.serialize())
         if not blob or blob == self.saved:
             return False
-        private_cache("engines")
-        with atomic_path(self.path) as tmp:
-            tmp.write_bytes(blob)
+        try:
+            private_cache("engines")
+            with atomic_path(self.path) as tmp:
+                tmp.write_bytes(blob)
+        except (OSError, HarmonizeError) as exc:
+            log.warning("TensorRT-RTX's runtime cache could not be kept in %s (%s); the next start compiles its "
+                        "kernels again", self.path, exc)
+            self.path = None  # said once
+            return False
         self.saved = blob
         return True
