@@ -117,6 +117,7 @@ def _open(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image,
                 f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of {max_pixels / 1e6:.0f} "
                 f"(it would need about {w * h / 1e6 * MB_PER_MEGAPIXEL / 1000:.1f} GB; --max-megapixels raises it)")
         deep = _more_than_8_bits(img)  # before load, which forgets how the file stores its samples
+        _read_exif_directories(img)  # before load, which closes the file a TIFF's EXIF reads them from
         img.load()
     except InputError:
         raise
@@ -132,6 +133,18 @@ def _open(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image,
         if source is not path:
             source.close()
     return img, deep
+
+
+EXIF_DIRECTORIES = (0x8769, 0x8825, 0xA005)  # Exif, GPS, and Interop (which the Exif directory points to)
+
+
+def _read_exif_directories(img: Image.Image) -> None:
+    """Have Pillow read the EXIF's sub-directories now and keep them: a TIFF's are read from the file when
+    first asked for, and writing the EXIF asks for them after the file is closed (a TIFF with an Interop
+    directory failed with "seek of closed file")."""
+    exif = img.getexif()
+    for tag in EXIF_DIRECTORIES:
+        exif.get_ifd(tag)
 
 
 def _more_than_8_bits(img: Image.Image) -> bool:
@@ -367,19 +380,33 @@ def _save_deep(target: Path | io.BytesIO, path: Path, fmt: str, picture: Picture
         tags = {t.code: t for t in tif.pages.first.tags}
     extra = [(t.code, t.dtype, t.count, t.value, True) for t in tags.values()
              if t.code not in TIFFFILE_TAGS and not isinstance(t.value, dict)]  # a dict: a sub-IFD (Exif, GPS)
-    with Image.open(io.BytesIO(probe.getvalue())) as img:
-        subs = {code: dict(img.getexif().get_ifd(code)) for code in SUB_IFDS if code in tags}
+    subs = _sub_ifds(picture.meta.get("exif"))
     dpi = {}
     if 282 in tags and 283 in tags:
         dpi = dict(resolution=(tags[282].value, tags[283].value), resolutionunit=tags[296].value if 296 in tags else 2)
     lib.imwrite(target, samples, photometric="minisblack" if picture.gray else "rgb", metadata=None,
                 software=False, extrasamples=("unassalpha",) if alpha is not None else None, byteorder="<",
-                extratags=extra + [(code + 1, "I", 1, 0, True) for code in subs if subs[code]], **dpi)
-    if any(subs.values()):
-        _link_sub_ifds(target, {code: sub for code, sub in subs.items() if sub}, lib)
+                extratags=extra + [(code + 1, "I", 1, 0, True) for code in subs], **dpi)
+    if subs:
+        _link_sub_ifds(target, subs, lib)
 
 
 SUB_IFDS = (0x8769, 0x8825)  # the Exif and GPS directories that EXIF's own directory points to
+
+
+def _sub_ifds(exif: bytes | None) -> dict[int, dict]:
+    """The Exif and GPS directories of an EXIF block that hold tags, by pointer tag; the Interop directory the
+    Exif one points to is nested in it (its pointer, an offset into the block, would point nowhere)."""
+    tags = Image.Exif()
+    if exif:
+        tags.load(exif)
+    subs = {code: dict(tags.get_ifd(code)) for code in SUB_IFDS}
+    if 0xA005 in subs[0x8769]:
+        interop = dict(tags.get_ifd(0xA005))
+        subs[0x8769][0xA005] = interop
+        if not interop:
+            del subs[0x8769][0xA005]
+    return {code: sub for code, sub in subs.items() if sub}
 
 
 def _link_sub_ifds(target: Path | io.BytesIO, subs: dict[int, dict], lib) -> None:

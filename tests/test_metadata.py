@@ -212,3 +212,36 @@ def test_a_tiff_keeps_its_exif_with_its_sub_ifds_and_its_xmp_together(tmp_path):
         assert_carried(img)
         assert img.tag_v2[700] == XMP
         assert img.getexif().get_ifd(0x8769)[0x829A] == 0.004 and img.getexif().get_ifd(0x8825)[1] == "N"
+
+
+def exif_with_interop() -> bytes:
+    """An EXIF block as cameras write it, whose Exif directory points to an Interop directory."""
+    from PIL import TiffImagePlugin
+
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
+    ifd[0x010F] = "Camera Maker"
+    ifd[0x8769] = {0x829A: 0.004, 0xA005: {1: "R98"}}  # ExposureTime; InteroperabilityIndex
+    return b"II*\x00\x08\x00\x00\x00" + ifd.tobytes(8)
+
+
+def test_exif_with_an_interop_directory_is_read_and_kept(tmp_path):
+    """A TIFF whose EXIF has an Interop directory was refused ("seek of closed file": Pillow read that directory
+    from the file after decoding had closed it); a 16-bit TIFF output keeps the directory, nested in the Exif
+    one, where its old offset would point nowhere."""
+    src, m, _ = composite(tmp_path, ".tif", exif=exif_with_interop())
+    run(src, m, tmp_path / "out.tif")
+    with Image.open(tmp_path / "out.tif") as img:
+        assert img.getexif()[0x010F] == "Camera Maker" and img.getexif().get_ifd(0x8769)[0x829A] == 0.004
+    pytest.importorskip("tifffile", reason="the 16bit extra is not installed")
+    from engine.imageio import Picture, write_image
+
+    deep = scene_photo(40, 56, seed=5).astype(np.uint16) * 257
+    write_image(tmp_path / "deep.png", Picture(deep, meta={"exif": exif_with_interop()}))
+    mask = np.zeros((40, 56), np.uint8)
+    mask[10:30, 15:40] = 255
+    Image.fromarray(mask).save(tmp_path / "dm.png")
+    run(tmp_path / "deep.png", tmp_path / "dm.png", tmp_path / "deep.tif")
+    with Image.open(tmp_path / "deep.tif") as img:
+        tags = img.getexif()
+        assert tags[0x010F] == "Camera Maker" and tags.get_ifd(0x8769)[0x829A] == 0.004
+        assert tags.get_ifd(0xA005) == {1: "R98"}
