@@ -135,7 +135,7 @@ def _open(path: str | Path, max_pixels: int | None = None) -> tuple[Image.Image,
     return img, deep
 
 
-EXIF_DIRECTORIES = (0x8769, 0x8825, 0xA005)  # Exif, GPS, and Interop (which the Exif directory points to)
+EXIF_IFD, GPS_IFD, INTEROP_IFD = 0x8769, 0x8825, 0xA005  # pointers to EXIF's sub-directories (Interop's is in Exif's)
 
 
 def _read_exif_directories(img: Image.Image) -> None:
@@ -143,7 +143,7 @@ def _read_exif_directories(img: Image.Image) -> None:
     first asked for, and writing the EXIF asks for them after the file is closed (a TIFF with an Interop
     directory failed with "seek of closed file")."""
     exif = img.getexif()
-    for tag in EXIF_DIRECTORIES:
+    for tag in (EXIF_IFD, GPS_IFD, INTEROP_IFD):
         exif.get_ifd(tag)
 
 
@@ -283,7 +283,7 @@ def check_mask(mask: np.ndarray, name: str = "mask") -> None:
     """Refuse a mask (uint8 0..255, or float in [0, 1]) with no foreground or no background: there is
     nothing to harmonize."""
     if mask.dtype == np.uint8:  # a file's mask: its extremes say it without a boolean copy (12 MB at 12 MP)
-        some, every = mask.max() > 127, mask.min() > 127
+        some, every = foreground(np.array([mask.max(), mask.min()], np.uint8))
     else:  # a float mask may hold NaN, which is no foreground
         fg = foreground(mask)
         some, every = fg.any(), fg.all()
@@ -391,21 +391,15 @@ def _save_deep(target: Path | io.BytesIO, path: Path, fmt: str, picture: Picture
         _link_sub_ifds(target, subs, lib)
 
 
-SUB_IFDS = (0x8769, 0x8825)  # the Exif and GPS directories that EXIF's own directory points to
-
-
 def _sub_ifds(exif: bytes | None) -> dict[int, dict]:
     """The Exif and GPS directories of an EXIF block that hold tags, by pointer tag; the Interop directory the
     Exif one points to is nested in it (its pointer, an offset into the block, would point nowhere)."""
     tags = Image.Exif()
     if exif:
         tags.load(exif)
-    subs = {code: dict(tags.get_ifd(code)) for code in SUB_IFDS}
-    if 0xA005 in subs[0x8769]:
-        interop = dict(tags.get_ifd(0xA005))
-        subs[0x8769][0xA005] = interop
-        if not interop:
-            del subs[0x8769][0xA005]
+    subs = {code: dict(tags.get_ifd(code)) for code in (EXIF_IFD, GPS_IFD)}
+    if subs[EXIF_IFD].pop(INTEROP_IFD, None) is not None and tags.get_ifd(INTEROP_IFD):
+        subs[EXIF_IFD][INTEROP_IFD] = dict(tags.get_ifd(INTEROP_IFD))
     return {code: sub for code, sub in subs.items() if sub}
 
 

@@ -157,3 +157,20 @@ class BytesStream:
 
     def recv_into(self, view, n):
         return self.f.readinto(view[:n]) or 0
+
+
+@pytest.fixture
+def openblas():
+    """(get, put) of the thread count of numpy's OpenBLAS, set to 2 for the test and put back after; the test
+    is skipped where numpy is not built on OpenBLAS."""
+    from engine.runtime.blas import OPENBLAS_CALLS, openblas_libraries
+
+    calls = [(getattr(lib, get), getattr(lib, put)) for lib in openblas_libraries()
+             for get, put in OPENBLAS_CALLS if hasattr(lib, get)]
+    if not calls:
+        pytest.skip("numpy here is not built on OpenBLAS")
+    get, put = calls[0]
+    before = get()
+    put(2)
+    yield get, put
+    put(before)

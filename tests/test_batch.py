@@ -432,18 +432,12 @@ def test_at_most_one_picture_more_than_the_cores_is_decoded_at_once(tmp_path, mo
     assert most[0] == bound and live[0] == 0, f"{most[0]} pictures decoded at once, expected {bound}"
 
 
-def test_a_batch_keeps_openblas_to_one_thread_and_puts_the_process_back_after(tmp_path, monkeypatch):
+def test_a_batch_keeps_openblas_to_one_thread_and_puts_the_process_back_after(tmp_path, monkeypatch, openblas):
     """The batch's threads are its parallelism: while it runs numpy's OpenBLAS has one thread and Pillow keeps
     freed blocks; after it both are as they were, for a caller that goes on in the same process."""
     from engine.runtime.backends.base import Backend
-    from engine.runtime.blas import OPENBLAS_CALLS, openblas_libraries
 
-    calls = [(getattr(lib, get), getattr(lib, put)) for lib in openblas_libraries()
-             for get, put in OPENBLAS_CALLS if hasattr(lib, get)]
-    if not calls:
-        pytest.skip("numpy here is not built on OpenBLAS")
-    get, put = calls[0]
-    put(2)
+    get, _ = openblas
     blocks = Image.core.get_blocks_max()
     seen, answer = [], Backend.answer
 

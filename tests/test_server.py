@@ -108,24 +108,15 @@ def test_serve_command_stops_cleanly_and_removes_its_socket(tmp_path):
         client.ping({"address": str(sock)})
 
 
-def test_the_engine_keeps_openblas_to_one_thread(tmp_path, monkeypatch):
+def test_the_engine_keeps_openblas_to_one_thread(tmp_path, monkeypatch, openblas):
     """OpenBLAS's own threads spin on the cores ONNX Runtime's need: the engine keeps it to one (blas.py)."""
     import engine.gimp.server as server
-    from engine.runtime.blas import OPENBLAS_CALLS, openblas_libraries
 
-    calls = [(getattr(lib, get), getattr(lib, put)) for lib in openblas_libraries()
-             for get, put in OPENBLAS_CALLS if hasattr(lib, get)]
-    if not calls:
-        pytest.skip("numpy here is not built on OpenBLAS")
-    get, put = calls[0]
-    before, seen = get(), []
-    put(2)
+    get, _ = openblas
+    seen = []
     monkeypatch.setattr(server.signal, "signal", lambda *args: None)
     monkeypatch.setattr(server, "run", lambda srv, stop, idle: (seen.append(get()), srv.server_close()))
-    try:
-        server.serve(address=str(tmp_path / "s.sock"))
-    finally:
-        put(before)
+    server.serve(address=str(tmp_path / "s.sock"))
     assert seen == [1]
 
 

@@ -145,12 +145,17 @@ def apply_affine(rgb: np.ndarray, mask: np.ndarray, params: np.ndarray) -> np.nd
     return _mix(rgb, mask, mapped)
 
 
+def check_strength(strength: float) -> None:
+    """ValueError unless a blend's strength is within 0..1."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be within 0..1, not {strength}")
+
+
 def map_image(img: Image.Image, mask: np.ndarray, params: np.ndarray, strength: float = 1.0) -> Image.Image:
     """apply_affine for an 8-bit RGB Pillow image, by Pillow, `strength` (0..1) of the way: a new image.
     Pillow rounds the mapped colour before it blends it in, so a pixel under a soft edge may differ from
     apply_affine's by one level; where the mask is 0 the picture is untouched."""
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be within 0..1, not {strength}")
+    check_strength(strength)
     out = img.copy()
     box = foreground_box(mask)
     if box is None:
@@ -213,8 +218,7 @@ def apply_residual(rgb: np.ndarray, mask: np.ndarray, before: np.ndarray, after:
 
 def blend(rgb: np.ndarray, result: np.ndarray, mask: np.ndarray, strength: float) -> np.ndarray:
     """Move only the masked pixels `strength` (0..1) of the way from `rgb` to `result`."""
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be within 0..1, not {strength}")
+    check_strength(strength)
     if strength == 1.0:
         return result
     fg = (mask > 0).astype(np.float32)
