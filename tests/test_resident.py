@@ -14,7 +14,7 @@ from engine.errors import InputError
 from engine.training import resident, synthetic
 from engine.training.batched import MAX_EDITS, render_batch
 from engine.training.config import TrainConfig
-from engine.training.round import read_round, split_file, train_round
+from engine.training.round import RoundFailed, read_round, split_file, train_round
 from engine.training.train import train
 
 pytestmark = [needs_data, pytest.mark.shared(DATA / "coco-extra" / "images.csv")]
@@ -168,6 +168,24 @@ def test_a_round_trains_each_candidate_and_splits_what_is_too_large(tmp_path):
     b = torch.load(tmp_path / "out" / "b.pt", weights_only=True)["model"]["enc1.0.0.weight"]
     assert (b.float() - prev).abs().max() > 0  # trained on from prev's weights...
     assert (b.float() - prev).abs().max() < 0.05  # ...not from scratch
+
+
+def test_a_failing_candidate_does_not_cost_the_others_their_checkpoints(tmp_path):
+    start = tmp_path / "start"
+    start.mkdir()
+    train(start / "tiny.pt", TrainConfig(config="tiny", data=str(DATA), render="resident", batch_size=2, steps=1))
+    spec = {"common": {"render": "resident", "batch_size": 2, "steps": 1},
+            "candidates": {"a": {"from": "tiny.pt", "config": "small"}, "b": {"config": "tiny"}}}
+    (tmp_path / "round.json").write_text(json.dumps(spec))
+    with pytest.raises(RoundFailed, match="candidates that failed: a ") as failure:
+        train_round(tmp_path / "round.json", DATA, start, tmp_path / "out", 0.05, "cpu")
+    assert [p.name for p in failure.value.written] == ["b.pt"] and (tmp_path / "out" / "b.pt").exists()
+    assert not (tmp_path / "out" / "a.pt").exists()
+    r = subprocess.run([sys.executable, "-m", "engine.cli", "train-round", str(tmp_path / "round.json"), "--data",
+                        str(DATA), "--start", str(start), "--out", str(tmp_path / "cli"), "--minutes", "0.05",
+                        "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 1 and "size mismatch" in r.stderr and "round: a failed" in r.stderr
+    assert "candidates that failed: a" in r.stderr and "b.pt" in r.stdout
 
 
 def test_a_round_file_is_checked(tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import InputError, require
@@ -38,12 +39,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_train_round(args: argparse.Namespace) -> int:
     require("torch", "train")
-    from ..training.round import train_round
+    from ..training.round import RoundFailed, train_round
 
-    for path in train_round(args.round, args.data, args.start, args.out, args.minutes, args.device,
-                            batch_size=args.batch_size):
+    failed = False
+    try:
+        written = train_round(args.round, args.data, args.start, args.out, args.minutes, args.device,
+                              batch_size=args.batch_size)
+    except RoundFailed as exc:
+        written, failed = exc.written, True
+        print(f"harmonize train-round: {exc}", file=sys.stderr)
+    for path in written:
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
-    return 0
+    return 1 if failed else 0
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:

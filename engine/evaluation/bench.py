@@ -360,9 +360,10 @@ def train_throughput(data: str | Path, device: str = "cpu", config: str = "mediu
     from ..network.model import create_model
     from ..training.config import TrainConfig
     from ..training.resident import Recipe, ResidentStream, resident_pictures
-    from ..training.train import train_step
+    from ..training.train import fixed_shapes, train_step
 
     cuda = device.startswith("cuda")
+    fixed_shapes(device)  # as a run trains
     batch, steps = batch or (128 if cuda else 8), steps or (20 if cuda else 3)
     recipe = Recipe(**{k: v for k, v in SYNTHESIS_RECIPE.items() if k != "more"}, time_of_day=0.1)  # round 6's
     model = create_model(config, **({"size": size} if size else {}))

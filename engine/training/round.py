@@ -15,7 +15,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import traceback
 from pathlib import Path
+
+import torch
 
 from ..errors import InputError
 from .config import TrainConfig
@@ -60,17 +63,26 @@ def split_file(path: Path, limit: int = PART_LIMIT) -> list[Path]:
     return parts
 
 
+class RoundFailed(Exception):
+    """Some candidates of a round failed; the others' checkpoints were written (`written`)."""
+
+    def __init__(self, failed: list[str], written: list[Path]):
+        super().__init__(f"candidates that failed: {', '.join(failed)} (the traceback of each is above)")
+        self.failed, self.written = failed, written
+
+
 def train_round(round_file: str | Path, data: str | Path, start: str | Path, out: str | Path, minutes: float,
                 device: str = "cuda", part_limit: int = PART_LIMIT, batch_size: int | None = None) -> list[Path]:
-    """Train every candidate of `round_file` in turn for its share of `minutes`, then write each slimmed to
-    float16 (split at `part_limit`) into `out`; `batch_size` in place of the file's (a dry run on the CPU)."""
+    """Train every candidate of `round_file` in turn for its share of `minutes`, each written slimmed to
+    float16 (split at `part_limit`) into `out` as soon as it is done; `batch_size` in place of the file's (a dry
+    run on the CPU). A candidate that fails does not stop the others: RoundFailed names it at the end."""
     common, candidates = read_round(round_file)
     start, out = Path(start), Path(out)
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     total_share = sum(float(c.get("share", 1.0)) for c in candidates.values())
-    for name, options in candidates.items():
-        ckpt = runs / f"{name}.pt"
+    settings = {}
+    for name, options in candidates.items():  # every candidate checked before any trains
         fields = {k: v for k, v in {**common, **options}.items() if k not in _ROUND_ONLY}
         if batch_size is not None:
             fields["batch_size"] = batch_size
@@ -79,10 +91,23 @@ def train_round(round_file: str | Path, data: str | Path, start: str | Path, out
         if fields.get("init") and not Path(fields["init"]).exists():
             raise InputError(f"{fields['init']}: candidate {name} starts from it, and it is not there")
         share = minutes * float(options.get("share", 1.0)) / total_share
-        settings = TrainConfig(**fields, data=str(data), device=device, resume=True, minutes=share)
-        print(f"round: {name}, {share:.2f} min", file=sys.stderr, flush=True)
-        train(ckpt, settings)
-    written = []
-    for name in candidates:
-        written += split_file(slim_checkpoint(runs / f"{name}.pt", out / f"{name}.pt", half=True), part_limit)
+        settings[name] = TrainConfig(**fields, data=str(data), device=device, resume=True, minutes=share)
+    written, failed = [], []
+    for name, c in settings.items():
+        ckpt = runs / f"{name}.pt"
+        print(f"round: {name}, {c.minutes:.2f} min", file=sys.stderr, flush=True)
+        try:
+            train(ckpt, c)
+        except Exception:  # noqa: BLE001 - a lent GPU's minutes are too rare to lose the other candidates to one
+            traceback.print_exc()
+            print(f"round: {name} failed", file=sys.stderr, flush=True)
+            failed.append(name)
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        # NOTE: written now, so a call cut short by its time limit still brings back the candidates done; a
+        # failed one brings back its last checkpoint, if it saved one
+        if ckpt.exists():
+            written += split_file(slim_checkpoint(ckpt, out / f"{name}.pt", half=True), part_limit)
+    if failed:
+        raise RoundFailed(failed, written)
     return written

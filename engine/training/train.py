@@ -126,6 +126,7 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
     torch.manual_seed(c.seed)
     ckpt = torch.load(out, map_location="cpu", weights_only=True) if c.resume and out.exists() else None
     model, seed, start = start_model(c, ckpt)
+    fixed_shapes(c.device)
     model.to(c.device).train()
     opt = make_optimizer(model, c, ckpt)
     loader = make_loader(c, model.config["size"], seed + start)
@@ -135,6 +136,13 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
     save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed())
     print(clock.summary(step - start, c.batch_size) + f", at step {step}", file=sys.stderr, flush=True)
     return out
+
+
+def fixed_shapes(device: str) -> None:
+    """Let cuDNN time its convolution algorithms once and keep the fastest: every training step has the same
+    shapes, so the first step's search pays for itself."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def start_model(c: TrainConfig, ckpt: dict | None) -> tuple[FMMNet, int, int]:
