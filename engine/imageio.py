@@ -315,13 +315,12 @@ def save_options(fmt: str, picture: Picture) -> dict:
         if "xmp" in m:
             info.add_itxt("XML:com.adobe.xmp", m["xmp"].decode("utf-8", "replace"))
         options["pnginfo"] = info
-    elif fmt == "TIFF" and "xmp" in m:
+    elif fmt == "TIFF" and ("xmp" in m or "exif" in m):
         # Pillow writes `tiffinfo` in place of `exif`, never both: the XMP goes in with the EXIF's own tags,
         # whose Exif and GPS sub-IFDs Pillow then writes too.
-        tags = Image.Exif()
-        if "exif" in m:
-            tags.load(m["exif"])
-        tags[700] = m["xmp"]
+        tags = _nested_exif(m.get("exif"))
+        if "xmp" in m:
+            tags[700] = m["xmp"]
         options["exif"] = tags
     return options
 
@@ -392,15 +391,24 @@ def _save_deep(target: Path | io.BytesIO, path: Path, fmt: str, picture: Picture
 
 
 def _sub_ifds(exif: bytes | None) -> dict[int, dict]:
-    """The Exif and GPS directories of an EXIF block that hold tags, by pointer tag; the Interop directory the
-    Exif one points to is nested in it (its pointer, an offset into the block, would point nowhere)."""
+    """The Exif and GPS directories of an EXIF block that hold tags, by pointer tag, the Interop one nested."""
+    tags = _nested_exif(exif)
+    subs = {code: dict(tags.get_ifd(code)) for code in (EXIF_IFD, GPS_IFD)}
+    return {code: sub for code, sub in subs.items() if sub}
+
+
+def _nested_exif(exif: bytes | None) -> Image.Exif:
+    """An EXIF block's tags whose Exif directory holds the Interop directory itself, not its pointer: an offset
+    into the block, which would point nowhere in a TIFF written from it (Pillow's writer copies it as it is)."""
     tags = Image.Exif()
     if exif:
         tags.load(exif)
-    subs = {code: dict(tags.get_ifd(code)) for code in (EXIF_IFD, GPS_IFD)}
-    if subs[EXIF_IFD].pop(INTEROP_IFD, None) is not None and tags.get_ifd(INTEROP_IFD):
-        subs[EXIF_IFD][INTEROP_IFD] = dict(tags.get_ifd(INTEROP_IFD))
-    return {code: sub for code, sub in subs.items() if sub}
+    interop = dict(tags.get_ifd(INTEROP_IFD))  # read through the pointer, before it goes
+    sub = tags.get_ifd(EXIF_IFD)  # the Exif object's own dict: changes to it are what gets written
+    sub.pop(INTEROP_IFD, None)
+    if interop:
+        sub[INTEROP_IFD] = interop
+    return tags
 
 
 def _link_sub_ifds(target: Path | io.BytesIO, subs: dict[int, dict], lib) -> None:

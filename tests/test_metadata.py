@@ -2,6 +2,7 @@
 encoding, grayscale; pixels are never converted between colour spaces."""
 import io
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -232,6 +233,15 @@ def test_exif_with_an_interop_directory_is_read_and_kept(tmp_path):
     run(src, m, tmp_path / "out.tif")
     with Image.open(tmp_path / "out.tif") as img:
         assert img.getexif()[0x010F] == "Camera Maker" and img.getexif().get_ifd(0x8769)[0x829A] == 0.004
+    # a camera's JPEG to an 8-bit TIFF and back: Pillow's TIFF writer copied the pointer as it was, to nowhere
+    src, m, _ = composite(tmp_path, ".jpg", exif=b"Exif\0\0" + exif_with_interop())
+    run(src, m, tmp_path / "camera.tif")
+    run(tmp_path / "camera.tif", m, tmp_path / "back.jpg")
+    for out in ("camera.tif", "back.jpg"):
+        with warnings.catch_warnings(), Image.open(tmp_path / out) as img:
+            warnings.simplefilter("error")  # "Corrupt EXIF data" where the pointer is stale
+            tags = img.getexif()
+            assert tags.get_ifd(0x8769)[0x829A] == 0.004 and tags.get_ifd(0xA005) == {1: "R98"}, out
     pytest.importorskip("tifffile", reason="the 16bit extra is not installed")
     from engine.imageio import Picture, write_image
 
