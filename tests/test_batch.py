@@ -462,6 +462,22 @@ def test_a_batch_keeps_openblas_to_one_thread_and_puts_the_process_back_after(tm
     assert get() == 2 and Image.core.get_blocks_max() == blocks
 
 
+def test_batches_that_overlap_in_one_process_put_it_back_only_when_the_last_ends(openblas):
+    """Two threads' batches: the first to end must not undo the settings under the one still running, nor the
+    last leave the first's in place."""
+    from engine.runtime.batch import _batch_settings
+
+    get, _ = openblas
+    blocks = Image.core.get_blocks_max()
+    first = _batch_settings(2)
+    second = _batch_settings(4)
+    assert get() == 1 and Image.core.get_blocks_max() >= 16
+    first()
+    assert get() == 1 and Image.core.get_blocks_max() >= 16, "the second batch still runs"
+    second()
+    assert get() == 2 and Image.core.get_blocks_max() == blocks
+
+
 def reference_harmonize(backend, rgb: np.ndarray, m8: np.ndarray) -> np.ndarray:
     """The full-resolution path written plainly, whole arrays at once: what `run` must reproduce."""
     from PIL import Image

@@ -138,20 +138,36 @@ def _return_freed_buffers() -> None:
             libc.mallopt(-1, 16 << 20)  # M_TRIM_THRESHOLD
 
 
+_SETTINGS_LOCK = threading.Lock()
+_SETTINGS = {"batches": 0, "as_before": None}  # the batches running in this process, and how to put it back
+
+
 def _batch_settings(workers: int) -> Callable[[], None]:
-    """Settings of the process that a batch runs under; the call returned puts them back as they were.
+    """Settings of the process that a batch runs under; the call returned puts them back as they were once no
+    other batch of the process runs (batches in several threads would otherwise undo each other's).
 
     - numpy's OpenBLAS is kept to one thread (blas.py).
     - Pillow keeps up to 4 blocks of 16 MiB a worker when an image is freed, where it would give each back to
       malloc and fault the next picture's pages in anew: ten 12 MP JPEGs on 2 cores spent 1.3 s in the
       kernel against 1.7 to 2.0 s, at the same peak (measured)."""
-    blocks = Image.core.get_blocks_max()
-    Image.core.set_blocks_max(max(blocks, 4 * workers))
-    blas_as_before = one_blas_thread()
+    with _SETTINGS_LOCK:
+        blocks = Image.core.get_blocks_max()
+        Image.core.set_blocks_max(max(blocks, 4 * workers))
+        if _SETTINGS["batches"] == 0:
+            blas_as_before = one_blas_thread()
+
+            def process_as_before() -> None:
+                blas_as_before()
+                Image.core.set_blocks_max(blocks)
+            _SETTINGS["as_before"] = process_as_before
+        _SETTINGS["batches"] += 1
 
     def as_before() -> None:
-        blas_as_before()
-        Image.core.set_blocks_max(blocks)
+        with _SETTINGS_LOCK:
+            _SETTINGS["batches"] -= 1
+            if _SETTINGS["batches"] == 0:
+                _SETTINGS.pop("as_before")()
+                _SETTINGS["as_before"] = None
     return as_before
 
 
