@@ -265,3 +265,46 @@ def test_standard_tensorrt_has_no_runtime_cache(trt, tmp_path):
     kept = RuntimeCache(engine, runtime_cache_path(b"engine bytes"))
     assert engine.contexts == [None] and kept.context == "context" and not kept.save()
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_tensorrt_backend_that_fails_to_start_gives_its_gpu_context_back(trt, tmp_path, monkeypatch):
+    """An engine TensorRT cannot load, or a stream the driver refuses, after the GPU's primary context was
+    retained: the context is released (a GIMP engine that falls back to the CPU keeps none held)."""
+    import types
+
+    from engine.runtime.backends import tensorrt_backend as backend
+    from engine.tensorrt import device
+
+    driver = types.SimpleNamespace(CUresult=types.SimpleNamespace(CUDA_SUCCESS=0),
+                                   cuGetErrorName=lambda err: (0, b"CUDA_ERROR_OUT_OF_MEMORY"),
+                                   cuStreamCreate=lambda flags: (2, None))
+    cuda = types.ModuleType("cuda")
+    cuda.bindings = types.ModuleType("cuda.bindings")
+    cuda.bindings.driver = driver
+    monkeypatch.setitem(sys.modules, "cuda", cuda)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", cuda.bindings)
+    held = []
+    monkeypatch.setattr(device, "retain_primary_context", lambda: held.append("context") or "context")
+    monkeypatch.setattr(device, "release_primary_context", lambda: held.pop())
+    engines = [None, StandInEngine()]
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return engines.pop(0)
+
+    t = types.SimpleNamespace(Logger=lambda level: None, Runtime=Runtime)
+    t.Logger.WARNING = 2
+    monkeypatch.setattr(backend, "load_tensorrt", lambda: t)
+    monkeypatch.setattr(backend, "check_engine", lambda path, onnx: {"profile": {"opt": [1, 256]}})
+    monkeypatch.setattr(backend, "register_plugin", lambda: None)
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"engine bytes")
+    with pytest.raises(HarmonizeError, match="TensorRT could not load it"):
+        backend.TensorRTBackend(engine)
+    assert held == []
+    with pytest.raises(RuntimeError, match="CUDA_ERROR_OUT_OF_MEMORY"):
+        backend.TensorRTBackend(engine)
+    assert held == []

@@ -6,6 +6,7 @@ once and reused on one stream.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -36,30 +37,34 @@ class TensorRTBackend(Backend):
         engine_path = Path(model)
         meta = check_engine(engine_path, Path(onnx) if onnx else None)
         self.ctx = cuda_device.retain_primary_context()
-        register_plugin()
-        self.logger = t.Logger(t.Logger.WARNING)
-        self.runtime = t.Runtime(self.logger)
-        data = engine_path.read_bytes()
-        self.engine = self.runtime.deserialize_cuda_engine(data)
-        if self.engine is None:
-            self.close()
-            raise HarmonizeError(f"{engine_path}: TensorRT could not load it; rebuild with build_engine.py")
-        self.kernels = RuntimeCache(self.engine, runtime_cache_path(data))  # TensorRT-RTX's compiled kernels
-        self.context, self.ran = self.kernels.context, False
-        self.stream = cuda_call(driver.cuStreamCreate(0))
-        self.size = int(meta.get("working_size", meta["profile"]["opt"][1]))
-        self.head = meta.get("head", "affine")
-        self.lab_mix = float(meta.get("lab_mix", 0))
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == t.TensorIOMode.INPUT]
-        self.outputs = [n for n in names if n not in self.inputs]
-        self.dtypes = {n: np.dtype(t.nptype(self.engine.get_tensor_dtype(n))) for n in names}
-        for n in self.inputs:  # the largest shapes the profile allows, so one allocation serves every call
-            self.context.set_input_shape(n, tuple(self.engine.get_tensor_profile_shape(n, 0)[2]))
-        for n in names:
-            nbytes = int(np.prod(tuple(self.context.get_tensor_shape(n)))) * self.dtypes[n].itemsize
-            self.buffers[n] = cuda_call(driver.cuMemAlloc(nbytes))
-            self.context.set_tensor_address(n, int(self.buffers[n]))
+        try:
+            register_plugin()
+            self.logger = t.Logger(t.Logger.WARNING)
+            self.runtime = t.Runtime(self.logger)
+            data = engine_path.read_bytes()
+            self.engine = self.runtime.deserialize_cuda_engine(data)
+            if self.engine is None:
+                raise HarmonizeError(f"{engine_path}: TensorRT could not load it; rebuild with build_engine.py")
+            self.kernels = RuntimeCache(self.engine, runtime_cache_path(data))  # TensorRT-RTX's compiled kernels
+            self.context, self.ran = self.kernels.context, False
+            self.stream = cuda_call(driver.cuStreamCreate(0))
+            self.size = int(meta.get("working_size", meta["profile"]["opt"][1]))
+            self.head = meta.get("head", "affine")
+            self.lab_mix = float(meta.get("lab_mix", 0))
+            names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+            self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == t.TensorIOMode.INPUT]
+            self.outputs = [n for n in names if n not in self.inputs]
+            self.dtypes = {n: np.dtype(t.nptype(self.engine.get_tensor_dtype(n))) for n in names}
+            for n in self.inputs:  # the largest shapes the profile allows, so one allocation serves every call
+                self.context.set_input_shape(n, tuple(self.engine.get_tensor_profile_shape(n, 0)[2]))
+            for n in names:
+                nbytes = int(np.prod(tuple(self.context.get_tensor_shape(n)))) * self.dtypes[n].itemsize
+                self.buffers[n] = cuda_call(driver.cuMemAlloc(nbytes))
+                self.context.set_tensor_address(n, int(self.buffers[n]))
+        except BaseException:  # the context, stream and buffers taken so far are given back
+            with contextlib.suppress(Exception):
+                self.close()
+            raise
 
     def infer_impl(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         d = self.driver
