@@ -67,6 +67,20 @@ def test_a_resident_batch_is_what_render_makes_of_each_of_its_plans(pictures, se
     assert batch["mild_on"].any() and batch["flip"].any() and not batch["flip"].all()
 
 
+def test_on_a_gpu_several_batches_are_made_at_once_and_handed_out_in_turn(pictures):
+    """A batch costs thousands of small operations whatever its size: on a GPU about 512 samples are made in one
+    go. The batches handed out are, in order, the one batch of that many plans cut into pieces."""
+    assert resident.batches_made_at_once("cuda", 128) == 4 and resident.batches_made_at_once("cuda:1", 1024) == 1
+    assert resident.batches_made_at_once("cpu", 16) == 1
+    stream = resident.ResidentStream(pictures, EVERYTHING, 4, seed=3, batches_at_once=3)
+    made = [next(stream) for _ in range(4)]
+    assert all(t.shape[0] == 4 for batch in made for t in batch)
+    whole = render_batch(resident.ResidentStream(pictures, EVERYTHING, 4, seed=3).draw(12), "cpu")
+    for got, expected in zip(zip(*made[:3], strict=True), whole, strict=True):
+        torch.testing.assert_close(torch.cat(got), expected, rtol=0, atol=0)
+    assert not torch.equal(made[3][0], made[0][0]), "the fourth batch is made anew"
+
+
 def test_the_draws_follow_the_recipe_shares_and_ranges(pictures):
     batch = resident.ResidentStream(pictures, EVERYTHING, 400, seed=3).draw()
     transfer, edit, restyle = batch["transfer"], batch["edit"], batch["restyle"]

@@ -360,7 +360,7 @@ def train_throughput(data: str | Path, device: str = "cpu", config: str = "mediu
     from ..network.model import create_model
     from ..training.config import TrainConfig
     from ..training.resident import Recipe, ResidentStream, resident_pictures
-    from ..training.train import fixed_shapes, train_step
+    from ..training.train import fixed_shapes, make_optimizer, train_step
 
     cuda = device.startswith("cuda")
     fixed_shapes(device)  # as a run trains
@@ -381,9 +381,10 @@ def train_throughput(data: str | Path, device: str = "cpu", config: str = "mediu
         net = create_model(config, **({"size": size} if size else {})).to(device).train()
         if channels_last:
             net.to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        opt = make_optimizer(net, c, None)
         stream = ResidentStream(pictures, recipe, batch, seed=0)
         train_step(net, opt, c, *next(stream))  # warm-up: kernels chosen, memory allocated
+        stream.made.clear()  # the timed steps make their composites from the start, several batches at once
         sync()
         making = stepping = 0.0
         for _ in range(steps):
@@ -396,13 +397,14 @@ def train_throughput(data: str | Path, device: str = "cpu", config: str = "mediu
             making, stepping = making + t1 - t0, stepping + time.perf_counter() - t1
         rows[variant] = dict(samples_per_second=steps * batch / (making + stepping),
                              data_share=making / (making + stepping))
-    return dict(device=device, config=config, size=model.size, batch=batch, steps=steps,
+    return dict(device=device, config=config, size=model.size, batch=batch, steps=steps, made_at_once=stream.at_once,
                 pictures=pictures.n_photos, pictures_mib=pictures.nbytes() / 2**20, rows=rows)
 
 
 def train_table(result: dict) -> str:
     """bench --train's result as a Markdown table."""
-    lines = [f"`{result['config']}` at {result['size']} px, batches of {result['batch']} on {result['device']}, "
+    lines = [f"`{result['config']}` at {result['size']} px, batches of {result['batch']} on {result['device']} "
+             f"(composites made {result['made_at_once']} batches at a time), "
              f"{result['steps']} timed steps each; {result['pictures']} pictures resident "
              f"({result['pictures_mib']:.0f} MiB)\n", "| precision | samples/s | share of the step making composites |",
              "|---|---|---|"]

@@ -255,37 +255,56 @@ def _blob_masks(g: torch.Generator, hw: torch.Tensor, ys: torch.Tensor, xs: torc
     return out / 4
 
 
+# NOTE: making a batch costs about 4,200 small tensor operations whatever its size (1,364 to draw, 2,846 to
+# render, counted for 128 on the CPU), some 70 of them waiting for the device; on a GPU each costs the host
+# microseconds while the device idles, so composites are made for several batches at once there
+MADE_AT_ONCE_ON_GPU = 512
+
+
+def batches_made_at_once(device: str | torch.device, batch_size: int) -> int:
+    """How many batches a ResidentStream makes in one go: about MADE_AT_ONCE_ON_GPU samples on a GPU, one
+    batch on the CPU (where the operations' own work is the cost, and memory is short)."""
+    return max(1, MADE_AT_ONCE_ON_GPU // batch_size) if torch.device(device).type == "cuda" else 1
+
+
 class ResidentStream:
     """Batches of synthetic composites drawn and made on the pictures' device (see the module's docstring):
-    `next()` gives (composite, mask, real) float32 (b, 3|1|3, size, size), and `draw()` the batch of plans
-    (batched.encode's fields, collated) that render_batch makes them from."""
+    `next()` gives (composite, mask, real) float32 (b, 3|1|3, size, size), made `batches_at_once` batches
+    at a time, and `draw()` the plans (batched.encode's fields, collated) that render_batch makes them from."""
 
-    def __init__(self, pictures: ResidentPictures, recipe: Recipe, batch_size: int, seed: int = 0):
+    def __init__(self, pictures: ResidentPictures, recipe: Recipe, batch_size: int, seed: int = 0,
+                 batches_at_once: int | None = None):
         self.pics, self.recipe, self.batch_size = pictures, recipe, batch_size
+        self.at_once = batches_at_once or batches_made_at_once(pictures.device, batch_size)
         self.generator = torch.Generator(device=pictures.device)
         self.generator.manual_seed(seed)
         self.transfers = torch.tensor([_TRANSFER_NAMES.index(t) for t in recipe.transfers], device=pictures.device)
+        self.made: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return render_batch(self.draw(), self.pics.device)
+        if not self.made:
+            made = render_batch(self.draw(self.batch_size * self.at_once), self.pics.device)
+            self.made = list(zip(*(t.split(self.batch_size) for t in made), strict=True))
+        return self.made.pop(0)
 
     def __iter__(self):
         return self
 
-    def draw(self) -> dict[str, torch.Tensor]:
-        """One batch of plans whose objects cover 1 to 80 % of the view, as SyntheticComposites keeps them."""
+    def draw(self, n: int | None = None) -> dict[str, torch.Tensor]:
+        """n plans (a batch) whose objects cover 1 to 80 % of the view, as SyntheticComposites keeps them."""
+        n = n or self.batch_size
         parts, have = [], 0
         for _ in range(50):
-            part = self._draw(int(1.25 * (self.batch_size - have)) + 8)
+            part = self._draw(int(1.25 * (n - have)) + 8)
             keep = part.pop("keep")
             part = {k: v[keep] for k, v in part.items()}
             parts.append(part)
             have += int(keep.sum())
-            if have >= self.batch_size:
+            if have >= n:
                 break
         else:
             raise RuntimeError("could not draw synthetic composites with usable masks")
-        batch = {k: torch.cat([p[k] for p in parts])[:self.batch_size] for k in parts[0]}
+        batch = {k: torch.cat([p[k] for p in parts])[:n] for k in parts[0]}
         for key in ("reference", "donor"):  # padded to this batch's longest, as collate does
             longest = max(int(batch[key + "_n"].max()), 1)
             batch[key] = batch[key][:, :longest]
