@@ -124,6 +124,18 @@ def test_drawn_edits_are_distinct_and_within_their_ranges():
             assert values.min() < lo + 0.1 * (hi - lo) and values.max() > hi - 0.1 * (hi - lo), name
 
 
+def test_the_idt_axes_are_the_qr_of_a_normal_matrix_up_to_each_axis_sign():
+    g = torch.Generator()
+    g.manual_seed(4)
+    axes = resident._qr_rotations(g, 300, "cpu")
+    g.manual_seed(4)
+    q = torch.linalg.qr(torch.randn((300, synthetic.IDT_ITERATIONS, 3, 3), generator=g, dtype=torch.float64))[0]
+    sign = torch.sign((axes * q).sum(-2, keepdim=True))  # +1 or -1 per column
+    torch.testing.assert_close(axes, q * sign, rtol=0, atol=1e-9)
+    torch.testing.assert_close(axes.transpose(-1, -2) @ axes, torch.eye(3, dtype=torch.float64).expand_as(axes),
+                               rtol=0, atol=1e-9)
+
+
 def test_light_gains_of_many_kelvins_are_those_of_each():
     kelvins = np.array([2500.0, 2856.0, 5000.0, 6504.0, 12000.0])
     np.testing.assert_allclose(synthetic.light_gains(kelvins), np.stack([synthetic.light_gains(k) for k in kelvins]))

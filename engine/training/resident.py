@@ -168,9 +168,17 @@ def draw_edit_batch(g: torch.Generator, b: int, strong: bool, device) -> tuple[t
 
 
 def _qr_rotations(g: torch.Generator, b: int, device) -> torch.Tensor:
-    """(b, IDT_ITERATIONS, 3, 3) random orthonormal axes, as idt_rotations draws them (Q of a normal matrix)."""
-    normal = torch.randn((b, IDT_ITERATIONS, 3, 3), generator=g, device=device, dtype=torch.float64)
-    return torch.linalg.qr(normal)[0]
+    """(b, IDT_ITERATIONS, 3, 3) random orthonormal axes, as idt_rotations draws them: Q of a normal matrix's
+    QR, by Gram-Schmidt on its columns (Q up to each column's sign, which a histogram match along an axis does
+    not see). On a GPU torch.linalg.qr factors small matrices one library call each: thousands a batch."""
+    a = torch.randn((b, IDT_ITERATIONS, 3, 3), generator=g, device=device, dtype=torch.float64)
+    q = []
+    for k in range(3):
+        v = a[..., k]
+        for u in q:
+            v = v - (u * v).sum(-1, keepdim=True) * u
+        q.append(v / v.norm(dim=-1, keepdim=True))
+    return torch.stack(q, -1)
 
 
 def _views(g: torch.Generator, pics: ResidentPictures, photo: torch.Tensor, box: torch.Tensor | None,
