@@ -9,10 +9,11 @@
 #   bash recipes/gpu-round-6.sh runs/data runs/start "$OUT" [MINUTES]
 #
 # 1. `harmonize bench --train` on the machine: samples per second and the share of a step spent making
-#    composites, in fp32, bf16 and bf16 channels-last (the round trains in bf16, --precision auto).
+#    composites, in fp32, bf16 and bf16 channels-last (the round trains in bf16, --precision auto, and
+#    channels-last where it measured faster), into $OUT/bench-train.json.
 # 2. `harmonize train-round`: each candidate its share of MINUTES.
 # Back in $OUT (at most 8 files of at most 16 MiB): each candidate's float16 weights (the paper's size in two
-# parts: cat paper-affine.pt.part* > paper-affine.pt) and round-6.log.
+# parts: cat paper-affine.pt.part* > paper-affine.pt), bench-train.json and round-6.log.
 set -euo pipefail
 DATA=${1:?the training pictures}
 START=${2:?the folder of checkpoints to go on from}
@@ -29,10 +30,17 @@ mkdir -p "$OUT"
 LOG="$OUT/round-6.log"
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; "$PYTHON" -c 'import torch; print("torch", torch.__version__)'; } \
     >"$LOG" 2>&1
-harmonize bench --train "$DATA" --device "$DEVICE" ${BATCH:+--train-batch "$BATCH"} >>"$LOG" 2>&1 || echo "bench --train failed" >>"$LOG"
+harmonize bench --train "$DATA" --device "$DEVICE" ${BATCH:+--train-batch "$BATCH"} --json >"$OUT/bench-train.json" \
+    2>>"$LOG" || echo "bench --train failed" >>"$LOG"
+# the candidates train channels-last where the bench just measured it faster in bf16
+LAYOUT=$("$PYTHON" -c 'import json, sys
+r = json.load(open(sys.argv[1]))["rows"]
+last, plain = r["bf16, channels-last"]["samples_per_second"], r["bf16"]["samples_per_second"]
+print(f"layout: bf16 {plain:.0f} samples/s, channels-last {last:.0f}", file=sys.stderr)
+print("--channels-last" if last > plain else "")' "$OUT/bench-train.json" 2>>"$LOG") || LAYOUT=""
 harmonize train-round "$ROUND" --data "$DATA" --start "$START" --out "$OUT" --minutes "$MINUTES" \
-    --device "$DEVICE" ${BATCH:+--batch-size "$BATCH"} >>"$LOG" 2>&1 && status=0 || status=$?
+    --device "$DEVICE" ${BATCH:+--batch-size "$BATCH"} $LAYOUT >>"$LOG" 2>&1 && status=0 || status=$?
 rm -rf "$OUT/runs"
 ls -la "$OUT"
-grep -h "samples/s\|^| \|round:\|Error" "$LOG" || true
+grep -h "samples/s\|round:\|layout:\|Error" "$LOG" || true
 exit "$status"  # the candidates that trained came back even when one failed (the log says which)

@@ -26,28 +26,43 @@ def test_every_harmonize_call_of_a_recipe_parses(tmp_path, recipe, args):
     r = subprocess.run(["bash", str(ROOT / "recipes" / recipe), *args], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    logs = "".join(f.read_text() for f in tmp_path.rglob("*.log"))  # a recipe may send each run to a log
+    logs = "".join(f.read_text() for f in [*tmp_path.rglob("*.log"), *tmp_path.rglob("*.json")])  # or to a file
     calls = [line for line in (r.stdout + logs).splitlines() if line.startswith("ok ")]
     text = (ROOT / "recipes" / recipe).read_text()
     assert len(calls) >= text.count("harmonize train") and calls, r.stdout
 
 
-def test_the_gpu_round_measures_the_trainer_then_trains_the_round_in_one_process(tmp_path):
-    """One call: bench --train on the device, then every candidate of round-6.json by one train-round process;
-    each candidate's options parse as harmonize train's."""
+BENCH_SHIM = """import json, os, sys
+from engine.cli import parse
+parse(sys.argv[1:])
+with open(os.environ["CALLS"], "a") as calls:
+    print("ok", *sys.argv[1:], file=calls)
+if sys.argv[1:3] == ["bench", "--train"]:
+    last = float(os.environ["CHANNELS_LAST"])
+    print(json.dumps({"rows": {"fp32": {"samples_per_second": 50.0}, "bf16": {"samples_per_second": 100.0},
+                               "bf16, channels-last": {"samples_per_second": last}}}))
+"""
+
+
+@pytest.mark.parametrize("channels_last, flag", [(140.0, " --channels-last"), (90.0, "")], ids=["faster", "slower"])
+def test_the_gpu_round_measures_the_trainer_then_trains_the_round_in_one_process(tmp_path, channels_last, flag):
+    """One call: bench --train on the device, then every candidate of round-6.json by one train-round process,
+    channels-last where the bench measured it faster; each candidate's options parse as harmonize train's."""
     shim = tmp_path / "bin" / "harmonize"
     shim.parent.mkdir()
-    shim.write_text(PARSE_ONLY.replace('print("ok", *sys.argv[1:2])', 'print("ok", *sys.argv[1:])'))
+    (tmp_path / "bin" / "shim.py").write_text(BENCH_SHIM)
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'bin' / 'shim.py'} \"$@\"\n")
     shim.chmod(0o755)
-    env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable}
+    env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable,
+           "PYTHONPATH": str(ROOT), "CALLS": str(tmp_path / "calls"), "CHANNELS_LAST": str(channels_last)}
     round_file = ROOT / "recipes" / "round-6.json"
     r = subprocess.run(["bash", str(ROOT / "recipes" / "gpu-round-6.sh"), "data", "start", "out", "6"], cwd=tmp_path,
                        env={**env, "ROUND": str(round_file)}, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    log = (tmp_path / "out" / "round-6.log").read_text()
-    calls = [line for line in log.splitlines() if line.startswith("ok ")]
-    assert calls == ["ok bench --train data --device cuda", f"ok train-round {round_file} --data data --start start "
-                     "--out out --minutes 6 --device cuda"]
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls == ["ok bench --train data --device cuda --json", f"ok train-round {round_file} --data data --start "
+                     f"start --out out --minutes 6 --device cuda{flag}"]
+    assert f"channels-last {channels_last:.0f}" in (tmp_path / "out" / "round-6.log").read_text()
     _, candidates = read_round(round_file)
     for name, options in candidates.items():  # each candidate's options are harmonize train's
         args = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}"

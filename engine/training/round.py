@@ -72,10 +72,12 @@ class RoundFailed(Exception):
 
 
 def train_round(round_file: str | Path, data: str | Path, start: str | Path, out: str | Path, minutes: float,
-                device: str = "cuda", part_limit: int = PART_LIMIT, batch_size: int | None = None) -> list[Path]:
+                device: str = "cuda", part_limit: int = PART_LIMIT, batch_size: int | None = None,
+                channels_last: bool | None = None) -> list[Path]:
     """Train every candidate of `round_file` in turn for its share of `minutes`, each written slimmed to
     float16 (split at `part_limit`) into `out` as soon as it is done; `batch_size` in place of the file's (a dry
-    run on the CPU). A candidate that fails does not stop the others: RoundFailed names it at the end."""
+    run on the CPU), `channels_last` in place of the candidates' (as measured on the machine). A candidate that
+    fails does not stop the others: RoundFailed names it at the end."""
     common, candidates = read_round(round_file)
     start, out = Path(start), Path(out)
     runs = out / "runs"
@@ -86,6 +88,8 @@ def train_round(round_file: str | Path, data: str | Path, start: str | Path, out
         fields = {k: v for k, v in {**common, **options}.items() if k not in _ROUND_ONLY}
         if batch_size is not None:
             fields["batch_size"] = batch_size
+        if channels_last is not None:
+            fields["channels_last"] = channels_last
         if "from" in options:
             fields["init"] = str(start / options["from"])
         if fields.get("init") and not Path(fields["init"]).exists():
