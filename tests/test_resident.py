@@ -81,6 +81,26 @@ def test_on_a_gpu_several_batches_are_made_at_once_and_handed_out_in_turn(pictur
     assert not torch.equal(made[3][0], made[0][0]), "the fourth batch is made anew"
 
 
+def test_a_gpu_short_of_memory_makes_fewer_batches_at_a_time(pictures, monkeypatch, capsys):
+    asked = []
+
+    def render(batch, device):
+        asked.append(len(batch["photo"]))
+        if len(batch["photo"]) > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return render_batch(batch, device)
+
+    monkeypatch.setattr(resident, "render_batch", render)
+    stream = resident.ResidentStream(pictures, EVERYTHING, 4, seed=3, batches_at_once=8)
+    assert next(stream)[0].shape[0] == 4 and stream.at_once == 2 and asked == [32, 16, 8]
+    assert "now making 2 batches at a time" in capsys.readouterr().err
+    monkeypatch.setattr(resident, "render_batch", lambda batch, device: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory")))
+    one = resident.ResidentStream(pictures, EVERYTHING, 4, seed=3, batches_at_once=1)
+    with pytest.raises(torch.OutOfMemoryError):
+        next(one)
+
+
 def test_the_draws_follow_the_recipe_shares_and_ranges(pictures):
     batch = resident.ResidentStream(pictures, EVERYTHING, 400, seed=3).draw()
     transfer, edit, restyle = batch["transfer"], batch["edit"], batch["restyle"]

@@ -16,6 +16,7 @@ place of Pillow's bicubic) and which random numbers are drawn: the recipes are t
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,8 +291,16 @@ class ResidentStream:
         self.made: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if not self.made:
-            made = render_batch(self.draw(self.batch_size * self.at_once), self.pics.device)
+        while not self.made:
+            try:
+                made = render_batch(self.draw(self.batch_size * self.at_once), self.pics.device)
+            except torch.OutOfMemoryError:
+                if self.at_once == 1:
+                    raise
+                self.at_once //= 2  # a GPU with less memory: fewer batches at a time, not a lost run
+                print(f"resident: out of device memory, now making {self.at_once} batches at a time",
+                      file=sys.stderr, flush=True)
+                continue
             self.made = list(zip(*(t.split(self.batch_size) for t in made), strict=True))
         return self.made.pop(0)
 
