@@ -1,6 +1,7 @@
 """`harmonize run --ray`: a local Ray with 2 CPUs gives the plain run's outputs byte for byte, reports bad
 files without failing, skips what is done, and loses nothing when an actor is killed mid-run; a cluster of
 two nodes started with `ray start` loses nothing, and counts right, when its worker node is killed mid-run."""
+import contextlib
 import os
 import secrets
 import shutil
@@ -66,11 +67,14 @@ def test_ray_reports_a_bad_file_and_does_the_rest(tmp_path):
 
 
 def processes() -> dict[int, tuple[int, int]]:
-    """Every process of this machine: pid -> (parent pid, session id), from /proc."""
+    """Every live process of this machine: pid -> (parent pid, session id), from /proc (a zombie, dead and not
+    yet reaped, is not one)."""
     found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] == "Z":
+                continue
             found[int(stat.parent.name)] = (int(fields[1]), int(fields[3]))
         except (OSError, IndexError, ValueError):
             pass
@@ -135,7 +139,8 @@ NODE_PORTS = ("node-manager", "object-manager", "dashboard-agent-listen", "dashb
 
 
 class TwoNodes:
-    """`ray start --head` on 127.0.0.2 and `ray start --address` on 127.0.0.3: two nodes, one CPU and an
+    """`ray start --head` on 127.0.0.2 (with its Ray Client server) and `ray start --address` on 127.0.0.3:
+    two nodes, one CPU and an
     80 MB object store each, every port their own, the head's temp dir its own, token authentication with a
     token of this cluster's (in the environment of nodes and drivers: `env`). Each `ray start --block` leads
     a session of its own, and every process of a node is in it, so that killing a node or stopping the
@@ -147,10 +152,11 @@ class TwoNodes:
         self.temp = tempfile.mkdtemp(prefix="fmm-ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
         self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                         RAY_USAGE_STATS_ENABLED="0")
-        port = free_port("127.0.0.2")
-        self.address = f"127.0.0.2:{port}"
+        port, client_port = free_port("127.0.0.2"), free_port("127.0.0.2")
+        self.address, self.client = f"127.0.0.2:{port}", f"ray://127.0.0.2:{client_port}"  # a node's, Ray Client's
         self.head = self._node("head", "127.0.0.2", "--head", "--port", str(port), "--temp-dir", self.temp,
-                               "--include-dashboard", "false", "--dashboard-port", str(free_port("127.0.0.2")))
+                               "--include-dashboard", "false", "--dashboard-port", str(free_port("127.0.0.2")),
+                               "--ray-client-server-port", str(client_port))
         self.wait_for_nodes(1)
         self.worker = self._node("worker", "127.0.0.3", "--address", self.address)
         self.wait_for_nodes(2)
@@ -205,8 +211,14 @@ class TwoNodes:
                     node.wait(timeout=40)
                 except subprocess.TimeoutExpired:
                     pass
-            for pid in self.members(node):
-                os.kill(pid, signal.SIGKILL)
+            for _ in range(50):  # a process may start while its session is being killed: again, until none is left
+                pids = self.members(node)
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.2)
         shutil.rmtree(self.temp, ignore_errors=True)
 
 
@@ -247,6 +259,22 @@ def test_two_node_more_actors_than_the_cluster_holds_go_on_with_those_that_start
     assert files(out) == files(listed / "plain")
 
 
+@needs_bench
+def test_two_node_a_driver_outside_the_cluster_joins_through_ray_client(two_nodes, listed, tmp_path):
+    """`--ray ray://HEAD:PORT`, as from a laptop: the actors run on the cluster's nodes and write the plain run's
+    files; a wrong token is refused before any work, as on a node."""
+    out = tmp_path / "out"
+    r = harmonize(listed / "list.csv", "-o", out, "--ray", two_nodes.client, "--actors", "2", env=two_nodes.env)
+    assert r.returncode == 1 and "16 ok / 0 skipped / 1 failed" in r.stdout, r.stderr[-3000:]
+    assert files(out) == files(listed / "plain")
+    bad = harmonize(listed / "list.csv", "-o", tmp_path / "bad", "--ray", two_nodes.client,
+                    env=dict(two_nodes.env, RAY_AUTH_TOKEN="0" * 64))
+    assert bad.returncode == 2, bad.stderr[-3000:]
+    assert f"cannot join the Ray cluster at {two_nodes.client}" in bad.stderr
+    assert "Ray Client port" in bad.stderr and "Traceback" not in bad.stderr and "UserWarning" not in bad.stderr
+    assert not list((tmp_path / "bad").glob("c*"))
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds each node's processes through /proc")
 def test_two_node_cluster_loses_nothing_when_its_worker_node_is_killed_mid_run(two_nodes, listed, tmp_path):
     """The run joins with --ray ADDRESS, one actor on each node. Once three outputs are written the worker
@@ -283,3 +311,18 @@ def test_two_node_a_driver_without_the_clusters_token_is_refused_before_any_work
     assert r.returncode == 2, r.stderr[-3000:]
     assert f"cannot join the Ray cluster at {two_nodes.address}" in r.stderr and "RAY_AUTH_TOKEN" in r.stderr
     assert "Traceback" not in r.stderr and not list((tmp_path / "out").glob("c*"))
+
+
+def test_ray_client_without_its_packages_is_a_clear_error_not_a_traceback():
+    """Ray without `ray[client]` raises ValueError for a ray:// address; it is said as every other failure to join."""
+    from engine.errors import HarmonizeError
+    from engine.runtime.cluster import _join
+
+    class Minimal:
+        @staticmethod
+        def init(address, logging_level):
+            raise ValueError("Ray Client requires pip package `ray[client]`.")
+
+    with pytest.raises(HarmonizeError, match=r"cannot join the Ray cluster at ray://head:10001 \(Ray Client requires "
+                       r"pip package `ray\[client\]`.\): check the address \(the head's Ray Client port"):
+        _join(Minimal, "ray://head:10001")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass
 
@@ -105,13 +106,18 @@ def run_on_ray(jobs: list[Job], backend: str = "auto", model: str | None = None,
 def _join(lib, address: str) -> None:
     """Join the cluster at `address`, or say why not, before any work (Ray's own error names neither the
     token nor the address to check)."""
+    where = ("the head's Ray Client port, 10001 unless `ray start --head --ray-client-server-port` chose another"
+             if address.startswith("ray://") else
+             "the head's host:port, as `ray start --head` prints it, or auto on a node")
     try:
-        lib.init(address=address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError) as exc:
+        with warnings.catch_warnings():  # Ray Client's own timeout warning: the error below says it, and more
+            warnings.filterwarnings("ignore", category=UserWarning, module="ray.util.client")
+            lib.init(address=address, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:  # ValueError: Ray Client without its packages
         raise HarmonizeError(
-            f"cannot join the Ray cluster at {address} ({exc}): check the address (the head's host:port, as "
-            "`ray start --head` prints it, or auto on a node) and, where the cluster has token authentication "
-            "(`ray start --head` turns it on), that RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH gives its token") from None
+            f"cannot join the Ray cluster at {address} ({exc}): check the address ({where}) and, where the "
+            "cluster has token authentication (`ray start --head` turns it on), that RAY_AUTH_TOKEN or "
+            "RAY_AUTH_TOKEN_PATH gives its token") from None
 
 
 def _start_actors(lib, backend: str, model: str | None, ray: RayOptions) -> list:
