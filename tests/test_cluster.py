@@ -264,7 +264,13 @@ def test_two_node_a_driver_outside_the_cluster_joins_through_ray_client(two_node
     """`--ray ray://HEAD:PORT`, as from a laptop: the actors run on the cluster's nodes and write the plain run's
     files; a wrong token is refused before any work, as on a node."""
     out = tmp_path / "out"
-    r = harmonize(listed / "list.csv", "-o", out, "--ray", two_nodes.client, "--actors", "2", env=two_nodes.env)
+    for _ in range(2):  # NOTE: under CI's load the head's Ray Client server once failed to start its per-driver server
+        r = harmonize(listed / "list.csv", "-o", out, "--ray", two_nodes.client, "--actors", "2", env=two_nodes.env)
+        if "Starting Ray client server failed" not in r.stderr:
+            break
+    else:
+        pytest.skip("the head's Ray Client server failed twice to start a server for this driver (Ray's own "
+                    "start-up, on a loaded machine)")
     assert r.returncode == 1 and "16 ok / 0 skipped / 1 failed" in r.stdout, r.stderr[-3000:]
     assert files(out) == files(listed / "plain")
     bad = harmonize(listed / "list.csv", "-o", tmp_path / "bad", "--ray", two_nodes.client,
