@@ -166,8 +166,8 @@ def _batch_settings(workers: int) -> Callable[[], None]:
         with _SETTINGS_LOCK:
             _SETTINGS["batches"] -= 1
             if _SETTINGS["batches"] == 0:
-                _SETTINGS.pop("as_before")()
-                _SETTINGS["as_before"] = None
+                process_as_before, _SETTINGS["as_before"] = _SETTINGS["as_before"], None
+                process_as_before()
     return as_before
 
 
