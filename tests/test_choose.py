@@ -8,9 +8,11 @@ import pytest
 from PIL import Image
 
 from engine.cli import main
+from engine.errors import InputError
 from engine.evaluation.choose import paired, report, verdict
 from engine.evaluation.evaluate import COMPOSITE, Scores, diagnosis
 from engine.evaluation.metrics import colour_shift
+from engine.evaluation.sheet import GAP, TILE_HEIGHT, composites, contact_sheet, object_shift, shift_summary
 from engine.training.datasets import Triple
 
 
@@ -76,11 +78,12 @@ def test_diagnosis_per_subset():
     assert COMPOSITE not in text
 
 
-def test_harmonize_choose_on_a_folder_of_triples(tmp_path, tiny_checkpoint, capsys):
+def real_triples(root):
+    """A MANIFEST.csv folder of three triples: a square made brighter in a random picture."""
     rows = []
     rng = np.random.default_rng(0)
     for k in range(3):
-        folder = tmp_path / "real" / f"s{k}"
+        folder = root / f"s{k}"
         folder.mkdir(parents=True)
         real = rng.integers(60, 200, (32, 32, 3)).astype(np.uint8)
         comp = real.copy()
@@ -90,15 +93,22 @@ def test_harmonize_choose_on_a_folder_of_triples(tmp_path, tiny_checkpoint, caps
         for name, a in (("c.png", comp), ("r.png", real), ("m.png", mask)):
             Image.fromarray(a).save(folder / name)
         rows.append(dict(sample_dir=f"s{k}", subset="HFlickr", composite="c.png", mask="m.png", real="r.png"))
-    with open(tmp_path / "real" / "MANIFEST.csv", "w", newline="") as f:
+    with open(root / "MANIFEST.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return root
+
+
+def test_harmonize_choose_on_a_folder_of_triples(tmp_path, tiny_checkpoint, capsys):
+    real_triples(tmp_path / "real")
     out = tmp_path / "v.csv"
     assert main(["choose", str(tmp_path / "real"), "--baseline", str(tiny_checkpoint), "--candidate",
                  str(tiny_checkpoint), "--lab-mix", "0.3", "--heldout", str(tmp_path / "real"), "--csv", str(out),
-                 "-q"]) == 0
+                 "--sheet", str(pastes(tmp_path / "pastes", [(200, 60, 60)])), str(tmp_path / "sheet.jpg"), "-q"]) == 0
     printed = capsys.readouterr().out
+    assert Image.open(tmp_path / "sheet.jpg").size[0] == 3 * (60 * TILE_HEIGHT // 40) + 2 * GAP  # composite, 2 models
+    assert "tiny: mean" in printed and "baseline: mean" in printed
     with open(out) as f:
         (row,) = list(csv.DictReader(f))
     assert row["candidate"] == "tiny" and row["triples"] == row["heldout_n"] == "3" and "HFlickr (3)" in printed
@@ -108,3 +118,64 @@ def test_harmonize_choose_on_a_folder_of_triples(tmp_path, tiny_checkpoint, caps
                                           and float(row["heldout_gain_db"]) >= 0)
     assert ("winner: tiny" in printed) == (row["verdict"] == "PASSES")
     assert main(["choose", str(tmp_path / "real"), "--candidate", str(tmp_path / "missing.pt")]) == 2
+
+
+def pastes(root, colours):
+    """A folder laid out as ../shared/bench/real-composites: a grey picture with a square object per colour."""
+    (root / "composites").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, colour in enumerate(colours):
+        rgb = np.full((40, 60, 3), 128, np.uint8)
+        rgb[10:30, 20:40] = colour
+        mask = np.zeros((40, 60), np.uint8)
+        mask[10:30, 20:40] = 255
+        Image.fromarray(rgb).save(root / "composites" / f"p{i}.jpg", quality=100, subsampling=0)
+        Image.fromarray(mask).save(root / "masks" / f"p{i}.png")
+    return root
+
+
+def test_object_shift_is_the_distance_between_the_objects_mean_lab_colours():
+    before = np.zeros((8, 8, 3), np.uint8)
+    after = before.copy()
+    after[2:6, 2:6] = 255  # black to white inside the object: L 0 -> 100, a and b stay 0
+    after[0, 0] = 255  # outside the object: not counted
+    mask = np.zeros((8, 8), np.float32)
+    mask[2:6, 2:6] = 1.0
+    assert object_shift(before, after, mask) == pytest.approx(100.0, abs=0.01)
+    assert object_shift(before, before, mask) == 0.0
+
+
+def test_contact_sheet_has_a_row_per_composite_and_a_column_per_model(tmp_path):
+    root = pastes(tmp_path / "pastes", [(200, 60, 60), (60, 60, 200)])
+    pairs = composites(root)
+
+    def white_object(rgb, mask):
+        out = rgb.copy()
+        out[mask > 0.5] = 255
+        return out
+
+    out = tmp_path / "sheet.jpg"
+    shifts = contact_sheet(pairs, {"same": lambda rgb, mask: rgb, "white": white_object}, out, progress=False)
+    assert shifts["same"] == [0.0, 0.0]
+    for (path, mask_path), s in zip(pairs, shifts["white"], strict=True):
+        rgb = np.asarray(Image.open(path))
+        mask = np.asarray(Image.open(mask_path)) / 255.0
+        assert s == pytest.approx(object_shift(rgb, white_object(rgb, mask), mask)) and s > 20
+    sheet = np.asarray(Image.open(out))
+    tile_width = 60 * TILE_HEIGHT // 40
+    assert sheet.shape == (16 + 2 * (TILE_HEIGHT + GAP), 3 * tile_width + 2 * GAP, 3)
+    # the second row's "white" tile: the object white, its background still grey
+    top, left = 16 + TILE_HEIGHT + GAP, 2 * (tile_width + GAP)
+    assert sheet[top + 64, left + 96].min() > 240 and abs(int(sheet[top + 110, left + 10].mean()) - 128) < 6
+    assert "white: mean" in shift_summary(shifts, pairs)
+
+
+def test_a_sheet_folder_without_masks_is_refused_before_any_scoring(tmp_path, tiny_checkpoint, capsys):
+    root = pastes(tmp_path / "pastes", [(200, 60, 60)])
+    (root / "masks" / "p0.png").unlink()
+    with pytest.raises(InputError, match="p0.jpg: no mask"):
+        composites(root)
+    out = tmp_path / "sheet.jpg"
+    real = real_triples(tmp_path / "real")
+    assert main(["choose", str(real), "--candidate", str(tiny_checkpoint), "--sheet", str(root), str(out)]) == 2
+    assert not out.exists() and "no mask" in capsys.readouterr().err

@@ -25,6 +25,7 @@ def cmd_choose(args: argparse.Namespace) -> int:
     require("torch", "train")
     from ..evaluation.choose import report, verdict, write_csv
     from ..evaluation.evaluate import diagnosis, evaluate
+    from ..evaluation.sheet import composites, contact_sheet, shift_summary
     from ..models import shipped
     from ..runtime.backends import load
     from ..training.datasets import read_triples
@@ -36,6 +37,7 @@ def cmd_choose(args: argparse.Namespace) -> int:
     if len({t.name for t in triples}) != len(triples):
         raise InputError(f"{', '.join(args.roots)}: two triples share a name; give folders of distinct triples")
     heldout = read_triples(args.heldout) if args.heldout else None
+    pastes = composites(args.sheet[0]) if args.sheet else None  # refused here, before minutes of scoring
     with tempfile.TemporaryDirectory() as tmp:
         models = {"baseline": args.baseline or str(shipped("pt"))}
         for path in args.candidate:
@@ -44,12 +46,16 @@ def cmd_choose(args: argparse.Namespace) -> int:
         methods = {name: load("torch", path).harmonize for name, path in models.items()}
         real = evaluate(triples, methods, progress=not args.quiet)
         held = evaluate(heldout, methods, progress=not args.quiet) if heldout else None
+        shifts = contact_sheet(pastes, methods, args.sheet[1], progress=not args.quiet) if args.sheet else None
     verdicts = {name: verdict(real["baseline"], real[name], held and held["baseline"], held and held[name])
                 for name in models if name != "baseline"}
     print(report(verdicts))
     print(diagnosis(real, triples))
     if args.csv:
         write_csv(args.csv, verdicts)
+    if shifts:
+        print(shift_summary(shifts, pastes))
+        print(f"contact sheet: {args.sheet[1]} (look for casts over large regions before shipping)")
     return 0
 
 
@@ -63,4 +69,7 @@ def register(sub) -> None:
     c.add_argument("--lab-mix", type=unit, help="run every candidate in the Lab ensemble at this weight (the shipped "
                    "model's: 0.3); default: as each checkpoint says")
     c.add_argument("--csv", help="also write the verdicts here")
+    c.add_argument("--sheet", nargs=2, metavar=("COMPOSITES", "JPG"), help="also a contact sheet of every model "
+                   "on a folder of real composites (composites/, masks/, as ../shared/bench/real-composites), "
+                   "written to JPG")
     add_quiet(c)
