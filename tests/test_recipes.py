@@ -68,3 +68,49 @@ def test_the_gpu_round_measures_the_trainer_then_trains_the_round_in_one_process
         args = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}"
                 for k, v in options.items() if k not in ("comment", "from", "share")]
         parse(["train", "--out", f"{name}.pt", *args])
+
+
+SCORE_SHIM = """import os, sys
+from pathlib import Path
+from engine.cli import parse
+args = parse(sys.argv[1:])
+with open(os.environ["CALLS"], "a") as calls:
+    print("ok", *sys.argv[1:], file=calls)
+if sys.argv[1] == "heldout":
+    Path(args.out).mkdir(parents=True)
+    (Path(args.out) / "MANIFEST.csv").write_text("sample_dir,subset,composite,mask,real\\n")
+"""
+
+
+def test_the_round_is_scored_in_one_command_parts_joined_in_order(tmp_path):
+    """gpu-round-6-score.sh: a checkpoint split in parts is joined by number (part10 after part9) into
+    runs/round-6, not beside the fetched files; the held-out composites are made once; choose gets every
+    candidate, the proviso and the contact sheet."""
+    shim = tmp_path / "bin" / "harmonize"
+    shim.parent.mkdir()
+    (tmp_path / "bin" / "shim.py").write_text(SCORE_SHIM)
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'bin' / 'shim.py'} \"$@\"\n")
+    shim.chmod(0o755)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "medium.pt").write_bytes(b"m")
+    for k in range(1, 12):
+        (results / f"paper.pt.part{k}").write_bytes(bytes([k]))
+    (results / "round-6.log").write_text("")
+    env = {**os.environ, "PATH": f"{shim.parent}{os.pathsep}{os.environ['PATH']}", "PYTHON": sys.executable,
+           "PYTHONPATH": str(ROOT), "CALLS": str(tmp_path / "calls"), "CSV": "round-6.csv"}
+    script = str(ROOT / "recipes" / "gpu-round-6-score.sh")
+    for _ in range(2):
+        r = subprocess.run(["bash", script, "results"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "runs" / "round-6" / "paper.pt").read_bytes() == bytes(range(1, 12))
+    choose = ("ok choose ../shared/bench/iharmony4-val ../shared/bench/iharmony4-samples --heldout runs/heldout-ih4 "
+              "--lab-mix 0.3 --candidate runs/round-6/paper.pt --candidate results/medium.pt --csv round-6.csv "
+              "--sheet ../shared/bench/real-composites runs/round-6/contact-sheet.jpg")
+    assert (tmp_path / "calls").read_text().splitlines() == [
+        "ok heldout --data ../shared/data --recipe iharmony4 --count 500 --seed 2027 -o runs/heldout-ih4",
+        choose, choose]  # the held-out composites made once, kept for the next time
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run(["bash", script, "empty"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no checkpoint" in r.stderr
