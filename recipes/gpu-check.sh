@@ -3,9 +3,17 @@
 # --device gpu` over 12 MP JPEGs beside the one-thread decode-map-encode loop, every backend's latency on the
 # device, and tests/test_gpu.py; everything goes to OUT/gpu-check.log, to be copied into docs/results/.
 #
-# On the machine:  bash recipes/gpu-check.sh "$OUT"
+# Here first (../shared does not travel; the benchmark's 22 triples fit beside the tracked files, validation's
+# do not):  mkdir -p runs/shared/bench && cp -r ../shared/bench/iharmony4-samples runs/shared/bench/
+# On the machine, with runs/shared carried (runs/data, left there by round 6's call, serves as the data):
+#                  bash recipes/gpu-check.sh "$OUT"
 # Dry run here:    DEVICE=cpu COUNT=2 bash recipes/gpu-check.sh /tmp/gpu-check
 set -uo pipefail  # not -e: a failing step is logged and the next still runs
+export PYTHONUNBUFFERED=1  # a step stopped by its time limit still leaves what it printed
+if [ -d runs/shared ]; then
+    [ -d runs/data ] && [ ! -e runs/shared/data ] && ln -s ../data runs/shared/data
+    export FMM_SHARED=$PWD/runs/shared  # tests/conftest.py reads the bench triples and the photos there
+fi
 OUT=${1:?where the log goes}
 DEVICE=${DEVICE:-gpu}  # DEVICE=cpu for a dry run of the whole call here
 COUNT=${COUNT:-20}  # 12 MP pictures per throughput run (each of three repeats, for both runs)
@@ -23,7 +31,7 @@ step() {  # a titled step, its output and its exit status, in the log
 }
 { date -u; nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; nproc; } >"$LOG" 2>&1
 step "${HARMONIZE[@]}" doctor
-step timeout 170 "${HARMONIZE[@]}" bench --throughput --device "$DEVICE" --count "$COUNT"
-step timeout 50 "${HARMONIZE[@]}" bench --device "$DEVICE" --sizes 256,1024 --repeat 3
-step timeout 60 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_gpu.py
-grep -h "^== \|^| \|ratio\|takes\|passed\|failed\|skipped" "$LOG"
+step timeout -k 5 140 "${HARMONIZE[@]}" bench --throughput --device "$DEVICE" --count "$COUNT"
+step timeout -k 5 45 "${HARMONIZE[@]}" bench --device "$DEVICE" --sizes 256,1024 --repeat 3
+step timeout -k 5 100 "$PYTHON" -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py
+grep -h "^== \|^| \|ratio\|takes\|passed\|failed\|skipped\|SKIPPED\|backend:" "$LOG"

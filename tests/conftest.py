@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+SHARED = Path(os.environ.get("FMM_SHARED") or ROOT.parent / "shared")  # elsewhere on a lent GPU (gpu-check.sh)
 BENCH = SHARED / "bench" / "iharmony4-samples"
 DATA = SHARED / "data"
 

@@ -122,7 +122,7 @@ def batch_throughput(count: int = 10, repeat: int = 3, device: str = "auto") -> 
         run_code = f"import sys\nfrom engine.cli import main\nrc = main(sys.argv[1:])\n{PEAK}\nsys.exit(rc)"
         commands = {
             "harmonize run": [*isolated(sys.executable, run_code, root), "run", str(src), "--masks", str(masks),
-                              "-o", f"{tmp}/run", "-q", "--overwrite", "--device", device],
+                              "-o", f"{tmp}/run", "--overwrite", "--device", device],
             "decode-map-encode loop": [*isolated(sys.executable, f"from engine.evaluation.bench import "
                                                  f"decode_map_encode\ndecode_map_encode(*sys.argv[1:])\n{PEAK}", root),
                                        str(src), str(masks), f"{tmp}/loop"],
@@ -136,6 +136,10 @@ def batch_throughput(count: int = 10, repeat: int = 3, device: str = "auto") -> 
                     raise RuntimeError(f"{name} failed: {r.stderr[-2000:]}")
                 peak = int(r.stderr.rsplit("peak", 1)[1].split()[0]) / 1024  # in KiB
                 rows[name].append((wall, peak))
+                # each run as it ends, so that a run stopped by a time limit still says what it measured
+                took = [line for line in r.stderr.splitlines() if line.startswith("backend:")]
+                print(f"{name}: {wall:.2f} s, peak {peak:.0f} MiB", *took[:1], sep="; ", file=sys.stderr,
+                      flush=True)
     result = {}
     for name, runs in rows.items():
         wall = statistics.median(w for w, _ in runs)
