@@ -27,8 +27,10 @@ from pathlib import Path
 from engine.training.synthetic import pack_sources
 
 LIMIT = 63.5 * 2**20  # a call sends at most 64 MiB
-files = subprocess.run(["git", "ls-files", "-z"], capture_output=True, text=True, check=True).stdout.split("\0")
-tracked = sum(Path(p).stat().st_size for p in files if p)
+# what travels besides the carried folders: tracked files and untracked ones git does not ignore
+files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True,
+                       text=True, check=True).stdout.split("\0")
+tracked = sum(Path(p).stat().st_size for p in files if p and Path(p).is_file())
 start = sum(f.stat().st_size for f in Path("runs/start").glob("*"))
 # NOTE: resolution first, then quality: a view is 60 to 100 % of the short side, resampled to 256 px
 for short, quality in ((512, 90), (512, 75), (448, 75), (384, 75), (384, 60), (352, 60), (320, 60), (320, 50),

@@ -68,9 +68,9 @@ def test_a_resident_batch_is_what_render_makes_of_each_of_its_plans(pictures, se
 
 
 def test_on_a_gpu_several_batches_are_made_at_once_and_handed_out_in_turn(pictures):
-    """A batch costs thousands of small operations whatever its size: on a GPU about 512 samples are made in one
-    go. The batches handed out are, in order, the one batch of that many plans cut into pieces."""
-    assert resident.batches_made_at_once("cuda", 128) == 4 and resident.batches_made_at_once("cuda:1", 1024) == 1
+    """A batch costs thousands of small operations whatever its size: on a GPU about 2,048 samples are made in
+    one go. The batches handed out are, in order, the one batch of that many plans cut into pieces."""
+    assert resident.batches_made_at_once("cuda", 128) == 16 and resident.batches_made_at_once("cuda:1", 4096) == 1
     assert resident.batches_made_at_once("cpu", 16) == 1
     stream = resident.ResidentStream(pictures, EVERYTHING, 4, seed=3, batches_at_once=3)
     made = [next(stream) for _ in range(4)]
@@ -202,8 +202,11 @@ def test_a_round_trains_each_candidate_and_splits_what_is_too_large(tmp_path):
             "candidates": {"a": {"config": "tiny", "seed": 1}, "b": {"from": "prev.pt", "config": "tiny", "share": 2},
                            "c": {"config": "small", "size": 32}}}
     (tmp_path / "round.json").write_text(json.dumps(spec))
-    written = train_round(tmp_path / "round.json", DATA, start, tmp_path / "out", 0.05, "cpu", part_limit=600_000)
+    written = train_round(tmp_path / "round.json", DATA, start, tmp_path / "out", 0.05, "cpu", part_limit=600_000,
+                          runs=tmp_path / "full")
     names = sorted(p.name for p in written)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names  # the full checkpoints stay out of OUT
+    assert "optimizer" in torch.load(tmp_path / "full" / "a.pt", weights_only=True)  # a run again resumes them
     assert names[:2] == ["a.pt", "b.pt"] and all(n.startswith("c.pt.part") for n in names[2:]) and len(names) > 3
     assert all(p.stat().st_size <= 600_000 for p in written)
     joined = tmp_path / "c.pt"

@@ -44,7 +44,7 @@ def cmd_train_round(args: argparse.Namespace) -> int:
     failed = False
     try:
         written = train_round(args.round, args.data, args.start, args.out, args.minutes, args.device,
-                              batch_size=args.batch_size, channels_last=args.channels_last or None)
+                              batch_size=args.batch_size, channels_last=args.channels_last or None, runs=args.runs)
     except RoundFailed as exc:
         written, failed = exc.written, True
         print(f"harmonize train-round: {exc}", file=sys.stderr)
@@ -69,7 +69,8 @@ def register(sub) -> None:
     r.add_argument("round", help="the round's file of candidates (recipes/round-6.json)")
     r.add_argument("--data", required=True, help="folder of training photos and masks (../shared/data layout)")
     r.add_argument("--start", required=True, help="folder of a previous round's checkpoints that candidates go on from")
-    r.add_argument("--out", required=True, help="folder for the slimmed checkpoints (runs/ inside holds the full ones)")
+    r.add_argument("--out", required=True, help="folder for the slimmed checkpoints")
+    r.add_argument("--runs", help="folder for the full checkpoints a round run again resumes from (default: OUT/runs)")
     r.add_argument("--minutes", type=positive, required=True, help="training time of the whole round, shared out")
     r.add_argument("--device", default="cuda", help="cuda (default) or cpu (a dry run)")
     r.add_argument("--batch-size", type=int, help="in place of the round's (a dry run on the CPU)")

@@ -265,9 +265,11 @@ def _blob_masks(g: torch.Generator, hw: torch.Tensor, ys: torch.Tensor, xs: torc
 
 
 # NOTE: making a batch costs about 4,200 small tensor operations whatever its size (1,364 to draw, 2,846 to
-# render, counted for 128 on the CPU), some 70 of them waiting for the device; on a GPU each costs the host
-# microseconds while the device idles, so composites are made for several batches at once there
-MADE_AT_ONCE_ON_GPU = 512
+# render, counted for 128 on the CPU), some 440 of them waiting for the device (boolean-mask indexing most);
+# on a GPU each costs the host microseconds while the device idles, so composites are made for many batches
+# at once there. A make of 512 peaked at 3.5 GB on the CPU, so one of 2,048 near 14 GB; a GPU with less
+# memory halves it (ResidentStream.__next__)
+MADE_AT_ONCE_ON_GPU = 2048
 
 
 def batches_made_at_once(device: str | torch.device, batch_size: int) -> int:

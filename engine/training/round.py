@@ -5,14 +5,15 @@ A round is a file of data (recipes/round-6.json): options every candidate shares
 fields) and each candidate's own ("candidates": name -> fields). A candidate goes on from the weights of a
 previous round's checkpoint kept in START ("from": its file name there), or of any file ("init"), with a
 learning-rate schedule of its own over its share of MINUTES (a warm restart: a schedule stretched over the
-rounds before would leave it a few percent of its rate). A call cut short resumes each candidate where its
-checkpoint in OUT/runs stopped. Every checkpoint comes
-back slimmed to float16 weights, split into parts of at most `part_limit` bytes (a lent machine returns files
-of at most 16 MiB): join them with `cat NAME.pt.part* > NAME.pt`.
+rounds before would leave it a few percent of its rate). A round run again resumes each candidate where its
+full checkpoint in RUNS stopped (OUT/runs unless given; a lent machine's call keeps them out of OUT, whose
+files come back only under 16 MiB). Every checkpoint comes back slimmed to float16 weights, split into parts of
+at most `part_limit` bytes: join them with `cat NAME.pt.part* > NAME.pt`.
 """
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import sys
 import traceback
@@ -24,7 +25,7 @@ from ..errors import InputError
 from .config import TrainConfig
 from .train import slim_checkpoint, train
 
-PART_LIMIT = 16 * 2**20
+PART_LIMIT = 15 * 2**20  # a lent machine returns files of at most 16 MiB: a margin under it
 _PER_RUN = ("data", "device", "resume", "minutes", "pause_after")  # set by the round, not by its file
 _ROUND_ONLY = ("from", "share", "comment")  # a candidate's own keys that are not TrainConfig's
 
@@ -73,14 +74,14 @@ class RoundFailed(Exception):
 
 def train_round(round_file: str | Path, data: str | Path, start: str | Path, out: str | Path, minutes: float,
                 device: str = "cuda", part_limit: int = PART_LIMIT, batch_size: int | None = None,
-                channels_last: bool | None = None) -> list[Path]:
+                channels_last: bool | None = None, runs: str | Path | None = None) -> list[Path]:
     """Train every candidate of `round_file` in turn for its share of `minutes`, each written slimmed to
     float16 (split at `part_limit`) into `out` as soon as it is done; `batch_size` in place of the file's (a dry
     run on the CPU), `channels_last` in place of the candidates' (as measured on the machine). A candidate that
     fails does not stop the others: RoundFailed names it at the end."""
     common, candidates = read_round(round_file)
     start, out = Path(start), Path(out)
-    runs = out / "runs"
+    runs = Path(runs) if runs else out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     total_share = sum(float(c.get("share", 1.0)) for c in candidates.values())
     settings = {}
@@ -106,8 +107,9 @@ def train_round(round_file: str | Path, data: str | Path, start: str | Path, out
             traceback.print_exc()
             print(f"round: {name} failed", file=sys.stderr, flush=True)
             failed.append(name)
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
+        if device.startswith("cuda"):  # out of the except block: its traceback no longer holds the run's tensors
+            gc.collect()
+            torch.cuda.empty_cache()
         # NOTE: written now, so a call cut short by its time limit still brings back the candidates done; a
         # failed one brings back its last checkpoint, if it saved one
         if ckpt.exists():
