@@ -73,3 +73,17 @@ def test_bad_arguments_raise_value_errors():
         FMMNet(head="mystery")
     with pytest.raises(ValueError, match="unknown configuration keys"):
         create_model("tiny", depth=3)
+
+
+def test_the_colour_map_is_applied_in_float32_under_bf16_autocast():
+    """The network's head under bf16 autocast (training) still maps colours as the shipped float32 pipeline
+    does (the head's parameters come in bf16 there; the picture rounded to bf16 would move by half a level)."""
+    from engine.network.model import apply_affine_torch
+
+    g = torch.Generator().manual_seed(0)
+    image, mask = torch.rand(2, 3, 16, 16, generator=g), (torch.rand(2, 1, 16, 16, generator=g) > 0.5).float()
+    params = (torch.eye(3, 4).repeat(2, 1, 1).reshape(2, 12) * 1.0037 + 0.001).bfloat16()
+    want = apply_affine_torch(image, mask, params.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = apply_affine_torch(image, mask, params)
+    assert got.dtype == torch.float32 and (got - want).abs().max() < 1e-6

@@ -55,3 +55,14 @@ def test_float16_inputs_computed_in_float32():
     half = attention_modulation(*(a.half() for a in args))
     assert half.dtype == torch.float16
     assert (half.float() - ref).abs().max() < 1e-2
+
+
+def test_under_bf16_autocast_as_in_training_still_computed_in_float32():
+    """Training runs under bfloat16 autocast, which would cast the op's products down to 8 bits of mantissa:
+    the attention's energies (tens) would lose their units."""
+    args = inputs(cq=16, seed=3)
+    args = (*args[:2], args[2] * 2, args[3] * 2, *args[4:])  # energies of tens, as a trained bottleneck's
+    want = numpy_reference(*args[:5], float(args[5][0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention_modulation(*(torch.from_numpy(a) for a in args))
+    np.testing.assert_allclose(got.float().numpy(), want, rtol=1e-4, atol=1e-4)

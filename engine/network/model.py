@@ -203,6 +203,9 @@ def masked_log_std(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def apply_affine_torch(image: torch.Tensor, mask: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     """Blend the 3x4 colour map of each sample into its foreground: the torch twin of fullres.apply_affine."""
+    if torch.is_autocast_enabled(image.device.type):  # bf16 training: the map in float32 too, as it ships
+        with torch.autocast(image.device.type, enabled=False):
+            return apply_affine_torch(image, mask, params.to(image.dtype))
     b = image.shape[0]
     mapped = torch.einsum("bij,bjhw->bihw", params.reshape(b, 3, 4)[:, :, :3], image)
     mapped = mapped + params.reshape(b, 3, 4)[:, :, 3, None, None]

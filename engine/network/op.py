@@ -40,9 +40,11 @@ def attention_modulation(
     h, mask, q, k, v, gamma = (t.float() for t in (h, mask, q, k, v, gamma))
     b, c, hh, ww = h.shape
     n = hh * ww
-    energy = torch.bmm(q.reshape(b, -1, n).transpose(1, 2), k.reshape(b, -1, n))  # (B, Nq, Nk)
-    attn = torch.softmax(energy, dim=-1)
-    h_ba = torch.bmm(v.reshape(b, c, n), attn.transpose(1, 2)).reshape(b, c, hh, ww)
+    # bf16 autocast (training) would cast the products back down: energies of tens keep two digits in bf16
+    with torch.autocast(h.device.type, enabled=False):
+        energy = torch.bmm(q.reshape(b, -1, n).transpose(1, 2), k.reshape(b, -1, n))  # (B, Nq, Nk)
+        attn = torch.softmax(energy, dim=-1)
+        h_ba = torch.bmm(v.reshape(b, c, n), attn.transpose(1, 2)).reshape(b, c, hh, ww)
     h_f = mask * h
     fmm = h_f * channel_std(h_ba) / channel_std(h_f)
     return (h + gamma.reshape(()) * fmm).to(dtype)
