@@ -18,7 +18,7 @@ set -euo pipefail
 DATA=${1:?the training pictures}
 START=${2:?the folder of checkpoints to go on from}
 OUT=${3:?where the checkpoints go}
-MINUTES=${4:-6}  # the candidates' training time together; the call takes about MINUTES + 1.5
+MINUTES=${4:-5}  # the candidates' training time together; the call takes about MINUTES + 1.5
 DEVICE=${DEVICE:-cuda}  # DEVICE=cpu for a dry run of the whole call here
 BATCH=${BATCH:-}  # in place of the round's batch size: BATCH=4 for a dry run on the CPU
 PYTHON=${PYTHON:-python3}  # the machine's python3 holds torch, numpy and Pillow; the package is not installed there

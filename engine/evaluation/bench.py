@@ -363,12 +363,13 @@ def train_throughput(data: str | Path, device: str = "cpu", config: str = "mediu
 
     from ..network.model import create_model
     from ..training.config import TrainConfig
-    from ..training.resident import Recipe, ResidentStream, resident_pictures
+    from ..training.resident import Recipe, ResidentStream, batches_made_at_once, resident_pictures
     from ..training.train import fixed_shapes, make_optimizer, train_step
 
     cuda = device.startswith("cuda")
     fixed_shapes(device)  # as a run trains
-    batch, steps = batch or (128 if cuda else 8), steps or (20 if cuda else 3)
+    batch = batch or (128 if cuda else 8)
+    steps = steps or (2 * batches_made_at_once(device, batch) if cuda else 3)  # whole makes: their cost, amortized
     recipe = Recipe(**{k: v for k, v in SYNTHESIS_RECIPE.items() if k != "more"}, time_of_day=0.1)  # round 6's
     model = create_model(config, **({"size": size} if size else {}))
     pictures = resident_pictures(data, model.size, device, more=True, extra=True)
