@@ -8,9 +8,9 @@
 # On the machine, with runs/data and runs/start carried:
 #   bash recipes/gpu-round-6.sh runs/data runs/start "$OUT" [MINUTES]
 #
-# 1. `harmonize bench --train` on the machine: samples per second and the share of a step spent making
-#    composites, in fp32, bf16 and bf16 channels-last (the round trains in bf16, --precision auto, and
-#    channels-last where it measured faster), into $OUT/bench-train.json.
+# 1. `harmonize bench --train` on the machine: samples per second and the share of a step spent waiting for
+#    composites, in fp32, bf16, bf16 channels-last and bf16 made ahead in a thread (the round trains in bf16,
+#    --precision auto, channels-last and made ahead where each measured faster), into $OUT/bench-train.json.
 # 2. `harmonize train-round`: each candidate its share of MINUTES.
 # Back in $OUT (at most 8 files of at most 16 MiB): each candidate's float16 weights (the paper's size in two
 # parts: cat paper-affine.pt.part* > paper-affine.pt), bench-train.json and round-6.log.
@@ -35,15 +35,22 @@ LOG="$OUT/round-6.log"
 harmonize bench --train "$DATA" --device "$DEVICE" ${BATCH:+--train-batch "$BATCH"} --json >"$OUT/bench-train.json" \
     2>>"$LOG" || echo "bench --train failed" >>"$LOG"
 # the candidates train channels-last where the bench just measured the network faster so in bf16 (its own
-# rate: the time spent making composites is the same in both and would only blur the difference)
+# rate: the time spent making composites is the same in both and would only blur the difference), and with
+# their composites made ahead in a thread where that was faster end to end, in that layout
 LAYOUT=$("$PYTHON" -c 'import json, sys
 r = json.load(open(sys.argv[1]))["rows"]
 net = {k: r[k]["samples_per_second"] / max(1e-9, 1 - r[k]["data_share"]) for k in ("bf16", "bf16, channels-last")}
 last, plain = net["bf16, channels-last"], net["bf16"]
 print(f"layout: the network alone in bf16 {plain:.0f} samples/s, channels-last {last:.0f}", file=sys.stderr)
-print("--channels-last" if last > plain else "")' "$OUT/bench-train.json" 2>>"$LOG") || LAYOUT=""
+flags = ["--channels-last"] if last > plain else []
+inline = r["bf16, channels-last" if flags else "bf16"]["samples_per_second"]
+ahead = r.get("bf16, made ahead", {}).get("samples_per_second")
+if ahead:
+    print(f"making: in the loop {inline:.0f} samples/s, ahead {ahead:.0f}", file=sys.stderr)
+    flags += ["--make-ahead"] if ahead > inline else []
+print(*flags)' "$OUT/bench-train.json" 2>>"$LOG") || LAYOUT=""
 harmonize train-round "$ROUND" --data "$DATA" --start "$START" --out "$OUT" --runs "$RUNS" --minutes "$MINUTES" \
     --device "$DEVICE" ${BATCH:+--batch-size "$BATCH"} $LAYOUT >>"$LOG" 2>&1 && status=0 || status=$?
 ls -la "$OUT"
-grep -h "samples/s\|round:\|layout:\|Error" "$LOG" || true
+grep -h "samples/s\|round:\|layout:\|making:\|Error" "$LOG" || true
 exit "$status"  # the candidates that trained came back even when one failed (the log says which)

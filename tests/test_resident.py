@@ -4,6 +4,7 @@ same plans, and its draws follow the recipe's ranges and shares."""
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -101,6 +102,33 @@ def test_a_gpu_short_of_memory_makes_fewer_batches_at_a_time(pictures, monkeypat
         next(one)
 
 
+def test_made_ahead_the_batches_are_the_streams_in_order_and_close_stops_the_thread(pictures):
+    """--make-ahead: a thread makes the next batches while the network trains; what it hands out is what the
+    stream itself would, batch for batch, across makes."""
+    plain = resident.ResidentStream(pictures, EVERYTHING, 4, seed=5, batches_at_once=2)
+    ahead = resident.MadeAhead(resident.ResidentStream(pictures, EVERYTHING, 4, seed=5, batches_at_once=2))
+    try:
+        for _ in range(5):  # three makes
+            for a, b in zip(next(plain), next(ahead), strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+    finally:
+        ahead.close()
+    assert not ahead.thread.is_alive()
+    assert not [t for t in threading.enumerate() if t.name == "fmm-make-ahead" and t.is_alive()]
+
+
+def test_a_make_that_fails_ahead_fails_where_the_batch_is_taken(pictures, monkeypatch):
+    def render(batch, device):
+        raise RuntimeError("a broken make")
+
+    monkeypatch.setattr(resident, "render_batch", render)
+    ahead = resident.MadeAhead(resident.ResidentStream(pictures, EVERYTHING, 4, seed=5, batches_at_once=1))
+    with pytest.raises(RuntimeError, match="a broken make"):
+        next(ahead)
+    ahead.close()
+    assert not ahead.thread.is_alive()
+
+
 def test_the_draws_follow_the_recipe_shares_and_ranges(pictures):
     batch = resident.ResidentStream(pictures, EVERYTHING, 400, seed=3).draw()
     transfer, edit, restyle = batch["transfer"], batch["edit"], batch["restyle"]
@@ -192,6 +220,12 @@ def test_train_with_resident_composites_checkpoints_and_resumes(tmp_path):
     assert torch.load(out, weights_only=True)["step"] == 5
     with pytest.raises(InputError, match="--render resident makes synthetic composites only"):
         train(tmp_path / "x.pt", TrainConfig(config="tiny", iharmony4=str(tmp_path), render="resident"))
+    c.steps, c.make_ahead = 7, True  # made ahead in a thread, which ends with the run
+    train(out, c)
+    assert torch.load(out, weights_only=True)["step"] == 7
+    assert not [t for t in threading.enumerate() if t.name == "fmm-make-ahead" and t.is_alive()]
+    with pytest.raises(InputError, match="--make-ahead makes the composites of --render resident"):
+        train(tmp_path / "y.pt", TrainConfig(config="tiny", data=str(DATA), render="loader", make_ahead=True))
 
 
 def test_a_round_trains_each_candidate_and_splits_what_is_too_large(tmp_path):
@@ -258,6 +292,7 @@ def test_bench_train_prints_samples_per_second_and_the_data_share():
                        capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout)
-    assert set(result["rows"]) == {"fp32", "bf16", "bf16, channels-last"}
-    for row in result["rows"].values():
-        assert row["samples_per_second"] > 0 and 0 < row["data_share"] < 1
+    assert set(result["rows"]) == {"fp32", "bf16", "bf16, channels-last", "bf16, made ahead"}
+    for name, row in result["rows"].items():  # made ahead, a step may not wait for its composites at all
+        assert row["samples_per_second"] > 0 and (0 <= row["data_share"] < 1 if "ahead" in name else
+                                                  0 < row["data_share"] < 1), name

@@ -44,7 +44,8 @@ def cmd_train_round(args: argparse.Namespace) -> int:
     failed = False
     try:
         written = train_round(args.round, args.data, args.start, args.out, args.minutes, args.device,
-                              batch_size=args.batch_size, channels_last=args.channels_last or None, runs=args.runs)
+                              batch_size=args.batch_size, channels_last=args.channels_last or None,
+                              make_ahead=args.make_ahead or None, runs=args.runs)
     except RoundFailed as exc:
         written, failed = exc.written, True
         print(f"harmonize train-round: {exc}", file=sys.stderr)
@@ -76,6 +77,8 @@ def register(sub) -> None:
     r.add_argument("--batch-size", type=int, help="in place of the round's (a dry run on the CPU)")
     r.add_argument("--channels-last", action="store_true", help="every candidate channels-last, whatever the round's "
                    "file says (where bench --train measured it faster on this machine)")
+    r.add_argument("--make-ahead", action="store_true", help="every candidate's composites made ahead in a thread "
+                   "(where bench --train measured it faster on this machine)")
 
     a = add_verb(sub, "average", cmd_average, "average the weights of runs fine-tuned from one start (needs 'train')")
     a.add_argument("checkpoints", nargs="+", help="checkpoints of one configuration")

@@ -57,6 +57,8 @@ class TrainConfig:
     precision: str = _option("auto", "bf16: the forward and backward passes under bfloat16 autocast; fp32; auto: "
                              "bf16 on a GPU, fp32 on the CPU", choices=("auto", "bf16", "fp32"))
     channels_last: bool = _option(False, "keep the network's activations channels-last (NHWC)")
+    make_ahead: bool = _option(False, "with --render resident: make the next composites in a thread, on a CUDA "
+                               "stream of their own, while the network trains")
     more_data: bool = _option(False, "also the permissive photos of coco-more/ (5 times the objects; "
                               "default: coco/ and photos/)")
     extra_data: bool = _option(False, "also the permissive photos of coco-extra/ (471 photos, most without object "

@@ -16,7 +16,9 @@ place of Pillow's bicubic) and which random numbers are drawn: the recipes are t
 from __future__ import annotations
 
 import math
+import queue
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,7 +295,16 @@ class ResidentStream:
         self.made: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        while not self.made:
+        if not self.made:
+            self.made = self.make()
+        return self.made.pop(0)
+
+    def __iter__(self):
+        return self
+
+    def make(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The next `at_once` batches, made in one go."""
+        while True:
             try:
                 made = render_batch(self.draw(self.batch_size * self.at_once), self.pics.device)
             except torch.OutOfMemoryError:
@@ -303,11 +314,7 @@ class ResidentStream:
                 print(f"resident: out of device memory, now making {self.at_once} batches at a time",
                       file=sys.stderr, flush=True)
                 continue
-            self.made = list(zip(*(t.split(self.batch_size) for t in made), strict=True))
-        return self.made.pop(0)
-
-    def __iter__(self):
-        return self
+            return list(zip(*(t.split(self.batch_size) for t in made), strict=True))
 
     def draw(self, n: int | None = None) -> dict[str, torch.Tensor]:
         """n plans (a batch) whose objects cover 1 to 80 % of the view, as SyntheticComposites keeps them."""
@@ -390,6 +397,59 @@ class ResidentStream:
                     reference_n=pics.reference_n[reference_photo], donor=donor, donor_n=donor_n, restyle=restyle,
                     restyle_params=restyle_params, edit=edit, edit_params=edit_params, transfer=transfer,
                     rotations=_qr_rotations(g, b, dev), mild_on=mild_on, mild=mild, flip=flip)
+
+
+class MadeAhead:
+    """A ResidentStream's batches, in the same order, with the next make under way in a thread (on a CUDA
+    stream of its own) while the network trains on the last: a make waits on the device hundreds of times,
+    and in the training loop each wait leaves the GPU idle (`--make-ahead`). close() stops the thread."""
+
+    def __init__(self, stream: ResidentStream):
+        self.stream, self.batches, self.stopping = stream, [], False
+        cuda = torch.device(stream.pics.device).type == "cuda"
+        self.side = torch.cuda.Stream(stream.pics.device) if cuda else None
+        self.ready: queue.Queue = queue.Queue(maxsize=1)  # one make waiting: two in memory besides the one used
+        self.thread = threading.Thread(target=self._work, name="fmm-make-ahead", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        try:
+            while not self.stopping:
+                if self.side is None:
+                    self.ready.put((self.stream.make(), None))
+                    continue
+                with torch.cuda.stream(self.side):
+                    made, done = self.stream.make(), torch.cuda.Event()
+                    done.record(self.side)
+                self.ready.put((made, done))
+        except BaseException as exc:  # noqa: BLE001 - raised where the batches are taken
+            self.ready.put(exc)
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.batches:
+            item = self.ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            self.batches, done = item
+            if done is not None:  # the training stream waits for the make, and its memory for the training
+                here = torch.cuda.current_stream(self.stream.pics.device)
+                here.wait_event(done)
+                for t in (t for batch in self.batches for t in batch):
+                    t.record_stream(here)
+        return self.batches.pop(0)
+
+    def __iter__(self):
+        return self
+
+    def close(self) -> None:
+        """Stop the thread (after the make it is on) and let go of what it made."""
+        self.stopping = True
+        while self.thread.is_alive():
+            try:
+                self.ready.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self.batches = []
 
 
 def plan_of(batch: dict[str, torch.Tensor], i: int) -> Plan:

@@ -74,10 +74,12 @@ class RoundFailed(Exception):
 
 def train_round(round_file: str | Path, data: str | Path, start: str | Path, out: str | Path, minutes: float,
                 device: str = "cuda", part_limit: int = PART_LIMIT, batch_size: int | None = None,
-                channels_last: bool | None = None, runs: str | Path | None = None) -> list[Path]:
+                channels_last: bool | None = None, make_ahead: bool | None = None,
+                runs: str | Path | None = None) -> list[Path]:
     """Train every candidate of `round_file` in turn for its share of `minutes`, each written slimmed to
     float16 (split at `part_limit`) into `out` as soon as it is done; `batch_size` in place of the file's (a dry
-    run on the CPU), `channels_last` in place of the candidates' (as measured on the machine). A candidate that
+    run on the CPU), `channels_last` and `make_ahead` in place of the candidates' (as measured on the machine),
+    full checkpoints in `runs` (default OUT/runs). A candidate that
     fails does not stop the others: RoundFailed names it at the end."""
     common, candidates = read_round(round_file)
     start, out = Path(start), Path(out)
@@ -91,6 +93,8 @@ def train_round(round_file: str | Path, data: str | Path, start: str | Path, out
             fields["batch_size"] = batch_size
         if channels_last is not None:
             fields["channels_last"] = channels_last
+        if make_ahead is not None:
+            fields["make_ahead"] = make_ahead
         if "from" in options:
             fields["init"] = str(start / options["from"])
         if fields.get("init") and not Path(fields["init"]).exists():

@@ -131,8 +131,12 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
     opt = make_optimizer(model, c, ckpt)
     loader = make_loader(c, model.config["size"], seed + start)
     clock = Clock(c.minutes, spent=ckpt.get("elapsed", 0.0) if ckpt is not None else 0.0, pause=c.pause_after)
-    step = run_steps(model, opt, loader, c, clock, start,
-                     lambda step: save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed()))
+    try:
+        step = run_steps(model, opt, loader, c, clock, start,
+                         lambda step: save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed()))
+    finally:
+        if hasattr(loader, "close"):  # a stream making ahead in a thread
+            loader.close()
     save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed())
     print(clock.summary(step - start, c.batch_size) + f", at step {step}", file=sys.stderr, flush=True)
     return out
@@ -197,15 +201,19 @@ def make_loader(c: TrainConfig, size: int, seed: int):
     recipe = dict(strong=c.strong_edits, mild=c.mild, restyle=c.restyle, closeup=c.closeup,
                   same_category=c.same_category, time_of_day=c.time_of_day,
                   transfers=tuple(t.strip() for t in c.transfers.split(",")))
+    if c.make_ahead and where != "resident":
+        raise InputError("--make-ahead makes the composites of --render resident; this run renders them "
+                         f"{'in the loader' if where == 'loader' else 'on the device from the loader'}")
     if where == "resident":
-        from .resident import Recipe, ResidentStream, resident_pictures
+        from .resident import MadeAhead, Recipe, ResidentStream, resident_pictures
 
         try:
             stream_recipe = Recipe(**recipe)
         except ValueError as exc:  # a share out of 0..1, named as its option
             raise InputError(f"--{str(exc).replace('_', '-')}") from None
-        return ResidentStream(resident_pictures(c.data, size, c.device, c.more_data, c.extra_data), stream_recipe,
-                              c.batch_size, seed)
+        stream = ResidentStream(resident_pictures(c.data, size, c.device, c.more_data, c.extra_data),
+                                stream_recipe, c.batch_size, seed)
+        return MadeAhead(stream) if c.make_ahead else stream
     sets: list[Dataset] = []
     if c.data is not None:
         try:
