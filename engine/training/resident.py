@@ -408,6 +408,8 @@ class MadeAhead:
         self.stream, self.batches, self.stopping = stream, [], False
         cuda = torch.device(stream.pics.device).type == "cuda"
         self.side = torch.cuda.Stream(stream.pics.device) if cuda else None
+        if self.side is not None:  # the pictures' upload, queued on the training stream, comes first
+            self.side.wait_stream(torch.cuda.current_stream(stream.pics.device))
         self.ready: queue.Queue = queue.Queue(maxsize=1)  # one make waiting: two in memory besides the one used
         self.thread = threading.Thread(target=self._work, name="fmm-make-ahead", daemon=True)
         self.thread.start()
