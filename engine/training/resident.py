@@ -399,20 +399,24 @@ class ResidentStream:
                     rotations=_qr_rotations(g, b, dev), mild_on=mild_on, mild=mild, flip=flip)
 
 
+_SIDE_STREAMS: dict[str, torch.cuda.Stream] = {}  # one per device for the process: its cached memory is reused
+
+
 class MadeAhead:
     """A ResidentStream's batches, in the same order, with the next make under way in a thread (on a CUDA
     stream of its own) while the network trains on the last: a make waits on the device hundreds of times,
-    and in the training loop each wait leaves the GPU idle (`--make-ahead`). close() stops the thread."""
+    and in the training loop each wait leaves the GPU idle (`--make-ahead`). The first make is made in the
+    caller's stream, so the first step (cuDNN's choice of algorithms) has the GPU to itself; the thread starts
+    with the second. close() stops the thread."""
 
     def __init__(self, stream: ResidentStream):
         self.stream, self.batches, self.stopping = stream, [], False
-        cuda = torch.device(stream.pics.device).type == "cuda"
-        self.side = torch.cuda.Stream(stream.pics.device) if cuda else None
-        if self.side is not None:  # the pictures' upload, queued on the training stream, comes first
-            self.side.wait_stream(torch.cuda.current_stream(stream.pics.device))
+        device = torch.device(stream.pics.device)
+        self.side = None
+        if device.type == "cuda":
+            self.side = _SIDE_STREAMS.setdefault(str(device), torch.cuda.Stream(device))
         self.ready: queue.Queue = queue.Queue(maxsize=1)  # one make waiting: two in memory besides the one used
         self.thread = threading.Thread(target=self._work, name="fmm-make-ahead", daemon=True)
-        self.thread.start()
 
     def _work(self) -> None:
         try:
@@ -428,13 +432,18 @@ class MadeAhead:
             self.ready.put(exc)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if not self.batches:
+        if not self.batches and self.thread.ident is None:  # the first make, here; the thread makes the rest
+            self.batches = self.stream.make()
+            if self.side is not None:  # the thread's stream comes after what is queued here (the pictures' upload)
+                self.side.wait_stream(torch.cuda.current_stream(self.side.device))
+            self.thread.start()
+        elif not self.batches:
             item = self.ready.get()
             if isinstance(item, BaseException):
                 raise item
             self.batches, done = item
             if done is not None:  # the training stream waits for the make, and its memory for the training
-                here = torch.cuda.current_stream(self.stream.pics.device)
+                here = torch.cuda.current_stream(self.side.device)
                 here.wait_event(done)
                 for t in (t for batch in self.batches for t in batch):
                     t.record_stream(here)
@@ -451,6 +460,13 @@ class MadeAhead:
                 self.ready.get(timeout=0.1)
             except queue.Empty:
                 pass
+        while True:  # a make put after the last get above
+            try:
+                self.ready.get_nowait()
+            except queue.Empty:
+                break
+        if self.side is not None:
+            self.side.synchronize()
         self.batches = []
 
 
