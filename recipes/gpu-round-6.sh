@@ -34,23 +34,15 @@ LOG="$OUT/round-6.log"
     >"$LOG" 2>&1
 harmonize bench --train "$DATA" --device "$DEVICE" ${BATCH:+--train-batch "$BATCH"} --json >"$OUT/bench-train.json" \
     2>>"$LOG" || echo "bench --train failed" >>"$LOG"
-# the candidates train channels-last where the bench just measured the network faster so in bf16 (its own
-# rate: the time spent making composites is the same in both and would only blur the difference), and with
-# their composites made ahead in a thread where that was faster end to end, in that layout
+# the candidates train in the layout, and with their composites made ahead or not, as the bench just measured
+# faster on this machine (engine/evaluation/bench.py's train_flags decides; its table goes into the log)
 LAYOUT=$("$PYTHON" -c 'import json, sys
-r = json.load(open(sys.argv[1]))["rows"]
-net = {k: r[k]["samples_per_second"] / max(1e-9, 1 - r[k]["data_share"]) for k in ("bf16", "bf16, channels-last")}
-last, plain = net["bf16, channels-last"], net["bf16"]
-print(f"layout: the network alone in bf16 {plain:.0f} samples/s, channels-last {last:.0f}", file=sys.stderr)
-flags = ["--channels-last"] if last > plain else []
-inline = r["bf16, channels-last" if flags else "bf16"]["samples_per_second"]
-ahead = r.get("bf16, made ahead", {}).get("samples_per_second")
-if ahead:
-    print(f"making: in the loop {inline:.0f} samples/s, ahead {ahead:.0f}", file=sys.stderr)
-    flags += ["--make-ahead"] if ahead > inline else []
-print(*flags)' "$OUT/bench-train.json" 2>>"$LOG") || LAYOUT=""
+from engine.evaluation.bench import train_table
+result = json.load(open(sys.argv[1]))
+print(train_table(result), file=sys.stderr)
+print(*result["flags"])' "$OUT/bench-train.json" 2>>"$LOG") || LAYOUT=""
 harmonize train-round "$ROUND" --data "$DATA" --start "$START" --out "$OUT" --runs "$RUNS" --minutes "$MINUTES" \
     --device "$DEVICE" ${BATCH:+--batch-size "$BATCH"} $LAYOUT >>"$LOG" 2>&1 && status=0 || status=$?
 ls -la "$OUT"
-grep -h "samples/s\|round:\|layout:\|making:\|Error" "$LOG" || true
+grep -h "samples/s\|round:\|faster here:\|Error" "$LOG" || true
 exit "$status"  # the candidates that trained came back even when one failed (the log says which)
