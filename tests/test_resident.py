@@ -12,7 +12,7 @@ import torch
 from conftest import DATA, ROOT, needs_data
 
 from engine.errors import InputError
-from engine.evaluation.bench import train_flags
+from engine.evaluation.bench import train_flags, train_table
 from engine.training import resident, synthetic
 from engine.training.batched import MAX_EDITS, render_batch
 from engine.training.config import TrainConfig
@@ -314,3 +314,21 @@ def test_the_bench_picks_channels_last_by_the_network_alone_and_making_ahead_end
             "bf16, channels-last": {"samples_per_second": channels_last, "data_share": 0.2},
             "bf16, made ahead": {"samples_per_second": ahead, "data_share": 0.01}}
     assert train_flags(rows) == flags
+
+
+def test_the_bench_table_shows_each_rows_network_rate_and_a_gpus_peak_memory():
+    """The table the round's log keeps: the network's own rate per row, the options taken, and on a GPU the
+    peak device memory of each row (making ahead holds a make in flight)."""
+    rows = {"fp32": {"samples_per_second": 50.0, "data_share": 0.5, "channels_last": False, "peak_gib": 20.0},
+            "bf16, made ahead": {"samples_per_second": 90.0, "data_share": 0.1, "channels_last": True,
+                                 "peak_gib": 31.25}}
+    result = dict(device="cuda", config="medium", size=256, batch=128, steps=32, made_at_once=16, pictures=915,
+                  pictures_mib=171.0, rows=rows, flags=["--channels-last"])
+    table = train_table(result).splitlines()
+    assert table[2].endswith("| network alone, samples/s | peak device memory |") and table[3] == "|" + "---|" * 5
+    assert table[4] == "| fp32 | 50.0 | 50 % | 100.0 | 20.0 GiB |"
+    assert table[5] == "| bf16, made ahead (channels-last) | 90.0 | 10 % | 100.0 | 31.2 GiB |"
+    assert table[-1] == "faster here: --channels-last"
+    for row in rows.values():  # on the CPU, no memory column
+        row["peak_gib"] = None
+    assert train_table(result).splitlines()[4] == "| fp32 | 50.0 | 50 % | 100.0 |"

@@ -382,6 +382,9 @@ def train_throughput(data: str | Path, device: str = "cpu", config: str = "mediu
     def timed(precision: str, channels_last: bool, ahead: bool) -> dict:
         c = TrainConfig(config=config, device=device, batch_size=batch, precision=precision,
                         channels_last=channels_last)
+        if cuda:  # each row's own peak: making ahead holds a make in flight beside the training
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
         net = create_model(config, **({"size": size} if size else {})).to(device).train()
         if channels_last:
             net.to(memory_format=torch.channels_last)
@@ -406,7 +409,8 @@ def train_throughput(data: str | Path, device: str = "cpu", config: str = "mediu
             if ahead:
                 source.close()
         return dict(samples_per_second=steps * batch / (making + stepping), data_share=making / (making + stepping),
-                    channels_last=channels_last, at_once=stream.at_once)
+                    channels_last=channels_last, at_once=stream.at_once,
+                    peak_gib=torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None)
 
     rows = {"fp32": timed("fp32", False, False), "bf16": timed("bf16", False, False),
             "bf16, channels-last": timed("bf16", True, False)}
@@ -433,13 +437,14 @@ def train_flags(rows: dict) -> list[str]:
 
 def train_table(result: dict) -> str:
     """bench --train's result as a Markdown table."""
+    memory = result["rows"]["fp32"].get("peak_gib") is not None  # measured on a GPU only
     lines = [f"`{result['config']}` at {result['size']} px, batches of {result['batch']} on {result['device']} "
              f"(composites made {result['made_at_once']} batches at a time), "
              f"{result['steps']} timed steps each; {result['pictures']} pictures resident "
              f"({result['pictures_mib']:.0f} MiB)\n",
-             "| precision | samples/s | share of the step waiting for composites | network alone, samples/s |",
-             "|---|---|---|---|"]
+             "| precision | samples/s | share of the step waiting for composites | network alone, samples/s |"
+             + " peak device memory |" * memory, "|---|---|---|---|" + "---|" * memory]
     lines += [f"| {name}{' (channels-last)' if 'ahead' in name and r['channels_last'] else ''} | "
               f"{r['samples_per_second']:.1f} | {100 * r['data_share']:.0f} % | {network_alone(r):.1f} |"
-              for name, r in result["rows"].items()]
+              + (f" {r['peak_gib']:.1f} GiB |" if memory else "") for name, r in result["rows"].items()]
     return "\n".join(lines) + f"\n\nfaster here: {' '.join(result['flags']) or 'neither option'}"

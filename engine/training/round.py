@@ -112,8 +112,12 @@ def train_round(round_file: str | Path, data: str | Path, start: str | Path, out
             print(f"round: {name} failed", file=sys.stderr, flush=True)
             failed.append(name)
         if device.startswith("cuda"):  # out of the except block: its traceback no longer holds the run's tensors
+            # the next round's batch and make sizes are chosen from this figure (an H100 has 80 GB, an H200 141)
+            print(f"round: {name} peaked at {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB of device "
+                  f"memory", file=sys.stderr, flush=True)
             gc.collect()
             torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
         # NOTE: written now, so a call cut short by its time limit still brings back the candidates done; a
         # failed one brings back its last checkpoint, if it saved one
         if ckpt.exists():
