@@ -23,7 +23,9 @@ DEVICE=${DEVICE:-cuda}  # DEVICE=cpu for a dry run of the whole call here
 BATCH=${BATCH:-}  # in place of the round's batch size: BATCH=4 for a dry run on the CPU
 PYTHON=${PYTHON:-python3}  # the machine's python3 holds torch, numpy and Pillow; the package is not installed there
 ROUND=${ROUND:-recipes/round-6.json}  # the candidates
-RUNS=${RUNS:-/tmp/round-6-runs}  # the full checkpoints, out of $OUT: only files under 16 MiB come back
+# the full checkpoints, out of $OUT (only files under 16 MiB come back); a candidate whose checkpoint is there goes
+# on from it, its MINUTES counted in total: a dry run here gives RUNS=$(mktemp -d), or it goes on from the last
+RUNS=${RUNS:-/tmp/round-6-runs}
 export PYTHONUNBUFFERED=1  # a call stopped by its time limit still leaves the log of what was done
 if ! command -v harmonize >/dev/null; then
     harmonize() { "$PYTHON" -c 'import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))' "$@"; }

@@ -25,7 +25,7 @@ def test_train_on_iharmony4_layout_and_resume(iharmony4_root, tmp_path):
 
 
 def test_a_time_budget_ends_the_run_and_its_schedule_and_resumes_with_what_is_left(iharmony4_root, tmp_path,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, capsys):
     import itertools
     import time
 
@@ -38,8 +38,12 @@ def test_a_time_budget_ends_the_run_and_its_schedule_and_resumes_with_what_is_le
     first = torch.load(out, weights_only=True)
     assert 1.8 <= first["elapsed"] < 2.1 and 3 <= first["step"] < 20
     assert first["optimizer"]["param_groups"][0]["lr"] < 0.05 * 0.01, "the cosine schedule must end with the time"
+    capsys.readouterr()
     assert main(args + ["0.03", "--resume"]) == 0
     assert torch.load(out, weights_only=True)["step"] == first["step"], "a spent budget trains no further"
+    said = capsys.readouterr().err
+    assert f"{out}: goes on from step {first['step']}, 0.03 of its 0.03 min spent" in said
+    assert f"{out}: its minutes are spent, nothing to train" in said
     assert main(args + ["0.06", "--resume"]) == 0
     second = torch.load(out, weights_only=True)
     assert second["step"] > first["step"] + 3 and 3.6 <= second["elapsed"] < 3.9

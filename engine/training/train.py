@@ -131,6 +131,12 @@ def train(out: str | Path, settings: TrainConfig) -> Path:
     opt = make_optimizer(model, c, ckpt)
     loader = make_loader(c, model.config["size"], seed + start)
     clock = Clock(c.minutes, spent=ckpt.get("elapsed", 0.0) if ckpt is not None else 0.0, pause=c.pause_after)
+    if ckpt is not None:  # said, since a stale checkpoint would otherwise go on (or stop) unseen
+        spent = f", {clock.spent / 60:.2f} of its {c.minutes:g} min spent" if c.minutes else ""
+        print(f"{out}: goes on from step {start}{spent}", file=sys.stderr, flush=True)
+        if not clock.left():
+            print(f"{out}: its minutes are spent, nothing to train (give more --minutes, or remove it to start "
+                  f"again)", file=sys.stderr, flush=True)
     try:
         step = run_steps(model, opt, loader, c, clock, start,
                          lambda step: save_checkpoint(out, model, opt, step, model.config, seed, clock.elapsed()))
