@@ -9,7 +9,8 @@
 # 2. The proviso's 500 held-out composites made once (harmonize heldout --recipe iharmony4 --seed 2027) into
 #    $HELDOUT, and kept for later rounds.
 # 3. harmonize choose on the 32 real triples of $BENCH, every candidate in the Lab ensemble at 0.3 as shipped,
-#    with the held-out proviso and a contact sheet of the 30 real composites: the verdicts in $CSV, the sheet in
+#    with the held-out proviso (scored for the candidates that pass on the real triples: HELDOUT_ALL=1 for all)
+#    and a contact sheet of the 30 real composites: the verdicts in $CSV, the sheet in
 #    $SHEET, the report in runs/round-6/choose.txt. Look at the sheet before shipping a winner.
 set -euo pipefail
 RESULTS=${1:?the folder the GPU call wrote (its files fetched here)}
@@ -41,4 +42,5 @@ if [ ! -e "$HELDOUT/MANIFEST.csv" ]; then
     harmonize heldout --data "$DATA" --recipe iharmony4 --count 500 --seed 2027 -o "$HELDOUT"
 fi
 harmonize choose "$BENCH/iharmony4-val" "$BENCH/iharmony4-samples" --heldout "$HELDOUT" --lab-mix 0.3 \
+    ${HELDOUT_ALL:+--heldout-all} \
     "${candidates[@]}" --csv "$CSV" --sheet "$BENCH/real-composites" "$SHEET" | tee "$WORK/choose.txt"

@@ -41,6 +41,8 @@ def test_a_gain_counts_only_at_twice_its_standard_error_with_fmse_kept_and_heldo
     lost = verdict(base, steady, held, scores([30, 30, 30, 29.9]))
     assert lost.reason() == "fails: loses on the held-out composites"
     assert verdict(base, steady).reason() == "fails: held-out composites not scored"
+    assert verdict(base, noisy).reason() == "fails: gain under 2 standard errors"  # the proviso moot: not named
+    assert not verdict(base, noisy).real_passes and verdict(base, steady).real_passes
     v = {"noisy": verdict(base, noisy, held, scores([30] * 4)),
          "steady": verdict(base, steady, held, scores([30] * 4)),
          "steadier": verdict(base, scores([20.5, 20.5, 20.6, 20.4]), held, scores([30.1] * 4))}
@@ -104,7 +106,8 @@ def test_harmonize_choose_on_a_folder_of_triples(tmp_path, tiny_checkpoint, caps
     real_triples(tmp_path / "real")
     out = tmp_path / "v.csv"
     assert main(["choose", str(tmp_path / "real"), "--baseline", str(tiny_checkpoint), "--candidate",
-                 str(tiny_checkpoint), "--lab-mix", "0.3", "--heldout", str(tmp_path / "real"), "--csv", str(out),
+                 str(tiny_checkpoint), "--lab-mix", "0.3", "--heldout", str(tmp_path / "real"), "--heldout-all",
+                 "--csv", str(out),
                  "--sheet", str(pastes(tmp_path / "pastes", [(200, 60, 60)])), str(tmp_path / "sheet.jpg"), "-q"]) == 0
     printed = capsys.readouterr().out
     assert Image.open(tmp_path / "sheet.jpg").size[0] == 3 * (60 * TILE_HEIGHT // 40) + 2 * GAP  # composite, 2 models
@@ -118,6 +121,22 @@ def test_harmonize_choose_on_a_folder_of_triples(tmp_path, tiny_checkpoint, caps
                                           and float(row["heldout_gain_db"]) >= 0)
     assert ("winner: tiny" in printed) == (row["verdict"] == "PASSES")
     assert main(["choose", str(tmp_path / "real"), "--candidate", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_choose_scores_the_held_out_composites_only_for_a_candidate_that_passed_on_the_real_triples(
+        tmp_path, tiny_checkpoint, capsys):
+    """The baseline itself as the candidate gains nothing, so fails on the real triples: the proviso (most of
+    the minutes) is not scored, and the verdict does not name it."""
+    real_triples(tmp_path / "real")
+    out = tmp_path / "v.csv"
+    assert main(["choose", str(tmp_path / "real"), "--baseline", str(tiny_checkpoint), "--candidate",
+                 str(tiny_checkpoint), "--heldout", str(tmp_path / "real"), "--csv", str(out), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "not scored, no candidate passed on the real triples" in captured.err
+    with open(out) as f:
+        (row,) = list(csv.DictReader(f))
+    assert float(row["psnr_gain_db"]) == 0 and row["heldout_n"] == ""
+    assert row["verdict"] == "fails: gain under 2 standard errors"
 
 
 def pastes(root, colours):
