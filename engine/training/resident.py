@@ -414,7 +414,9 @@ class MadeAhead:
         device = torch.device(stream.pics.device)
         self.side = None
         if device.type == "cuda":
-            self.side = _SIDE_STREAMS.setdefault(str(device), torch.cuda.Stream(device))
+            if str(device) not in _SIDE_STREAMS:  # setdefault would make a stream every time, to throw it away
+                _SIDE_STREAMS[str(device)] = torch.cuda.Stream(device)
+            self.side = _SIDE_STREAMS[str(device)]
         self.ready: queue.Queue = queue.Queue(maxsize=1)  # one make waiting: two in memory besides the one used
         self.thread = threading.Thread(target=self._work, name="fmm-make-ahead", daemon=True)
 
