@@ -282,6 +282,8 @@ def test_a_round_file_is_checked(tmp_path):
         read_round(bad)
     common, candidates = read_round(ROOT / "recipes" / "round-6.json")
     assert len(candidates) == 4 and common["render"] == "resident" and common["extra_data"]
+    for f in (ROOT / "recipes").glob("round-*.json"):  # every recipe's candidates are settings train takes
+        assert read_round(f)[1], f
     f = tmp_path / "small.bin"
     f.write_bytes(b"x" * 10)
     assert split_file(f, 10) == [f]
