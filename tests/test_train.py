@@ -24,6 +24,39 @@ def test_train_on_iharmony4_layout_and_resume(iharmony4_root, tmp_path):
     assert not list(tmp_path.glob(".ck.pt*")), "a temporary checkpoint was left behind"
 
 
+def test_a_run_resumed_in_the_other_layout_keeps_adam_in_step(iharmony4_root, tmp_path):
+    """Fused Adam pairs each weight with its moments by memory, so a run saved channels-last and resumed without
+    (or the other way) must bring its moments into the weights' layout: on the CPU it otherwise steps wrongly."""
+    out = tmp_path / "ck.pt"
+    args = ["train", "--config", "tiny", "--size", "16", "--iharmony4", str(iharmony4_root), "--out", str(out),
+            "--batch-size", "2", "--workers", "0", "--steps", "4"]
+    assert main(args + ["--until", "2", "--channels-last"]) == 0
+    saved = torch.load(out, weights_only=True)["optimizer"]["state"]
+    assert any(not v["exp_avg"].is_contiguous() for v in saved.values() if v["exp_avg"].dim() == 4)
+    assert main(args + ["--until", "3", "--resume"]) == 0
+    moments = [v[k] for v in torch.load(out, weights_only=True)["optimizer"]["state"].values()
+               for k in ("exp_avg", "exp_avg_sq")]
+    assert all(m.is_contiguous() for m in moments), "the moments stayed channels-last beside contiguous weights"
+
+
+def test_match_layout_makes_fused_adam_step_as_plain_adam():
+    from engine.training.train import match_layout
+    g = torch.linspace(-1, 1, 8 * 4 * 9).reshape(8, 4, 3, 3)
+
+    def two_steps(fused: bool) -> torch.Tensor:
+        w = torch.nn.Parameter(torch.arange(8 * 4 * 9, dtype=torch.float32).reshape(8, 4, 3, 3) / 100)
+        opt = torch.optim.Adam([w], lr=1e-2, fused=fused)
+        w.grad = g.clone()
+        opt.step()
+        w.data = w.data.contiguous(memory_format=torch.channels_last)  # as a resume in the other layout
+        w.grad = (g * g).contiguous(memory_format=torch.channels_last)
+        match_layout(opt)
+        opt.step()
+        return w.detach().contiguous()
+
+    torch.testing.assert_close(two_steps(True), two_steps(False))
+
+
 def test_a_time_budget_ends_the_run_and_its_schedule_and_resumes_with_what_is_left(iharmony4_root, tmp_path,
                                                                                    monkeypatch, capsys):
     import itertools

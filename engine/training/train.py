@@ -186,6 +186,16 @@ def make_optimizer(model: FMMNet, c: TrainConfig, ckpt: dict | None) -> torch.op
     return opt
 
 
+def match_layout(opt: torch.optim.Optimizer) -> None:
+    """Each optimizer state tensor in its parameter's memory layout."""
+    # NOTE: a run resumed in the other layout (channels-last or not) loads its Adam moments as saved, and fused
+    # Adam pairs parameter and moments by memory: on the CPU silently wrong values, on CUDA an error
+    for p, state in opt.state.items():
+        for k, v in state.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                state[k] = torch.empty_like(p).copy_(v)
+
+
 def render_where(c: TrainConfig) -> str:
     """Where a run's composites are made (loader, device or resident): --render, auto being resident on a GPU
     with synthetic data only, else the loader."""
@@ -302,6 +312,7 @@ def run_steps(model: FMMNet, opt, loader, c: TrainConfig, clock: Clock, start: i
         Progress(c.steps, "train", initial=start)
     if c.channels_last:
         model.to(memory_format=torch.channels_last)
+    match_layout(opt)
     step, it, running, pending = start, iter(loader), None, []
     stop = min(c.steps, c.until) if c.until is not None else c.steps  # `until` ends early, same schedule
     # NOTE: on a GPU the loss is read every 10 steps, not every step: each read waits for the GPU to finish
