@@ -406,11 +406,11 @@ class MadeAhead:
     """A ResidentStream's batches, in the same order, with the next make under way in a thread (on a CUDA
     stream of its own) while the network trains on the last: a make waits on the device hundreds of times,
     and in the training loop each wait leaves the GPU idle (`--make-ahead`). The first make is made in the
-    caller's stream, so the first step (cuDNN's choice of algorithms) has the GPU to itself; the thread starts
-    with the second. close() stops the thread."""
+    caller's stream, and the thread starts when the second batch is asked for, so the first step (cuDNN's
+    timing of its algorithms, kept for the whole run) has the GPU to itself. close() stops the thread."""
 
     def __init__(self, stream: ResidentStream):
-        self.stream, self.batches, self.stopping = stream, [], False
+        self.stream, self.batches, self.stopping, self.made_first = stream, [], False, False
         device = torch.device(stream.pics.device)
         self.side = None
         if device.type == "cuda":
@@ -434,12 +434,14 @@ class MadeAhead:
             self.ready.put(exc)
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if not self.batches and self.thread.ident is None:  # the first make, here; the thread makes the rest
-            self.batches = self.stream.make()
+        if self.thread.ident is None and not self.made_first:  # the first make, here; the thread makes the rest
+            self.batches, self.made_first = self.stream.make(), True
+            return self.batches.pop(0)
+        if self.thread.ident is None:  # the first step has run on the host, cuDNN's timing of algorithms with it
             if self.side is not None:  # the thread's stream comes after what is queued here (the pictures' upload)
                 self.side.wait_stream(torch.cuda.current_stream(self.side.device))
             self.thread.start()
-        elif not self.batches:
+        if not self.batches:
             item = self.ready.get()
             if isinstance(item, BaseException):
                 raise item
