@@ -369,6 +369,14 @@ def test_quiet_prints_only_failures_and_the_summary(tmp_path, capsys, caplog):
     assert not [r for r in caplog.records if r.name == "engine" and r.levelno < 30], "info lines under -q"
 
 
+def test_a_run_says_its_rate_after_the_model_loaded(tmp_path, caplog):
+    make_composite(tmp_path, tmp_path / "m", "c")
+    with caplog.at_level("INFO"):
+        assert main(["run", str(tmp_path / "c.jpg"), "--mask", str(tmp_path / "m" / "c.png")]) == 0
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("harmonized:")]
+    assert len(said) == 1 and said[0].startswith("harmonized: 1 in ") and said[0].endswith(" a second"), said
+
+
 def test_skips_say_how_to_redo_them(tmp_path, capsys):
     make_composite(tmp_path, tmp_path / "m", "c")
     args = ["run", str(tmp_path / "c.jpg"), "--mask", str(tmp_path / "m" / "c.png"), "-q"]

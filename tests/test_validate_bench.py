@@ -38,3 +38,15 @@ def test_bench_reports_ratios_against_pytorch(capsys):
         e, eref = result["end_to_end_12mp"][name], result["end_to_end_12mp"]["torch cpu"]
         assert cells[1].rstrip(" |") == f"{e:.2f} ({eref / e:.2f}x)"
     assert rows["torch cpu"][0].endswith("(1.00x)")
+
+
+def test_bench_throughput_times_the_run_and_the_loop_on_the_same_pictures():
+    """`bench --throughput`: both walls, their ratio, and the run's own time after its model loaded (read from
+    the line `harmonize run` logs), which the process's start makes shorter than its wall."""
+    from engine.evaluation.bench import batch_throughput, throughput_table
+
+    result = batch_throughput(count=1, repeat=1, device="cpu")
+    run, loop = result["harmonize run"], result["decode-map-encode loop"]
+    assert result["ratio"] == run["seconds"] / loop["seconds"] and run["peak_mib"] > 0 and loop["peak_mib"] > 0
+    assert 0 < run["loaded_seconds"] < run["seconds"]
+    assert f"after its model loaded: {run['loaded_seconds']:.2f} s" in throughput_table(result)

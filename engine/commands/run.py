@@ -76,6 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         with load(args.backend, args.model, args.device) as backend:  # says which it took, where it chose
             summary = run_batch(backend, jobs, overwrite=args.overwrite, strength=args.strength,
                                 progress=not args.quiet, max_pixels=max_pixels)
+        if summary.ok:  # the rate a long batch holds: the process's start and the model's load left out
+            log.info("harmonized: %d in %.2f s after the model loaded, %.2f a second", summary.ok, summary.seconds,
+                     summary.ok / max(summary.seconds, 1e-9))
     for path, why in summary.failed:
         print(f"FAILED {path}: {why}", file=sys.stderr)
     if summary.not_started:
