@@ -49,4 +49,5 @@ def test_bench_throughput_times_the_run_and_the_loop_on_the_same_pictures():
     run, loop = result["harmonize run"], result["decode-map-encode loop"]
     assert result["ratio"] == run["seconds"] / loop["seconds"] and run["peak_mib"] > 0 and loop["peak_mib"] > 0
     assert 0 < run["loaded_seconds"] < run["seconds"]
+    assert run["peak_from"] == loop["peak_from"] == "VmHWM", "Linux keeps each process's own peak in VmHWM"
     assert f"after its model loaded: {run['loaded_seconds']:.2f} s" in throughput_table(result)
