@@ -56,18 +56,17 @@ def test_kernel_at_64x64_feature_maps():
 PTX_SCRIPT = """
 import json, sys
 from engine.tensorrt.kernels import compile_ptx
-from engine.tensorrt.launch import ptx_params
-from engine.tensorrt.launch import launch_args
+from engine.tensorrt.launch import check_signature
 out = {}
 for cc in (75, 80, 86, 89, 90):
     for dtype in ("fp16", "fp32"):
-        kernels = compile_ptx(dtype, 8, 64, cc)
-        ptrs = dict.fromkeys(["q", "k", "v", "hba", "h", "mask", "gamma", "out"], 1)
-        for kind, k in kernels.items():
-            out[f"{cc}/{dtype}/{kind}"] = dict(
-                params=ptx_params(k["ptx"]), target=k["ptx"].split(".target")[1].split()[0],
-                args=[t for t, _ in launch_args(kind, ptrs, 256, 8, 64)],
-                scratch=[k["global_scratch"], k["profile_scratch"]])
+        for kind, k in compile_ptx(dtype, 8, 64, cc).items():
+            try:
+                check_signature(kind, k)  # what PtxKernels checks before it loads a kernel
+                why = None
+            except RuntimeError as exc:
+                why = str(exc)
+            out[f"{cc}/{dtype}/{kind}"] = dict(why=why, target=k["ptx"].split(".target")[1].split()[0])
 print(json.dumps(out))
 """
 
@@ -81,5 +80,17 @@ def test_ptx_for_every_architecture_takes_exactly_the_launch_arguments():
     assert len(result) == 5 * 2 * 2
     for key, k in result.items():
         assert k["target"].startswith(f"sm_{key.split('/')[0]}"), key  # sm_90a on Hopper
-        assert k["params"] == k["args"], f"{key}: PTX takes {k['params']}, the launcher passes {k['args']}"
-        assert k["scratch"] == [0, 0], f"{key}: the launcher passes null scratch, the kernel wants {k['scratch']}"
+        assert k["why"] is None, f"{key}: {k['why']}"
+
+
+def test_a_kernel_taking_other_arguments_than_the_launcher_passes_is_refused():
+    from engine.tensorrt.launch import check_signature
+
+    entry = ".visible .entry modulation_kernel(\n{}\n)".format(",\n".join(
+        f".param .{t} modulation_kernel_param_{i}" for i, t in enumerate(["u64"] * 5 + ["u32", "u32", "f32"]
+                                                                     + ["u64", "u64"])))
+    check_signature("modulation_kernel", dict(ptx=entry))  # the declared arguments and two null scratch pointers
+    with pytest.raises(RuntimeError, match="takes .* the launcher passes"):
+        check_signature("modulation_kernel", dict(ptx=entry.replace("\n)", ",\n.param .u64 extra\n)")))
+    with pytest.raises(RuntimeError, match="scratch sizes \\[128, 0\\]"):
+        check_signature("modulation_kernel", dict(ptx=entry, global_scratch=128))

@@ -58,6 +58,18 @@ def launch_args(kind: str, ptrs: dict[str, int], n: int, cq: int, c: int) -> lis
     return kernel_args(kind, ptrs, n, cq, c) + [("u64", 0), ("u64", 0)]
 
 
+def check_signature(kind: str, k: dict) -> None:
+    """Refuse a kernel whose PTX does not take exactly what `launch_args` passes, with no scratch."""
+    # NOTE: a Triton that changed its hidden arguments would have the kernel read past what is passed: an
+    # illegal address at best, wrong pictures at worst. Checked on Triton 3.9 here (test_triton_op).
+    ptrs = {name: 0 for name, ty in ARGUMENTS[kind] if ty.startswith("*")}
+    passed, takes = [t for t, _ in launch_args(kind, ptrs, 0, 0, 0)], ptx_params(k["ptx"])
+    scratch = [k.get("global_scratch", 0), k.get("profile_scratch", 0)]
+    if takes != passed or any(scratch):
+        raise RuntimeError(f"{kind}: its PTX takes {takes} with scratch sizes {scratch}; the launcher passes "
+                           f"{passed} with no scratch (compiled by another Triton than launch.py knows?)")
+
+
 class PtxKernels:
     """The two kernels loaded from PTX into the current CUDA context, launched through cuda.bindings."""
 
@@ -68,6 +80,7 @@ class PtxKernels:
         self.compiled = compiled
         self.functions = {}
         for kind, k in compiled.items():
+            check_signature(kind, k)
             module = cuda_call(driver.cuModuleLoadData(k["ptx"].encode() + b"\0"))
             self.functions[kind] = cuda_call(driver.cuModuleGetFunction(module, k["name"].encode()))
             if k["shared"] > 48 * 1024:
